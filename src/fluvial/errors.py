@@ -1,0 +1,79 @@
+"""Every error fluvial raises derives from :class:`FluvialError`.
+
+The tree::
+
+    FluvialError
+    ├── ConfigError            a setting, argument or flow definition is wrong
+    ├── SchemaError            a schema is malformed or its change is incompatible
+    ├── ValidationError        an event does not match the message format (has .path)
+    ├── DecodeError            bytes are not valid JSON / MessagePack / UTF-8
+    ├── LogError               the event log cannot be opened, read or appended to
+    │   └── CorruptLogError    a record failed its checksum away from the tail
+    ├── FlowError              a flow cannot be planned or run on a runner
+    │   └── UnsupportedOperation   the runner cannot execute an operator
+    ├── StoreError             the serving store cannot be read or written
+    │   └── ViewNotFound       no view of that name exists
+    └── MissingDependency      an optional extra is not installed
+
+Messages say what failed, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class FluvialError(Exception):
+    """Root of every exception raised by fluvial."""
+
+
+class ConfigError(FluvialError):
+    """A setting, argument or flow definition is wrong."""
+
+
+class SchemaError(FluvialError):
+    """A schema is malformed, or a new version is incompatible with the old one."""
+
+
+class ValidationError(FluvialError):
+    """An event does not match its schema.
+
+    Attributes:
+        path: Where the problem is, as a JSON path (``$.payload.value``).
+        reason: What is wrong there (``expected float, got str``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DecodeError(FluvialError):
+    """Bytes could not be decoded (malformed JSON or MessagePack, bad UTF-8)."""
+
+
+class LogError(FluvialError):
+    """The event log cannot be opened, read or appended to."""
+
+
+class CorruptLogError(LogError):
+    """A record failed its checksum somewhere other than the tail of the log."""
+
+
+class FlowError(FluvialError):
+    """A flow cannot be planned or executed."""
+
+
+class UnsupportedOperation(FlowError):
+    """The chosen runner cannot execute an operator of the flow."""
+
+
+class StoreError(FluvialError):
+    """The serving store cannot be read or written."""
+
+
+class ViewNotFound(StoreError):
+    """No view of that name exists in the store."""
+
+
+class MissingDependency(FluvialError):
+    """An optional dependency is not installed; the message names the extra."""

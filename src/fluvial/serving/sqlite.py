@@ -1,0 +1,779 @@
+"""The embedded view store: one SQLite file in WAL mode.
+
+Safe for one writer process and any number of reader processes: writes run in
+``BEGIN IMMEDIATE`` transactions, every query reads one snapshot, and a reader
+never waits for the writer (WAL).  Accumulators are pickled; the view's
+aggregator is stored with ``cloudpickle`` so that user aggregators (lambdas)
+can merge rows inside SQLite: ``merge_rows`` is one ``INSERT ... ON CONFLICT DO
+UPDATE SET acc = fluvial_merge(...)`` statement run with ``executemany``.
+
+Example:
+    >>> from fluvial.serving.sqlite import SqliteStore
+    >>> from fluvial.aggregators.base import Aggregator
+    >>> class Count(Aggregator):
+    ...     name = "count"
+    ...     def zero(self): return 0
+    ...     def add(self, acc, value): return acc + 1
+    ...     def merge(self, a, b): return a + b
+    >>> with SqliteStore(":memory:") as store:
+    ...     _ = store.define_view("hits", aggregator=Count())
+    ...     with store.transaction() as txn:
+    ...         _ = txn.merge_rows("hits", [("a", None, 2), ("a", None, 3)])
+    ...     store.query("hits")
+    [Row(key='a', window=None, value=5)]
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from os import PathLike
+from typing import Any, Iterable, Iterator, Mapping
+
+import cloudpickle
+import msgspec
+
+from fluvial.aggregators.base import Aggregator
+from fluvial.errors import ConfigError, StoreError, ViewNotFound
+from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window
+from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
+from fluvial.windows.shapes import Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
+
+NO_WINDOW = -(2**63)
+"""``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
+REALTIME_PART = 0
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT_MS = 10_000
+_PICKLE = pickle.HIGHEST_PROTOCOL
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS fluvial_views (
+        view_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        aggregator BLOB NOT NULL,
+        agg_spec TEXT NOT NULL,
+        agg_rev INTEGER NOT NULL DEFAULT 1,
+        window_spec TEXT,
+        alias_version INTEGER,
+        previous_version INTEGER,
+        next_version INTEGER NOT NULL DEFAULT 1,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        late_events INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS fluvial_versions (
+        view_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        cutoff TEXT,
+        created_ms INTEGER NOT NULL,
+        published_ms INTEGER,
+        PRIMARY KEY (view_id, version)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS fluvial_rows (
+        view_id INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        wstart INTEGER NOT NULL,
+        wend INTEGER NOT NULL,
+        acc BLOB,
+        PRIMARY KEY (view_id, part, key, wstart, wend)) WITHOUT ROWID""",
+    # Rows whose merge gave zero get acc NULL inside merge_rows, then are deleted.
+    "CREATE INDEX IF NOT EXISTS fluvial_rows_zero ON fluvial_rows (view_id, part) WHERE acc IS NULL",
+    """CREATE TABLE IF NOT EXISTS fluvial_checkpoints (
+        runner_id TEXT PRIMARY KEY,
+        blob BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL)""",
+]
+
+_VIEW_COLUMNS = ("view_id, name, agg_rev, agg_spec, window_spec, alias_version, previous_version, "
+                 "created_ms, updated_ms, late_events")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class _Meta:
+    view_id: int
+    name: str
+    agg: Aggregator[Any, Any, Any]
+    shape: WindowShape | None
+    alias: int | None
+    previous: int | None
+
+
+class _MergeFailed(Exception):
+    pass
+
+
+class SqliteStore:
+    """A :class:`~fluvial.serving.base.ViewStore` in one SQLite file.
+
+    Args:
+        path: The database file (created if missing), or ``":memory:"``.
+        synchronous: ``"NORMAL"`` (default: durable at checkpoints, never
+            corrupt) or ``"FULL"`` (every commit survives a power loss).
+        busy_timeout_ms: How long a writer waits for another writer's lock.
+
+    A store object belongs to one thread; open one per thread or process.
+    """
+
+    def __init__(self, path: str | PathLike[str], *, synchronous: str = "NORMAL",
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        sync = str(synchronous).upper()
+        if sync not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
+            raise ConfigError(f"busy_timeout_ms must be an integer >= 0, got {busy_timeout_ms!r}")
+        self.path = str(path)
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                         timeout=busy_timeout_ms / 1000)
+            self._conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the view store {self.path!r}: {exc}") from exc
+        self._conn.create_function("fluvial_merge", 3, self._sql_merge)
+        self._aggs: dict[int, tuple[int, Aggregator[Any, Any, Any]]] = {}
+        self._txn: SqliteTxn | None = None
+        self._merge_error: BaseException | None = None
+        self._zeroed = 0
+        self._init_schema()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _init_schema(self) -> None:
+        (current,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if current == SCHEMA_VERSION:
+            return
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path!r} has view store schema {current}; this fluvial knows "
+                             f"{SCHEMA_VERSION}: upgrade fluvial")
+        with self._write():
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._txn is not None:
+            raise StoreError("this store has a transaction open: do the write through its Txn, "
+                             "or after the transaction ends")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot start a write transaction on {self.path!r}: {exc} "
+                             "(another process holds the write lock; raise busy_timeout_ms?)") from exc
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise StoreError(f"commit failed on {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for every statement inside (or the open transaction's)."""
+        if self._conn.in_transaction:
+            yield self._conn
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _sql_merge(self, view_id: int, old: bytes | None, new: bytes) -> bytes | None:
+        try:
+            if old is None:  # zeroed earlier in the same statement, not yet deleted
+                return new
+            agg = self._aggs[view_id][1]
+            merged = agg.merge(pickle.loads(old), pickle.loads(new))
+            if agg.is_zero(merged):
+                self._zeroed += 1
+                return None
+            return pickle.dumps(merged, _PICKLE)
+        except BaseException as exc:
+            self._merge_error = exc
+            raise _MergeFailed() from exc
+
+    def _view_names(self) -> list[str]:
+        return [name for (name,) in self._conn.execute("SELECT name FROM fluvial_views ORDER BY name")]
+
+    def _not_found(self, name: str) -> ViewNotFound:
+        names = self._view_names()
+        return ViewNotFound(
+            f"no view named {name!r} in {self.path!r}; existing views: {names or 'none'}. "
+            "Run the flow that writes it (to_view), or define it with "
+            "store.define_view(name, aggregator=..., window=...)"
+        )
+
+    def _meta(self, name: str) -> _Meta:
+        row = self._conn.execute(
+            "SELECT view_id, agg_rev, window_spec, alias_version, previous_version "
+            "FROM fluvial_views WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            check_view_name(name)
+            raise self._not_found(name)
+        view_id, rev, window_spec, alias, previous = row
+        cached = self._aggs.get(view_id)
+        if cached is None or cached[0] != rev:
+            (blob,) = self._conn.execute("SELECT aggregator FROM fluvial_views WHERE view_id = ?",
+                                         (view_id,)).fetchone()
+            try:
+                agg = cloudpickle.loads(blob)
+            except Exception as exc:
+                raise StoreError(f"cannot load the aggregator of view {name!r}: {exc!r} (is the "
+                                 "module that defines it importable in this process?)") from exc
+            cached = self._aggs[view_id] = (rev, agg)
+        shape = shape_from_spec(json.loads(window_spec)) if window_spec is not None else None
+        return _Meta(view_id, name, cached[1], shape, alias, previous)
+
+    def _versions(self, view_id: int) -> dict[int, dict[int, int] | None]:
+        out: dict[int, dict[int, int] | None] = {}
+        for version, cutoff in self._conn.execute(
+                "SELECT version, cutoff FROM fluvial_versions WHERE view_id = ? ORDER BY version",
+                (view_id,)):
+            out[version] = ({int(p): o for p, o in json.loads(cutoff).items()}
+                            if cutoff is not None else None)
+        return out
+
+    def _part_no(self, meta: _Meta, part: Part) -> int:
+        if part == REALTIME:
+            return REALTIME_PART
+        if isinstance(part, int) and not isinstance(part, bool) and part >= 1:
+            if self._conn.execute("SELECT 1 FROM fluvial_versions WHERE view_id = ? AND version = ?",
+                                  (meta.view_id, part)).fetchone():
+                return part
+            raise ConfigError(f"view {meta.name!r} has no version {part}; existing versions: "
+                              f"{list(self._versions(meta.view_id))} (begin_version() creates one)")
+        raise ConfigError(f"part must be 'realtime' or a version number >= 1, got {part!r}")
+
+    def _info(self, row: tuple[Any, ...]) -> ViewInfo:
+        view_id, name, _rev, agg_spec, window_spec, alias, previous, created, updated, late = row
+        versions = self._versions(view_id)
+        return ViewInfo(
+            name=name, alias_version=alias, previous_version=previous, versions=list(versions),
+            window=json.loads(window_spec) if window_spec is not None else None,
+            aggregator=json.loads(agg_spec),
+            cutoffs={v: c for v, c in versions.items() if c is not None},
+            created_ms=created, updated_ms=updated, late_events=late)
+
+    def _touch(self, view_id: int) -> None:
+        self._conn.execute("UPDATE fluvial_views SET updated_ms = ? WHERE view_id = ?",
+                           (_now_ms(), view_id))
+
+    # -- views ------------------------------------------------------------------
+
+    def define_view(self, name: str, *, aggregator: Aggregator[Any, Any, Any],
+                    window: WindowShape | None = None) -> ViewInfo:
+        """Create a view, or check that an existing one has the same window and aggregator.
+
+        Redefining a view with the same specs stores the new aggregator object
+        (the flow's code may have changed); a different window or aggregator
+        spec is a :class:`ConfigError`.
+        """
+        check_view_name(name)
+        if not isinstance(aggregator, Aggregator):
+            raise ConfigError(f"view {name!r}: aggregator must be an Aggregator, got {aggregator!r}")
+        if window is not None and not isinstance(window, WindowShape):
+            raise ConfigError(f"view {name!r}: window must be a WindowShape or None, got {window!r}")
+        window_spec = window.spec() if window is not None else None
+        agg_spec = aggregator.spec()
+        try:
+            blob = cloudpickle.dumps(aggregator)
+        except Exception as exc:
+            raise ConfigError(f"view {name!r}: the aggregator cannot be pickled: {exc!r}") from exc
+        now = _now_ms()
+        with self._write() as conn:
+            row = conn.execute("SELECT view_id, window_spec, agg_spec, aggregator FROM fluvial_views "
+                               "WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO fluvial_views (name, aggregator, agg_spec, window_spec, created_ms, "
+                    "updated_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, blob, json.dumps(agg_spec, sort_keys=True),
+                     json.dumps(window_spec, sort_keys=True) if window_spec is not None else None,
+                     now, now))
+            else:
+                view_id, old_window, old_agg, old_blob = row
+                old_window = json.loads(old_window) if old_window is not None else None
+                if old_window != window_spec:
+                    raise ConfigError(
+                        f"view {name!r} already exists with window {old_window}, not {window_spec}: "
+                        "a view's window cannot change. Write to a new view name (or reprocess into "
+                        "one), or drop the old view first")
+                if json.loads(old_agg) != agg_spec:
+                    raise ConfigError(
+                        f"view {name!r} already exists with aggregator {json.loads(old_agg)}, not "
+                        f"{agg_spec}: accumulators of different aggregators cannot be merged. "
+                        "Write to a new view name")
+                if blob != old_blob:
+                    conn.execute("UPDATE fluvial_views SET aggregator = ?, agg_rev = agg_rev + 1, "
+                                 "updated_ms = ? WHERE view_id = ?", (blob, now, view_id))
+        return self.view(name)
+
+    def views(self) -> list[ViewInfo]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_VIEW_COLUMNS} FROM fluvial_views ORDER BY name").fetchall()
+            return [self._info(row) for row in rows]
+
+    def view(self, name: str) -> ViewInfo:
+        """The metadata of a view (:class:`ViewNotFound` lists the existing ones)."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_VIEW_COLUMNS} FROM fluvial_views WHERE name = ?",
+                               (name,)).fetchone()
+            if row is None:
+                check_view_name(name)
+                raise self._not_found(name)
+            return self._info(row)
+
+    def aggregator(self, name: str) -> Aggregator[Any, Any, Any]:
+        """The aggregator object stored with a view."""
+        with self._read():
+            return self._meta(name).agg
+
+    # -- writes -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTxn]:
+        """One atomic write: everything done through the yielded Txn, or nothing.
+
+        Example:
+            >>> with store.transaction() as txn:                 # doctest: +SKIP
+            ...     txn.merge_rows("hits", rows)
+            ...     txn.set_checkpoint("speed-1", state_and_offsets)
+        """
+        with self._write():
+            txn = self._txn = SqliteTxn(self)
+            try:
+                yield txn
+            finally:
+                txn._open = False
+                self._txn = None
+
+    # -- versions ---------------------------------------------------------------
+
+    def begin_version(self, view: str) -> int:
+        """Create the next (empty) batch version of a view; write it with ``part=version``."""
+        with self._write() as conn:
+            meta = self._meta(view)
+            (version,) = conn.execute("SELECT next_version FROM fluvial_views WHERE view_id = ?",
+                                      (meta.view_id,)).fetchone()
+            conn.execute("UPDATE fluvial_views SET next_version = ?, updated_ms = ? WHERE view_id = ?",
+                         (version + 1, _now_ms(), meta.view_id))
+            conn.execute("INSERT INTO fluvial_versions (view_id, version, created_ms) VALUES (?, ?, ?)",
+                         (meta.view_id, version, _now_ms()))
+        return int(version)
+
+    def publish_version(self, view: str, version: int, cutoff: Mapping[int, int]) -> None:
+        """Atomically make ``version`` the current batch version of ``view``.
+
+        ``cutoff`` is the log position it covers (partition -> offset).  The
+        previous current version is kept for :meth:`rollback`; older ones are
+        dropped.  Readers see the old version or the new one, never a mix.
+        """
+        try:
+            cutoff_json = json.dumps({str(int(p)): int(o) for p, o in dict(cutoff).items()})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cutoff must map partition numbers to offsets, got {cutoff!r}") from exc
+        with self._write() as conn:
+            meta = self._meta(view)
+            self._part_no(meta, version)
+            conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ? "
+                         "WHERE view_id = ? AND version = ?",
+                         (cutoff_json, _now_ms(), meta.view_id, version))
+            if meta.alias != version:
+                conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, "
+                             "updated_ms = ? WHERE view_id = ?",
+                             (version, meta.alias, _now_ms(), meta.view_id))
+        # Drop what is older than the kept previous version, in a second transaction
+        # so that the switch itself stays short (an interrupted drop is redone next time).
+        with self._write() as conn:
+            meta = self._meta(view)
+            if meta.previous is not None:
+                for old in [v for v in self._versions(meta.view_id)
+                            if v < meta.previous and v != meta.alias]:
+                    self._drop(meta.view_id, old)
+
+    def rollback(self, view: str) -> int:
+        """Switch the alias back to the previous kept version; returns it."""
+        with self._write() as conn:
+            meta = self._meta(view)
+            if meta.previous is None:
+                raise StoreError(f"view {view!r} has no previous version to roll back to "
+                                 f"(current version: {meta.alias})")
+            older = [v for v, c in self._versions(meta.view_id).items()
+                     if c is not None and v < meta.previous]
+            conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, "
+                         "updated_ms = ? WHERE view_id = ?",
+                         (meta.previous, max(older) if older else None, _now_ms(), meta.view_id))
+            return meta.previous
+
+    def drop_version(self, view: str, version: int) -> None:
+        """Delete a batch version and its rows (not the current one)."""
+        with self._write() as conn:
+            meta = self._meta(view)
+            self._part_no(meta, version)
+            if version == meta.alias:
+                raise StoreError(f"version {version} is the current version of view {view!r}: "
+                                 "publish or roll back to another version before dropping it")
+            if version == meta.previous:
+                conn.execute("UPDATE fluvial_views SET previous_version = NULL WHERE view_id = ?",
+                             (meta.view_id,))
+            self._drop(meta.view_id, version)
+
+    def _drop(self, view_id: int, version: int) -> None:
+        self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?", (view_id, version))
+        self._conn.execute("DELETE FROM fluvial_versions WHERE view_id = ? AND version = ?",
+                           (view_id, version))
+        self._touch(view_id)
+
+    # -- queries ----------------------------------------------------------------
+
+    def query(self, view: str, *, key: Key = UNSET, from_ms: int | None = None,
+              to_ms: int | None = None, version: int | None = None,
+              realtime: bool = True) -> list[Row]:
+        """Rows of ``view``: the current batch version ⊕ the realtime part.
+
+        Args:
+            key: Only this key (exact match; ``None`` is a key).
+            from_ms: Only windows starting at or after this time.
+            to_ms: Only windows starting before this time.
+            version: Read this batch version instead of the current one.
+            realtime: Include the realtime part.
+
+        Rows are sorted by key (the JSON text of the key), then window start,
+        and come from one consistent snapshot.
+        """
+        with self._read() as conn:
+            meta = self._meta(view)
+            shape = meta.shape
+            if shape is None and (from_ms is not None or to_ms is not None):
+                raise ConfigError(f"view {view!r} has no window: from_ms/to_ms do not apply")
+            parts: list[int] = []
+            if version is not None:
+                parts.append(self._part_no(meta, version))
+            elif meta.alias is not None:
+                parts.append(meta.alias)
+            if realtime:
+                parts.append(REALTIME_PART)
+            sql = "SELECT key, wstart, wend, acc FROM fluvial_rows WHERE view_id = ? AND part = ?"
+            extra: list[Any] = []
+            if key is not UNSET:
+                sql += " AND key = ?"
+                extra.append(encode_key(key))
+            if isinstance(shape, (Tumbling, Sliding)):  # push the window filter down
+                if from_ms is not None:
+                    sql += " AND wstart >= ?"
+                    extra.append(from_ms)
+                if to_ms is not None:
+                    reach = shape.length_ms if isinstance(shape, Sliding) else 0
+                    sql += " AND wstart < ?"
+                    extra.append(to_ms + reach)
+            fetched = [conn.execute(sql, (meta.view_id, part, *extra)).fetchall() for part in parts]
+        return _compose_rows(meta.agg, shape, fetched, from_ms, to_ms)
+
+    # -- save_to tables ---------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        """Names of the ``save_to`` tables."""
+        with self._read() as conn:
+            return [name for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'fluvial\\_%' "
+                "ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+
+    def table_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of a ``save_to`` table, as dicts, sorted by its key columns."""
+        _check_table(table)
+        with self._read() as conn:
+            columns = _table_columns(conn, table)
+            if columns is None:
+                raise StoreError(f"no table {table!r} in {self.path!r}; tables: {self.tables()}")
+            names = [name for name, _ in columns]
+            order = [name for name, pk in sorted(columns, key=lambda c: c[1]) if pk] or names
+            cursor = conn.execute(f"SELECT {_quote_all(names)} FROM \"{table}\" "
+                                  f"ORDER BY {_quote_all(order)}")
+            return [dict(zip(names, row)) for row in cursor]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+
+class SqliteTxn:
+    """The writes of one :meth:`SqliteStore.transaction` (see :class:`~fluvial.serving.base.Txn`)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._conn = store._conn
+        self._open = True
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreError("this transaction has ended; open a new one with store.transaction()")
+
+    def merge_rows(self, view: str, rows: Iterable[tuple[Key, Window | None, Any]], *,
+                   part: Part = REALTIME) -> int:
+        """Merge ``(key, window, acc)`` rows into a part with the view's ``merge``.
+
+        Rows whose accumulator is zero are skipped; a stored row whose merged
+        accumulator becomes zero is deleted.  Returns the number of rows read.
+        """
+        self._check_open()
+        store = self._store
+        meta = store._meta(view)
+        part_no = store._part_no(meta, part)
+        counter = [0]
+        params = _row_params(meta, part_no, rows, counter, skip_zero=True)
+        store._merge_error = None
+        store._zeroed = 0
+        try:
+            self._conn.executemany(
+                "INSERT INTO fluvial_rows (view_id, part, key, wstart, wend, acc) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (view_id, part, key, wstart, wend) "
+                "DO UPDATE SET acc = fluvial_merge(view_id, acc, excluded.acc)", params)
+        except sqlite3.OperationalError as exc:
+            if store._merge_error is not None:
+                error, store._merge_error = store._merge_error, None
+                raise StoreError(f"view {view!r}: merging rows failed in the aggregator: "
+                                 f"{error!r}") from error
+            raise StoreError(f"view {view!r}: writing rows failed: {exc}") from exc
+        if store._zeroed:
+            self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ? "
+                               "AND acc IS NULL", (meta.view_id, part_no))
+        store._touch(meta.view_id)
+        return counter[0]
+
+    def put_rows(self, view: str, rows: Iterable[tuple[Key, Window | None, Any]], *,
+                 part: Part = REALTIME) -> int:
+        """Overwrite ``(key, window, acc)`` rows (for views of "latest" values)."""
+        self._check_open()
+        store = self._store
+        meta = store._meta(view)
+        counter = [0]
+        params = _row_params(meta, store._part_no(meta, part), rows, counter, skip_zero=False)
+        self._conn.executemany(
+            "INSERT INTO fluvial_rows (view_id, part, key, wstart, wend, acc) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (view_id, part, key, wstart, wend) DO UPDATE SET acc = excluded.acc", params)
+        store._touch(meta.view_id)
+        return counter[0]
+
+    def delete_part(self, view: str, part: Part) -> int:
+        """Delete every row of a part (the version itself stays); returns the count."""
+        self._check_open()
+        meta = self._store._meta(view)
+        cursor = self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
+                                    (meta.view_id, self._store._part_no(meta, part)))
+        self._store._touch(meta.view_id)
+        return cursor.rowcount
+
+    def set_checkpoint(self, runner_id: str, blob: bytes) -> None:
+        self._check_open()
+        if not isinstance(runner_id, str) or not runner_id:
+            raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
+        self._conn.execute(
+            "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
+            (runner_id, bytes(blob), _now_ms()))
+
+    def get_checkpoint(self, runner_id: str) -> bytes | None:
+        self._check_open()
+        row = self._conn.execute("SELECT blob FROM fluvial_checkpoints WHERE runner_id = ?",
+                                 (runner_id,)).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def add_late_events(self, view: str, n: int) -> None:
+        self._check_open()
+        meta = self._store._meta(view)
+        self._conn.execute("UPDATE fluvial_views SET late_events = late_events + ?, updated_ms = ? "
+                           "WHERE view_id = ?", (int(n), _now_ms(), meta.view_id))
+
+    def save_rows(self, table: str, columns: list[str], rows: Iterable[Any], *,
+                  key_columns: int = 1) -> int:
+        """Upsert rows into a user table (the ``save_to`` sink; the seed's ``saveToCassandra``).
+
+        The table is created if missing, with a primary key on the first
+        ``key_columns`` columns.  Rows are sequences in ``columns`` order or
+        mappings by column name; lists, dicts and other non-scalars are stored
+        as JSON text.  Returns the number of rows written.
+        """
+        self._check_open()
+        _check_table(table)
+        columns = list(columns)
+        for column in columns:
+            check_identifier("column", column)
+        if len({c.lower() for c in columns}) != len(columns):
+            raise ConfigError(f"table {table!r}: duplicate column names in {columns}")
+        if not isinstance(key_columns, int) or not 1 <= key_columns <= len(columns):
+            raise ConfigError(f"table {table!r}: key_columns must be between 1 and {len(columns)}, "
+                              f"got {key_columns!r}")
+        existing = _table_columns(self._conn, table)
+        wanted = [(c, i + 1 if i < key_columns else 0) for i, c in enumerate(columns)]
+        if existing is None:
+            keys = _quote_all(columns[:key_columns])
+            self._conn.execute(f"CREATE TABLE \"{table}\" ({_quote_all(columns)}, "
+                               f"PRIMARY KEY ({keys})) WITHOUT ROWID")
+        elif [(c.lower(), pk) for c, pk in existing] != [(c.lower(), pk) for c, pk in wanted]:
+            raise ConfigError(
+                f"table {table!r} exists with columns {[c for c, _ in existing]} (key: "
+                f"{[c for c, pk in existing if pk]}), not {columns} (key: {columns[:key_columns]}); "
+                "save to a new table name or drop the old table")
+        others = columns[key_columns:]
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+        conflict = f"DO UPDATE SET {updates}" if others else "DO NOTHING"
+        sql = (f"INSERT INTO \"{table}\" ({_quote_all(columns)}) VALUES "
+               f"({', '.join('?' * len(columns))}) ON CONFLICT ({_quote_all(columns[:key_columns])}) "
+               f"{conflict}")
+        count = 0
+
+        def params() -> Iterator[list[Any]]:
+            nonlocal count
+            for row in rows:
+                if isinstance(row, Mapping):
+                    try:
+                        values = [row[c] for c in columns]
+                    except KeyError as exc:
+                        raise ConfigError(f"table {table!r}: row {row!r} has no column {exc}") from None
+                else:
+                    values = list(row)
+                    if len(values) != len(columns):
+                        raise ConfigError(f"table {table!r}: row {row!r} has {len(values)} values "
+                                          f"for {len(columns)} columns {columns}")
+                count += 1
+                yield [_sql_value(v) for v in values]
+
+        try:
+            self._conn.executemany(sql, params())
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"table {table!r}: {exc} (key columns {columns[:key_columns]} "
+                             "cannot be null)") from exc
+        return count
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _row_params(meta: _Meta, part_no: int, rows: Iterable[tuple[Key, Window | None, Any]],
+                counter: list[int], *, skip_zero: bool) -> Iterator[tuple[Any, ...]]:
+    """``(view_id, part, key, wstart, wend, acc)`` parameters, checking windows on the way."""
+    view_id, shape, name = meta.view_id, meta.shape, meta.name
+    is_zero = meta.agg.is_zero
+    dumps = pickle.dumps
+    if isinstance(shape, (Tumbling, Sliding)):
+        pane = shape.pane_ms if isinstance(shape, Sliding) else shape.length_ms
+        offset, min_len = shape.offset_ms, None
+    elif isinstance(shape, Session):
+        pane, offset, min_len = None, 0, shape.gap_ms
+    n = 0
+    try:
+        for key, window, acc in rows:
+            n += 1
+            if skip_zero and is_zero(acc):
+                continue
+            if shape is None:
+                if window is not None:
+                    raise ConfigError(f"view {name!r} has no window, but a row has window {window!r}")
+                start = end = NO_WINDOW
+            else:
+                if window is None:
+                    raise ConfigError(f"view {name!r} has window {shape.spec()}, but a row has "
+                                      f"window None (key {key!r})")
+                start, end = window
+                if type(start) is not int or type(end) is not int:
+                    raise ConfigError(f"view {name!r}: window {window!r} must hold integer ms")
+                if pane is not None:
+                    if end - start != pane or (start - offset) % pane:
+                        raise ConfigError(
+                            f"view {name!r}: window {window!r} is not a storage pane of "
+                            f"{shape.spec()} (expected shape.storage_window(ts), {pane} ms long)")
+                elif end - start < min_len:  # type: ignore[operator]
+                    raise ConfigError(f"view {name!r}: session fragment {window!r} is shorter "
+                                      f"than the gap ({min_len} ms)")
+            yield (view_id, part_no, encode_key(key), start, end, dumps(acc, _PICKLE))
+    finally:
+        counter[0] = n
+
+
+def _compose_rows(agg: Aggregator[Any, Any, Any], shape: WindowShape | None,
+                  fetched: list[list[tuple[bytes, int, int, bytes]]],
+                  from_ms: int | None, to_ms: int | None) -> list[Row]:
+    loads = pickle.loads
+    groups: dict[bytes, list[tuple[Window | None, Any]]] = {}
+    for rows in fetched:
+        for key, start, end, acc in rows:
+            if acc is None:
+                continue
+            window = None if start == NO_WINDOW else (start, end)
+            item = (window, loads(acc))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [item]
+            else:
+                group.append(item)
+    out: list[Row] = []
+    result, is_zero = agg.result, agg.is_zero
+    simple = shape is None or isinstance(shape, Tumbling)
+    for key in sorted(groups):
+        parts = groups[key]
+        value = decode_key(key)
+        if simple and len(fetched) == 1:
+            windows: Any = parts  # one part: already one row per window, in order
+        else:
+            windows = sorted(compose(shape, parts, agg).items(),
+                             key=lambda item: item[0] or (0, 0))
+        for window, acc in windows:
+            if window is not None and ((from_ms is not None and window[0] < from_ms)
+                                       or (to_ms is not None and window[0] >= to_ms)):
+                continue
+            if is_zero(acc):
+                continue
+            out.append(Row(key=value, window=window, value=result(acc)))
+    return out
+
+
+def _check_table(table: Any) -> str:
+    check_identifier("table", table)
+    if table.lower().startswith(("fluvial_", "sqlite_")):
+        raise ConfigError(f"invalid table name {table!r}: names starting with 'fluvial_' or "
+                          "'sqlite_' are reserved for the store itself")
+    return table
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, int]] | None:
+    info = conn.execute(f"PRAGMA table_info(\"{table}\")").fetchall()
+    return [(row[1], row[5]) for row in info] if info else None
+
+
+def _quote_all(names: list[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+_SCALARS = (str, int, float, bytes, type(None))
+
+
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, _SCALARS):
+        return value
+    try:
+        return msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise StoreError(f"cannot store value {value!r} of type {type(value).__name__}: {exc}") from exc

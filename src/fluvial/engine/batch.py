@@ -1,0 +1,236 @@
+"""The local batch runner: the batch layer on one machine.
+
+A run reads the whole bounded input (the log up to a cut-off, or files) and
+writes every view as a new batch version.  When every path from a source
+meets an aggregation first (the usual case), the run is two-phase, like a
+Spark stage boundary: the input is cut into splits, each split goes through
+the narrow operators and is pre-aggregated (in parallel worker processes for
+large inputs), the partial aggregates are merged with the aggregator's
+``merge``, and the rest of the plan runs once on the merged result.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from fluvial.engine.execute import BatchOutput, Chunk, Executor
+from fluvial.engine.plan import Plan, compile_plan
+from fluvial.engine.sources import Split, log_sources, plan_splits, read_split
+from fluvial.errors import ConfigError
+from fluvial.flow.graph import Flow, Node, Pipeline
+
+PARALLEL_MIN_RECORDS = 200_000
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class RunStats:
+    """What a run did."""
+
+    pipeline: str
+    mode: str
+    records_in: int = 0
+    micro_batches: int = 0
+    late_events: int = 0
+    views: dict[str, int] = field(default_factory=dict)   # view -> version written (batch) or rows merged
+    seconds: float = 0.0
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records_in / self.seconds if self.seconds > 0 else 0.0
+
+
+class BatchRunner:
+    """Runs pipelines over all of their (bounded) input.
+
+    Args:
+        log: The event log, for pipelines that read it.
+        store: The serving store that views are written to.
+        workers: Worker processes for large inputs (default: the machine's cores; 1 = in-process).
+        slice_records: Log records per split.
+        progress: Show a progress bar (default: when stderr is a terminal).
+        out: Where ``print()`` sinks write.
+
+    Example:
+        >>> p = Pipeline("wc")
+        >>> p.from_queue([["to be or not to be"]]).flat_map(str.split).count_by_value().print(3)
+        >>> _ = BatchRunner().run(p)  # doctest: +NORMALIZE_WHITESPACE
+        -------------------------------------------
+        Time: 0 ms
+        -------------------------------------------
+        (to,2)
+        (be,2)
+        (or,1)
+        ...
+        <BLANKLINE>
+    """
+
+    def __init__(self, *, log: Any = None, store: Any = None, workers: int | None = None,
+                 slice_records: int = 100_000, progress: bool | None = None,
+                 out: TextIO | None = None) -> None:
+        self.log = log
+        self.store = store
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self.slice_records = slice_records
+        self.progress = progress
+        self.out = out
+
+    # -- public ------------------------------------------------------------------
+    def run(self, pipeline: Pipeline, *, cutoff: list[int] | None = None) -> RunStats:
+        """Compute every sink of ``pipeline`` over the whole input; views get a new version."""
+        plan = compile_plan(pipeline)
+        started = time.perf_counter()
+        cutoff = self._cutoff(plan, cutoff)
+        output, records = self._execute(plan, cutoff)
+        stats = RunStats(pipeline.name, "batch", records_in=records, micro_batches=1)
+        self._commit(plan, output, cutoff, stats)
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    def collect(self, flow: Flow[Any]) -> list[Any]:
+        """Run only what ``flow`` needs and return its elements."""
+        sink = Node("collect", (flow.node,), {}, "collect")
+        plan = compile_plan(flow.pipeline, [sink])
+        output, _ = self._execute(plan, self._cutoff(plan, None))
+        return output.collected.get(sink.id, [])
+
+    # -- internals ---------------------------------------------------------------------
+    def _cutoff(self, plan: Plan, cutoff: list[int] | None) -> list[int] | None:
+        if not log_sources(plan):
+            return None
+        if self.log is None:
+            raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log "
+                              "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
+        return list(cutoff) if cutoff is not None else self.log.end_offsets()
+
+    def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
+        executor = Executor(plan, stream=False)
+        splits = plan_splits(plan, cutoff, slice_records=self.slice_records)
+        if not plan.two_phase:
+            inputs: dict[int, list[Chunk]] = {}
+            for split, _ in splits:
+                for node_id, chunks in read_split(plan, split, self.log).items():
+                    inputs.setdefault(node_id, []).extend(chunks)
+            records = sum(len(c.values) for cs in inputs.values() for c in cs)
+            return executor.run(inputs, batch_time_ms=_batch_time(plan)), records
+        partials, records = self._map_phase(plan, splits)
+        return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials), records
+
+    def _map_phase(self, plan: Plan, splits: list[tuple[Split, int]]) -> tuple[dict[int, Any], int]:
+        total = sum(size for _, size in splits)
+        big = total >= (PARALLEL_MIN_RECORDS if any(s.kind == "log" for s, _ in splits) else PARALLEL_MIN_BYTES)
+        workers = min(self.workers, len(splits)) if big else 1
+        bar = _progress_bar(self.progress, total, f"batch {plan.name}")
+        if workers <= 1:
+            merged: dict[int, Any] = {}
+            records = 0
+            for split, size in splits:
+                part, n = _map_split(plan, split, self.log)
+                _merge_partials(plan, merged, part)
+                records += n
+                bar(size)
+            bar(None)
+            return merged, records
+        # Fork: workers inherit the plan (user lambdas need no pickling); only
+        # split descriptions go out and partial aggregates come back.
+        global _WORKER_CONTEXT
+        _WORKER_CONTEXT = (plan, self.log)
+        ctx = multiprocessing.get_context("fork")
+        merged, records = {}, 0
+        try:
+            with ctx.Pool(workers) as pool:
+                for (part, n), (_, size) in zip(pool.imap(_map_split_in_worker, [s for s, _ in splits]), splits):
+                    _merge_partials(plan, merged, part)
+                    records += n
+                    bar(size)
+        finally:
+            _WORKER_CONTEXT = None
+            bar(None)
+        return merged, records
+
+    def _commit(self, plan: Plan, output: BatchOutput, cutoff: list[int] | None, stats: RunStats) -> None:
+        out = self.out or sys.stdout
+        for text in output.prints:
+            out.write(text + "\n")
+        if output.prints:
+            out.flush()
+        if not plan.views and not output.saves:
+            return
+        store = self.store
+        if store is None:
+            raise ConfigError(f"pipeline {plan.name!r} writes views or tables: give the runner a store "
+                              "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
+        cut = {i: o for i, o in enumerate(cutoff)} if cutoff is not None else {}
+        for name, spec in plan.views.items():
+            store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+            version = store.begin_version(name)
+            with store.transaction() as txn:
+                if spec.aggregator is not None:
+                    txn.merge_rows(name, output.view_merges.get(name, []), part=version)
+                else:
+                    txn.put_rows(name, output.view_puts.get(name, []), part=version)
+            store.publish_version(name, version, cut)
+            stats.views[name] = version
+        for node, rows in output.saves:
+            target = node.params["store"] or store
+            with target.transaction() as txn:
+                txn.save_rows(node.params["table"], node.params["columns"], rows,
+                              key_columns=node.params["key_columns"])
+
+
+_WORKER_CONTEXT: tuple[Plan, Any] | None = None
+
+
+def _map_split_in_worker(split: Split) -> tuple[dict[int, Any], int]:
+    assert _WORKER_CONTEXT is not None
+    plan, log = _WORKER_CONTEXT
+    return _map_split(plan, split, log)
+
+
+def _map_split(plan: Plan, split: Split, log: Any) -> tuple[dict[int, Any], int]:
+    inputs = read_split(plan, split, log)
+    records = sum(len(c.values) for cs in inputs.values() for c in cs)
+    if split.kind == "log":  # several log sources share one read: count records once
+        records = split.stop - split.start
+    return Executor(plan, stream=False).map_side(inputs), records
+
+
+def _merge_partials(plan: Plan, into: dict[int, Any], part: dict[int, Any]) -> None:
+    for node in plan.boundary:
+        agg = node.params["agg"]
+        target = into.setdefault(node.id, {})
+        for k, acc in part.get(node.id, {}).items():
+            target[k] = agg.merge(target[k], acc) if k in target else acc
+
+
+def _batch_time(plan: Plan) -> int:
+    for node in plan.sources:
+        if node.op in ("queue", "rate"):
+            return int(node.params["start_ms"])
+    return 0
+
+
+def _progress_bar(enabled: bool | None, total: int, label: str) -> Callable[[int | None], None]:
+    """A tqdm bar on a terminal (stderr), a no-op when piped or when tqdm is missing."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return lambda n: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda n: None
+    bar = tqdm(total=total, desc=label, unit="rec", unit_scale=True, leave=False)
+
+    def step(n: int | None) -> None:
+        if n is None:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return step

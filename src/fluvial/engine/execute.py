@@ -1,0 +1,454 @@
+"""One micro-batch through a plan: the operator semantics every local runner shares.
+
+A batch run is one micro-batch (evaluated in slices, see :meth:`Executor.map_side`);
+a stream run is a sequence of micro-batches whose state (:class:`ExecState`)
+the stream runner checkpoints together with view changes and log offsets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable
+
+from fluvial.errors import FlowError
+from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Windowed
+from fluvial.windows.shapes import Session, Sliding, Tumbling, compose
+from fluvial.windows.watermark import Watermarks
+from fluvial.engine.plan import Plan
+
+
+@dataclass
+class Chunk:
+    """Consecutive elements of one input partition (``origin``), with event times."""
+
+    origin: tuple[int, int]
+    values: list[Any]
+    ts: list[int] | None
+
+
+@dataclass
+class ExecState:
+    """Everything a stream run carries from one micro-batch to the next (keyed by
+    the plan position of the operator, which is stable across restarts)."""
+
+    watermarks: dict[int, dict[Hashable, int]] = field(default_factory=dict)
+    tables: dict[int, dict[Any, dict[Any, Any]]] = field(default_factory=dict)
+    keyed: dict[int, dict[Any, Any]] = field(default_factory=dict)
+    joins: dict[int, tuple[dict[Any, list[Any]], dict[Any, list[Any]]]] = field(default_factory=dict)
+    late_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class BatchOutput:
+    """What one micro-batch produced, for the runner to commit."""
+
+    view_merges: dict[str, list[tuple[Any, Any, Any]]] = field(default_factory=dict)
+    view_puts: dict[str, list[tuple[Any, Any, Any]]] = field(default_factory=dict)
+    saves: list[tuple[Node, list[tuple[Any, ...]]]] = field(default_factory=list)
+    prints: list[str] = field(default_factory=list)
+    collected: dict[int, list[Any]] = field(default_factory=dict)
+    late: dict[int, int] = field(default_factory=dict)   # aggregate position -> late events this batch
+    records_out: int = 0
+
+
+def _fail(node: Node, what: str, exc: BaseException | None = None) -> FlowError:
+    cause = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return FlowError(f"{node.op} at {node.label}: {what}{cause}")
+
+
+class Executor:
+    """Evaluates a :class:`Plan` on the chunks of one micro-batch."""
+
+    def __init__(self, plan: Plan, *, stream: bool, state: ExecState | None = None) -> None:
+        self.plan = plan
+        self.stream = stream
+        self.state = state or ExecState()
+
+    # -- narrow operators -----------------------------------------------------
+    def _narrow(self, node: Node, inputs: list[list[Chunk]]) -> list[Chunk]:
+        op, f = node.op, node.params.get("f")
+        timed = node.id in self.plan.timed
+        out: list[Chunk] = []
+        if op == "union":
+            return [c for chunks in inputs for c in chunks]
+        for ch in inputs[0]:
+            vals, ts = ch.values, (ch.ts if timed else None)
+            try:
+                if op == "map":
+                    out.append(Chunk(ch.origin, [f(v) for v in vals], ts))
+                elif op == "filter":
+                    keep = [bool(f(v)) for v in vals]
+                    out.append(Chunk(ch.origin, list(itertools.compress(vals, keep)),
+                                     list(itertools.compress(ts, keep)) if ts is not None else None))
+                elif op == "flat_map":
+                    if ts is None:
+                        flat: list[Any] = []
+                        extend = flat.extend
+                        for v in vals:
+                            extend(f(v))
+                        out.append(Chunk(ch.origin, flat, None))
+                    else:
+                        flat, flat_ts = [], []
+                        for v, t in zip(vals, ts):
+                            items = f(v)
+                            if not isinstance(items, list):
+                                items = list(items)
+                            flat.extend(items)
+                            flat_ts.extend([t] * len(items))
+                        out.append(Chunk(ch.origin, flat, flat_ts))
+                elif op == "map_partitions":
+                    items = list(f(iter(vals)))
+                    last = max(ts) if ts else 0
+                    out.append(Chunk(ch.origin, items, [last] * len(items) if ts is not None else None))
+                elif op == "with_timestamps":
+                    new_ts = [int(f(v)) for v in vals]
+                    out.append(Chunk(ch.origin, vals, new_ts if timed else None))
+                elif op == "lookup":
+                    out.append(self._lookup(node, ch, ts))
+                else:  # pragma: no cover - planner guarantees the op set
+                    raise _fail(node, "unknown operator")
+            except FlowError:
+                raise
+            except Exception as exc:
+                raise _fail(node, "the user function failed", exc) from exc
+        return out
+
+    def _lookup(self, node: Node, ch: Chunk, ts: list[int] | None) -> Chunk:
+        table, default, inner = node.params["table"], node.params["default"], node.params["inner"]
+        get = table.get if hasattr(table, "get") else None
+        vals: list[Any] = []
+        out_ts: list[int] = []
+        missing = object()
+        for i, (k, v) in enumerate(_pairs(node, ch.values)):
+            other = get(k, missing) if get else table(k)
+            if other is missing or other is None and not get:
+                if inner:
+                    continue
+                other = default
+            vals.append((k, (v, other)))
+            if ts is not None:
+                out_ts.append(ts[i])
+        return Chunk(ch.origin, vals, out_ts if ts is not None else None)
+
+    # -- aggregation ------------------------------------------------------------
+    def partials(self, node: Node, chunks: list[Chunk]) -> tuple[dict[tuple[Any, Any], Any], list[Chunk]]:
+        """Partial accumulators per (key, storage window) of one micro-batch, and
+        the late elements (stream runs only)."""
+        p = node.params
+        agg, shape, keyed = p["agg"], p["window"], p["keyed"]
+        late: list[Chunk] = []
+        if shape is not None and self.stream:
+            pos = self.plan.index[node.id]
+            wm = Watermarks(p["lateness_ms"], self.state.watermarks.get(pos))
+            kept = []
+            for ch in chunks:
+                flags = wm.split(ch.origin, ch.ts or [])
+                if all(flags):
+                    kept.append(ch)
+                    continue
+                kept.append(Chunk(ch.origin, list(itertools.compress(ch.values, flags)),
+                                  list(itertools.compress(ch.ts or [], flags))))
+                bad = [not f for f in flags]
+                late.append(Chunk(ch.origin, list(itertools.compress(ch.values, bad)),
+                                  list(itertools.compress(ch.ts or [], bad))))
+            self.state.watermarks[pos] = wm.snapshot()
+            chunks = kept
+        groups: dict[Any, list[Any]] = defaultdict(list)
+        try:
+            if shape is None:
+                if keyed:
+                    for ch in chunks:
+                        for k, v in _pairs(node, ch.values):
+                            groups[(k, None)].append(v)
+                else:
+                    for ch in chunks:
+                        groups[(None, None)].extend(ch.values)
+            elif isinstance(shape, Session):
+                return self._session_partials(node, chunks), late
+            else:
+                pane = shape.length_ms if isinstance(shape, Tumbling) else shape.pane_ms
+                off = shape.offset_ms
+                for ch in chunks:
+                    assert ch.ts is not None
+                    if keyed:
+                        for (k, v), t in zip(_pairs(node, ch.values), ch.ts):
+                            s = t - (t - off) % pane
+                            groups[(k, (s, s + pane))].append(v)
+                    else:
+                        for v, t in zip(ch.values, ch.ts):
+                            s = t - (t - off) % pane
+                            groups[(None, (s, s + pane))].append(v)
+            return {gk: agg.add_many(agg.zero(), vs) for gk, vs in groups.items()}, late
+        except FlowError:
+            raise
+        except TypeError as exc:
+            raise _fail(node, "keys must be hashable (use tuples, not lists)", exc) from exc
+        except Exception as exc:
+            raise _fail(node, f"aggregator {agg!r} failed", exc) from exc
+
+    def _session_partials(self, node: Node, chunks: list[Chunk]) -> dict[tuple[Any, Any], Any]:
+        agg, gap, keyed = node.params["agg"], node.params["window"].gap_ms, node.params["keyed"]
+        per_key: dict[Any, list[tuple[int, Any]]] = defaultdict(list)
+        for ch in chunks:
+            pairs = _pairs(node, ch.values) if keyed else ((None, v) for v in ch.values)
+            for (k, v), t in zip(pairs, ch.ts or []):
+                per_key[k].append((t, v))
+        out: dict[tuple[Any, Any], Any] = {}
+        for k, items in per_key.items():
+            items.sort(key=lambda tv: tv[0])
+            start = last = items[0][0]
+            values: list[Any] = []
+            for t, v in items:
+                if t >= last + gap:
+                    out[(k, (start, last + gap))] = agg.add_many(agg.zero(), values)
+                    start, values = t, []
+                last = t
+                values.append(v)
+            out[(k, (start, last + gap))] = agg.add_many(agg.zero(), values)
+        return out
+
+    def _table_rows(self, node: Node, delta: dict[tuple[Any, Any], Any]) -> Chunk:
+        """Rows of an aggregated table that changed in this micro-batch, with their
+        current values (the full table in a batch run)."""
+        agg, shape = node.params["agg"], node.params["window"]
+        pos = self.plan.index[node.id]
+        table = self.state.tables.setdefault(pos, {})
+        changed: dict[Any, set[Any]] = defaultdict(set)
+        for (k, win), acc in delta.items():
+            parts = table.setdefault(k, {})
+            parts[win] = agg.merge(parts[win], acc) if win in parts else acc
+            changed[k].add(win)
+        rows: list[Any] = []
+        ts: list[int] = []
+        for k, wins in changed.items():
+            if shape is None:
+                rows.append((k, agg.result(table[k][None])))
+                ts.append(0)
+                continue
+            composed = compose(shape, table[k].items(), agg)
+            for window, acc in sorted(composed.items()):
+                if _touches(shape, window, wins):
+                    rows.append(Windowed(k, window, agg.result(acc)))
+                    ts.append(window[0])
+        return Chunk((pos, 0), rows, ts)
+
+    # -- per-key state and joins -------------------------------------------------
+    def _state(self, node: Node, chunks: list[Chunk]) -> Chunk:
+        f, mode = node.params["f"], node.params["mode"]
+        pos = self.plan.index[node.id]
+        states = self.state.keyed.setdefault(pos, {})
+        elements = [(t, k, v) for ch in sorted(chunks, key=lambda c: c.origin)
+                    for (k, v), t in zip(_pairs(node, ch.values), ch.ts or [])]
+        elements.sort(key=lambda e: e[0])  # stable: ties keep partition order
+        out, out_ts = [], []
+        try:
+            if mode == "map":
+                for t, k, v in elements:
+                    new_state, output = f(k, v, states.get(k))
+                    if new_state is None:
+                        states.pop(k, None)
+                    else:
+                        states[k] = new_state
+                    if output is not None:
+                        out.append(output)
+                        out_ts.append(t)
+            else:
+                grouped: dict[Any, list[Any]] = {}
+                last_ts: dict[Any, int] = {}
+                for t, k, v in elements:
+                    grouped.setdefault(k, []).append(v)
+                    last_ts[k] = t
+                for k, values in grouped.items():
+                    new_state = f(values, states.get(k))
+                    if new_state is None:
+                        states.pop(k, None)
+                    else:
+                        states[k] = new_state
+                    out.append((k, new_state))
+                    out_ts.append(last_ts[k])
+        except Exception as exc:
+            raise _fail(node, "the state function failed", exc) from exc
+        return Chunk((pos, 0), out, out_ts)
+
+    def _join(self, node: Node, left: list[Chunk], right: list[Chunk]) -> Chunk:
+        shape = node.params["window"]
+        pos = self.plan.index[node.id]
+        lstate, rstate = self.state.joins.setdefault(pos, ({}, {}))
+
+        def items(chunks: list[Chunk]) -> list[tuple[Any, Any, int]]:
+            res = []
+            for ch in chunks:
+                for (k, v), t in zip(_pairs(node, ch.values), ch.ts or []):
+                    jk = (k, shape.storage_window(t)) if shape is not None else (k, None)
+                    res.append((jk, v, t))
+            return res
+
+        out, out_ts = [], []
+        new_left, new_right = items(left), items(right)
+        for jk, v, t in new_left:
+            for w, u in rstate.get(jk, ()):
+                out.append((jk[0], (v, w)))
+                out_ts.append(max(t, u))
+            lstate.setdefault(jk, []).append((v, t))
+        for jk, w, u in new_right:
+            for v, t in lstate.get(jk, ()):
+                out.append((jk[0], (v, w)))
+                out_ts.append(max(t, u))
+            rstate.setdefault(jk, []).append((w, u))
+        return Chunk((pos, 0), out, out_ts)
+
+    # -- the micro-batch ---------------------------------------------------------
+    def map_side(self, inputs: dict[int, list[Chunk]]) -> dict[int, dict[tuple[Any, Any], Any]]:
+        """Phase one of a batch run: the narrow operators and the partial
+        aggregates of the boundary aggregations (no watermarks: batch runs keep
+        every event).  Call on any slicing of the input; merge the results."""
+        values = self._eval_narrow(inputs)
+        out = {}
+        for node in self.plan.boundary:
+            chunks = [c for p in node.parents for c in values[p.id]]
+            out[node.id], _ = self.partials(node, chunks)
+        return out
+
+    def _eval_narrow(self, inputs: dict[int, list[Chunk]]) -> dict[int, list[Chunk]]:
+        values: dict[int, list[Chunk]] = {}
+        for node in self.plan.nodes:
+            if node.op in SOURCE_OPS:
+                values[node.id] = inputs.get(node.id, [])
+            elif node.op in NARROW_OPS and all(p.id in values for p in node.parents):
+                values[node.id] = self._narrow(node, [values[p.id] for p in node.parents])
+        return values
+
+    def run(self, inputs: dict[int, list[Chunk]], *, batch_time_ms: int,
+            partials: dict[int, dict[tuple[Any, Any], Any]] | None = None) -> BatchOutput:
+        """Evaluate the whole plan for one micro-batch.  ``partials`` replaces the
+        boundary aggregations' input (phase two of a sliced batch run)."""
+        out = BatchOutput()
+        values = self._eval_narrow(inputs) if partials is None else {}
+        deltas: dict[int, dict[tuple[Any, Any], Any]] = {}
+        late: dict[int, list[Chunk]] = {}
+        for node in self.plan.nodes:
+            if node.id in values:
+                continue
+            if node.op in SOURCE_OPS:  # phase two of a sliced run: consumed by map_side()
+                values[node.id] = []
+                continue
+            parents = [values.get(p.id, []) for p in node.parents]
+            if node.op == "aggregate":
+                if partials is not None and node.id in partials:
+                    delta, late_chunks = partials[node.id], []
+                else:
+                    delta, late_chunks = self.partials(node, [c for cs in parents for c in cs])
+                deltas[node.id] = delta
+                late[node.id] = late_chunks
+                n_late = sum(len(c.values) for c in late_chunks)
+                if n_late:
+                    pos = self.plan.index[node.id]
+                    out.late[pos] = n_late
+                    self.state.late_counts[pos] = self.state.late_counts.get(pos, 0) + n_late
+                if node.id in self.plan.stateful:
+                    values[node.id] = [self._table_rows(node, delta)]
+                else:
+                    values[node.id] = []
+            elif node.op == "late":
+                values[node.id] = late.get(node.parents[0].id, [])
+            elif node.op == "state":
+                values[node.id] = [self._state(node, parents[0])]
+            elif node.op == "join":
+                values[node.id] = [self._join(node, parents[0], parents[1])]
+            elif node.op in NARROW_OPS:
+                values[node.id] = self._narrow(node, parents)
+            else:
+                self._sink(node, parents[0], deltas, out, batch_time_ms)
+        return out
+
+    def _sink(self, node: Node, chunks: list[Chunk], deltas: dict[int, Any], out: BatchOutput,
+              batch_time_ms: int) -> None:
+        op, p = node.op, node.params
+        if op == "view":
+            src = node.parents[0]
+            if src.op == "aggregate":
+                out.view_merges[p["name"]] = [(k, w, acc) for (k, w), acc in deltas[src.id].items()]
+                return
+            latest: dict[tuple[Any, Any], Any] = {}
+            for ch in chunks:
+                for row in ch.values:
+                    if isinstance(row, Windowed):
+                        latest[(row.key, row.window)] = row.value
+                    else:
+                        k, v = _pair(node, row)
+                        latest[(k, None)] = v
+            out.view_puts[p["name"]] = [(k, w, v) for (k, w), v in latest.items()]
+            return
+        elements = [v for ch in chunks for v in ch.values]
+        out.records_out += len(elements)
+        if op == "collect":
+            out.collected.setdefault(node.id, []).extend(elements)
+        elif op == "save":
+            out.saves.append((node, [_as_row(node, e, p["columns"]) for e in elements]))
+        elif op == "foreach":
+            for e in elements:
+                try:
+                    p["f"](e)
+                except Exception as exc:
+                    raise _fail(node, "the foreach function failed", exc) from exc
+        elif op == "print":
+            n = p["n"]
+            lines = ["-------------------------------------------", f"Time: {batch_time_ms} ms",
+                     "-------------------------------------------"]
+            lines += [_show(e) for e in elements[:n]]
+            if len(elements) > n:
+                lines.append("...")
+            lines.append("")
+            out.prints.append("\n".join(lines))
+
+
+def _touches(shape: Any, window: tuple[int, int], storage_windows: set[Any]) -> bool:
+    if isinstance(shape, (Tumbling, Session)):
+        return any(s is not None and s[0] < window[1] and window[0] < s[1] for s in storage_windows)
+    assert isinstance(shape, Sliding)
+    return any(window[0] <= s[0] and s[1] <= window[1] for s in storage_windows)
+
+
+def _pairs(node: Node, values: Iterable[Any]) -> Iterable[tuple[Any, Any]]:
+    for v in values:
+        if type(v) is tuple and len(v) == 2:
+            yield v
+        else:
+            yield _pair(node, v)
+
+
+def _pair(node: Node, v: Any) -> tuple[Any, Any]:
+    try:
+        k, value = v
+        return k, value
+    except (TypeError, ValueError):
+        raise _fail(node, f"expects (key, value) pairs, got {type(v).__name__} {v!r:.60}; "
+                          "use key_by() or map(lambda x: (key, value)) first") from None
+
+
+def _as_row(node: Node, e: Any, columns: list[str]) -> tuple[Any, ...]:
+    if isinstance(e, dict):
+        try:
+            return tuple(e[c] for c in columns)
+        except KeyError as exc:
+            raise _fail(node, f"row {e!r:.60} has no column {exc}") from None
+    if hasattr(e, "_fields") or isinstance(e, (tuple, list)):
+        row = tuple(e)
+    elif hasattr(e, "__dataclass_fields__") or hasattr(e, "__struct_fields__"):
+        row = tuple(getattr(e, c) for c in columns)
+    else:
+        row = (e,)
+    if len(row) != len(columns):
+        raise _fail(node, f"row {e!r:.60} has {len(row)} values for {len(columns)} columns {columns}")
+    return row
+
+
+def _show(e: Any) -> str:
+    if isinstance(e, tuple) and not isinstance(e, Windowed):
+        return "(" + ",".join(str(x) for x in e) + ")"
+    return str(e)
+
+
+Callback = Callable[[Any], None]

@@ -1,0 +1,116 @@
+"""Planning: from a pipeline's sinks to an ordered, checked list of operators."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluvial.errors import ConfigError
+from fluvial.flow.graph import NARROW_OPS, SINK_OPS, SOURCE_OPS, Node, Pipeline
+from fluvial.windows.shapes import WindowShape
+
+# Operators that need the event time of their input elements.
+_TIME_CONSUMERS = {"state", "join", "late"}
+
+
+@dataclass
+class ViewSpec:
+    """What a view sink stores: mergeable accumulators (``aggregator`` set) or
+    the latest value per key (``aggregator`` None)."""
+
+    name: str
+    sink: Node
+    source: Node
+    aggregator: Any
+    window: WindowShape | None
+
+
+@dataclass
+class Plan:
+    name: str
+    nodes: list[Node]                      # topological order, sources first
+    sinks: list[Node]
+    index: dict[int, int]                  # node.id -> stable position (checkpoint key)
+    children: dict[int, list[Node]]
+    timed: set[int]                        # nodes whose output carries event times
+    views: dict[str, ViewSpec]
+    boundary: list[Node]                   # first aggregates after the narrow part
+    two_phase: bool                        # every path from a source meets an aggregate first
+    stateful: set[int] = field(default_factory=set)   # aggregates with consumers other than views
+    fingerprint: str = ""
+
+    @property
+    def sources(self) -> list[Node]:
+        return [n for n in self.nodes if n.op in SOURCE_OPS]
+
+
+def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
+    """Order and check the operators that feed ``sinks`` (default: all of the pipeline's)."""
+    sinks = list(pipeline.sinks) if sinks is None else list(sinks)
+    if not sinks:
+        raise ConfigError(f"pipeline {pipeline.name!r} has no sink: end a flow with to_view(), "
+                          "save_to(), print() or foreach()")
+    order: list[Node] = []
+    seen: set[int] = set()
+
+    def visit(node: Node) -> None:
+        if node.id in seen:
+            return
+        seen.add(node.id)
+        for parent in node.parents:
+            visit(parent)
+        order.append(node)
+
+    for sink in sinks:
+        visit(sink)
+    index = {n.id: i for i, n in enumerate(order)}
+    children: dict[int, list[Node]] = {n.id: [] for n in order}
+    for n in order:
+        for parent in n.parents:
+            children[parent.id].append(n)
+
+    timed: set[int] = set()
+    for n in reversed(order):
+        needs = any(
+            c.op in _TIME_CONSUMERS
+            or (c.op == "aggregate" and c.params["window"] is not None)
+            or (c.op in NARROW_OPS and c.op != "with_timestamps" and c.id in timed)
+            for c in children[n.id]
+        )
+        if needs or n.op == "aggregate":
+            timed.add(n.id)
+
+    views: dict[str, ViewSpec] = {}
+    for sink in sinks:
+        if sink.op != "view":
+            continue
+        name = sink.params["name"]
+        if name in views:
+            raise ConfigError(f"two sinks write view {name!r} (at {views[name].sink.label} and {sink.label})")
+        src = sink.parents[0]
+        if src.op == "aggregate":
+            views[name] = ViewSpec(name, sink, src, src.params["agg"], src.params["window"])
+        else:
+            views[name] = ViewSpec(name, sink, src, None, None)
+
+    stateful = {n.id for n in order if n.op == "aggregate"
+                and any(c.op != "view" for c in children[n.id])}
+
+    # The narrow prefix: nodes reachable from sources through narrow operators only.
+    narrow: set[int] = set()
+    for n in order:
+        if n.op in SOURCE_OPS or (n.op in NARROW_OPS and all(p.id in narrow for p in n.parents)):
+            narrow.add(n.id)
+    boundary = [n for n in order if n.id not in narrow and any(p.id in narrow for p in n.parents)]
+    two_phase = bool(boundary) and all(
+        n.op == "aggregate" and all(p.id in narrow for p in n.parents) for n in boundary)
+
+    fingerprint = hashlib.sha1("|".join(
+        f"{n.op}:{[index[p.id] for p in n.parents]}" for n in order).encode()).hexdigest()[:16]
+    return Plan(pipeline.name, order, sinks, index, children, timed, views, boundary, two_phase,
+                stateful, fingerprint)
+
+
+def is_sink(node: Node) -> bool:
+    return node.op in SINK_OPS

@@ -1,0 +1,209 @@
+"""The local stream runner: the speed layer.
+
+Micro-batches: every ``batch_interval_ms`` the runner reads what the log
+gained since its committed offsets (at most ``max_batch_records``), runs the
+plan with the state carried from the previous micro-batch, and then commits
+-- in ONE store transaction -- the view changes, the ``save_to`` rows, the
+operator state and the offsets it consumed.  A crash at any point rolls the
+transaction back; the restarted runner reads the same records again from the
+committed offsets and, since per-partition watermarks depend only on log
+order, computes the same result: the effect is exactly once.  ``print`` and
+``foreach`` sinks run before the commit, so they are at-least-once.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from fluvial.engine.batch import RunStats
+from fluvial.engine.execute import Chunk, ExecState, Executor
+from fluvial.engine.plan import Plan, compile_plan
+from fluvial.engine.sources import log_chunks, log_sources, memory_chunks, plan_splits, read_split
+from fluvial.errors import ConfigError
+from fluvial.flow.graph import Pipeline
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Checkpoint:
+    """What a stream runner commits with every micro-batch."""
+
+    fingerprint: str
+    offsets: list[int]                                   # next log offset per partition
+    sources: dict[int, int] = field(default_factory=dict)  # plan position -> position in a finite source
+    state: ExecState = field(default_factory=ExecState)
+    micro_batches: int = 0
+
+    def dumps(self) -> bytes:
+        return pickle.dumps((CHECKPOINT_FORMAT, self), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(blob: bytes) -> Checkpoint:
+        fmt, cp = pickle.loads(blob)
+        if fmt != CHECKPOINT_FORMAT:
+            raise ConfigError(f"checkpoint format {fmt} is not supported (expected {CHECKPOINT_FORMAT})")
+        return cp  # type: ignore[no-any-return]
+
+
+class StreamRunner:
+    """Runs a pipeline continuously over the log in micro-batches.
+
+    Args:
+        log: The event log.
+        store: The serving store (views, ``save_to`` tables and checkpoints).
+        batch_interval_ms: Time between the starts of two micro-batches.
+        max_batch_records: At most this many log records per micro-batch.
+        runner_id: Names the checkpoint (default: the pipeline's name).
+        out: Where ``print()`` sinks write.
+    """
+
+    def __init__(self, *, log: Any = None, store: Any = None, batch_interval_ms: int = 1000,
+                 max_batch_records: int = 100_000, runner_id: str | None = None,
+                 out: TextIO | None = None) -> None:
+        if batch_interval_ms < 0 or max_batch_records <= 0:
+            raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
+        self.log = log
+        self.store = store
+        self.batch_interval_ms = batch_interval_ms
+        self.max_batch_records = max_batch_records
+        self.runner_id = runner_id
+        self.out = out
+
+    def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
+        """The key of this runner's checkpoint in the store."""
+        return self.runner_id or f"stream:{pipeline.name}"
+
+    def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
+            stop: threading.Event | None = None) -> RunStats:
+        """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
+        ``until_caught_up``) the input holds nothing more."""
+        plan = compile_plan(pipeline)
+        if self.store is None:
+            raise ConfigError("a stream runner commits to a store: give it one "
+                              "(fluvial.open(DATA_DIR).stream_runner(), or `fluvial run`)")
+        reads_log = bool(log_sources(plan))
+        if reads_log and self.log is None:
+            raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
+        for name, spec in plan.views.items():
+            self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+        cp = self._load(plan, reads_log)
+        executor = Executor(plan, stream=True, state=cp.state)
+        stats = RunStats(pipeline.name, "stream")
+        started = time.perf_counter()
+        out = self.out or sys.stdout
+        while not (stop is not None and stop.is_set()):
+            if max_batches is not None and stats.micro_batches >= max_batches:
+                break
+            tick = time.monotonic()
+            inputs, new_offsets, new_sources, records, batch_time = self._read(plan, cp)
+            if records == 0 and new_sources == cp.sources:
+                if until_caught_up:
+                    break
+                self._sleep(tick, stop)
+                continue
+            output = executor.run(inputs, batch_time_ms=batch_time)
+            cp.offsets, cp.sources = new_offsets, new_sources
+            cp.micro_batches += 1
+            with self.store.transaction() as txn:
+                for name, rows in output.view_merges.items():
+                    txn.merge_rows(name, rows, part="realtime")
+                for name, rows in output.view_puts.items():
+                    txn.put_rows(name, rows, part="realtime")
+                for pos, n in output.late.items():
+                    for name, spec in plan.views.items():
+                        if plan.index[spec.source.id] == pos:
+                            txn.add_late_events(name, n)
+                for node, rows in output.saves:
+                    if node.params["store"] is None:
+                        txn.save_rows(node.params["table"], node.params["columns"], rows,
+                                      key_columns=node.params["key_columns"])
+                txn.set_checkpoint(self.checkpoint_id(pipeline), cp.dumps())
+            for node, rows in output.saves:  # other stores: after the commit, idempotent upserts
+                if node.params["store"] is not None:
+                    with node.params["store"].transaction() as other:
+                        other.save_rows(node.params["table"], node.params["columns"], rows,
+                                        key_columns=node.params["key_columns"])
+            for text in output.prints:
+                out.write(text + "\n")
+            if output.prints:
+                out.flush()
+            stats.micro_batches += 1
+            stats.records_in += records
+            stats.late_events += sum(output.late.values())
+            if records < self.max_batch_records and not until_caught_up:
+                self._sleep(tick, stop)
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    # -- internals -----------------------------------------------------------------------
+    def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
+        blob = self.store.get_checkpoint(self.checkpoint_id(plan))
+        partitions = self.log.partitions if reads_log else 0
+        if blob is None:
+            return Checkpoint(plan.fingerprint, [0] * partitions)
+        cp = Checkpoint.loads(blob)
+        if cp.fingerprint != plan.fingerprint:
+            raise ConfigError(
+                f"the flows of pipeline {plan.name!r} changed since its checkpoint was written: "
+                "its state does not fit the new code. Replay the log into new views "
+                "(`fluvial reprocess`) or run it under another runner id")
+        if len(cp.offsets) != partitions:
+            raise ConfigError(f"checkpoint of {plan.name!r} has {len(cp.offsets)} partitions, "
+                              f"the log has {partitions}")
+        return cp
+
+    def _read(self, plan: Plan, cp: Checkpoint
+              ) -> tuple[dict[int, list[Chunk]], list[int], dict[int, int], int, int]:
+        inputs: dict[int, list[Chunk]] = {}
+        offsets = list(cp.offsets)
+        records = 0
+        batch_time = int(time.time() * 1000)
+        if self.batch_interval_ms:
+            batch_time -= batch_time % self.batch_interval_ms
+        if offsets:
+            per_partition = max(1, self.max_batch_records // len(offsets))
+            for partition, start in enumerate(offsets):
+                batch = self.log.read(partition, start, max_records=per_partition)
+                if not batch.events:
+                    continue
+                offsets[partition] = batch.next_offset
+                records += len(batch.events)
+                for node_id, chunks in log_chunks(plan, partition, batch.events).items():
+                    inputs.setdefault(node_id, []).extend(chunks)
+        sources = dict(cp.sources)
+        for node in plan.sources:
+            pos = plan.index[node.id]
+            if node.op in ("queue", "rate"):
+                p = node.params
+                if node.op == "queue":
+                    limit = 1 if p["one_at_a_time"] else None
+                else:
+                    limit = max(1, p["per_second"] * max(self.batch_interval_ms, 1) // 1000)
+                chunks, new_pos, first_ts = memory_chunks(plan, node, sources.get(pos, 0), limit)
+                sources[pos] = new_pos
+                if first_ts is not None:
+                    batch_time = first_ts
+                inputs[node.id] = chunks
+                records += sum(len(c.values) for c in chunks)
+            elif node.op in ("text", "jsonl") and not sources.get(pos):
+                # Files are bounded: the first micro-batch takes the whole file.
+                for split, _ in plan_splits(plan, None, slice_records=1, sources=[node]):
+                    for node_id, chunks in read_split(plan, split, None).items():
+                        inputs.setdefault(node_id, []).extend(chunks)
+                sources[pos] = 1
+                records += sum(len(c.values) for c in inputs.get(node.id, []))
+        return inputs, offsets, sources, records, batch_time
+
+    def _sleep(self, tick: float, stop: threading.Event | None) -> None:
+        delay = self.batch_interval_ms / 1000 - (time.monotonic() - tick)
+        if delay > 0:
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)

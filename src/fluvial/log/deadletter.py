@@ -1,0 +1,137 @@
+"""The dead-letter log: invalid input kept with the reason it was refused.
+
+Bad data is data (STYLE.md rule 7): ingest appends here what it could not
+decode or validate, and nothing is silently dropped. The file format is the
+segment/batch format of :mod:`fluvial.log.segment`, in a single partition.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from fluvial.errors import LogError
+from fluvial.log.local import DEFAULT_SEGMENT_BYTES, READ_LIMIT
+from fluvial.log.segment import SegmentStore, acquire_writer_lock
+
+__all__ = ["DeadLetter", "DeadLetterLog"]
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """One refused input.
+
+    Attributes:
+        reason: Why it was refused (``$.payload.value: expected float, got str``).
+        source: Where it came from (``http``, ``mqtt:topic``, a file name...).
+        line: Line number within the source, when it has lines.
+        raw: The bytes as received.
+        at_ms: When it was refused, epoch ms.
+    """
+
+    reason: str
+    source: str
+    line: int | None
+    raw: bytes
+    at_ms: int
+
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder(list[DeadLetter])
+
+
+class DeadLetterLog:
+    """An append-only, single-partition log of :class:`DeadLetter` records.
+
+    Example:
+        >>> import tempfile
+        >>> with DeadLetterLog.open(tempfile.mkdtemp()) as dl:
+        ...     _ = dl.append([DeadLetter(reason="bad", source="http", line=None,
+        ...                               raw=b"{", at_ms=0)])
+        ...     dl.count()
+        1
+    """
+
+    def __init__(self, path: Path, store: SegmentStore, lock_fd: int | None) -> None:
+        self.path = path
+        self._store = store
+        self._lock_fd = lock_fd
+        self._mutex = threading.Lock()
+        self.recovered = [store.recovered] if store.recovered else []
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        readonly: bool = False,
+    ) -> DeadLetterLog:
+        """Open (or create) the dead-letter log at ``path``; appends are fsynced.
+
+        Raises:
+            LogError: Another process is writing it.
+            CorruptLogError: A checksum failed away from the tail.
+        """
+        path = Path(path)
+        lock_fd = None
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
+            lock_fd = acquire_writer_lock(path)
+        try:
+            store = SegmentStore(path / "p-0000", segment_bytes=segment_bytes,
+                                 writable=not readonly)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return cls(path, store, lock_fd)
+
+    def append(self, letters: Sequence[DeadLetter]) -> int:
+        """Append records durably (fsynced); return the offset of the first one."""
+        with self._mutex:
+            if self._lock_fd is None:
+                raise LogError(f"dead-letter log at {self.path} is readonly or closed")
+            if not letters:
+                return self._store.end_offset
+            at = [d.at_ms for d in letters]
+            base = self._store.append(
+                len(letters), time.time_ns() // 1_000_000, min(at), max(at), _enc.encode(letters)
+            )
+            self._store.sync()
+            return base
+
+    def count(self) -> int:
+        """Return how many records the log holds."""
+        with self._mutex:
+            self._store.refresh()
+            return self._store.end_offset
+
+    def read(self, start: int = 0, max_records: int | None = None) -> list[DeadLetter]:
+        """Return records from offset ``start`` (at most ``max_records``, or READ_LIMIT)."""
+        with self._mutex:
+            self._store.refresh()
+            stop = min(self._store.end_offset, start + (max_records or READ_LIMIT))
+            out: list[DeadLetter] = []
+            for base, _, payload in self._store.batches(start, stop):
+                recs = _dec.decode(payload)
+                out.extend(recs[max(0, start - base) : stop - base])
+            return out
+
+    def close(self) -> None:
+        """Close the files and release the writer lock. Idempotent."""
+        with self._mutex:
+            self._store.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> DeadLetterLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -472,11 +472,9 @@ def test_options_are_checked(tmp_path):
         SqliteStore(tmp_path / "x.db", synchronous="OFF")
     with SqliteStore(tmp_path / "x.db") as store:
         store.define_view("v", aggregator=Count())
-        with pytest.raises(ConfigError, match="part must be"):
-            with store.transaction() as txn:
-                txn.merge_rows("v", [], part="batch")
+        with pytest.raises(ConfigError, match="part must be"), store.transaction() as txn:
+            txn.merge_rows("v", [], part="batch")
         with pytest.raises(ConfigError, match="no window"):
             store.query("v", from_ms=0)
-        with store.transaction():
-            with pytest.raises(StoreError, match="transaction open"):
-                store.begin_version("v")
+        with store.transaction(), pytest.raises(StoreError, match="transaction open"):
+            store.begin_version("v")

@@ -19,8 +19,9 @@ come back as lists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -29,7 +30,7 @@ from fluvial.windows.shapes import WindowShape
 
 Window = tuple[int, int]
 Key = Any  # str | int | float | bool | None | list/tuple of keys
-Part = Union[Literal["realtime"], int]
+Part = Literal["realtime"] | int
 """A view part: ``"realtime"`` or a batch version number (>= 1)."""
 
 REALTIME: Literal["realtime"] = "realtime"
@@ -37,13 +38,6 @@ REALTIME: Literal["realtime"] = "realtime"
 
 class _Unset:
     """Marker for "no key filter" (``None`` is a valid key)."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
 
     def __repr__(self) -> str:
         return "UNSET"

@@ -29,10 +29,11 @@ import json
 import pickle
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Self
 
 import cloudpickle
 import msgspec
@@ -405,7 +406,11 @@ class SqliteStore:
                     self._drop(meta.view_id, old)
 
     def rollback(self, view: str) -> int:
-        """Switch the alias back to the previous kept version; returns it."""
+        """Switch the alias back to the previous kept version; returns it.
+
+        The version rolled back from is kept (inspect it with
+        ``query(view, version=...)``); remove it with :meth:`drop_version`.
+        """
         with self._write() as conn:
             meta = self._meta(view)
             if meta.previous is None:
@@ -509,7 +514,7 @@ class SqliteStore:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> SqliteStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -478,3 +478,27 @@ def test_options_are_checked(tmp_path):
             store.query("v", from_ms=0)
         with store.transaction(), pytest.raises(StoreError, match="transaction open"):
             store.begin_version("v")
+
+
+def _crash_mid_transaction(path: str) -> None:
+    with SqliteStore(path) as store, store.transaction() as txn:
+        txn.merge_rows("v", [("a", None, 100), ("b", None, 1)])
+        txn.set_checkpoint("speed", b"after-crash")
+        os._exit(1)  # the process dies: no commit, no rollback, no cleanup
+
+
+def test_process_killed_mid_transaction_leaves_nothing(tmp_path):
+    path = str(tmp_path / "views.db")
+    with SqliteStore(path) as store:
+        store.define_view("v", aggregator=Count())
+        with store.transaction() as txn:
+            txn.merge_rows("v", [("a", None, 1)])
+            txn.set_checkpoint("speed", b"before")
+    process = multiprocessing.get_context("spawn").Process(target=_crash_mid_transaction, args=(path,))
+    process.start()
+    process.join(timeout=60)
+    assert process.exitcode == 1
+    with SqliteStore(path) as store:
+        assert store.query("v") == [Row(key="a", window=None, value=1)]
+        with store.transaction() as txn:  # the dead writer's lock is gone
+            assert txn.get_checkpoint("speed") == b"before"

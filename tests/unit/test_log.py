@@ -1,0 +1,261 @@
+"""LocalLog: round trips, partitioning, rolls, dedup, time index, locking."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fluvial.errors import ConfigError, LogError, ValidationError
+from fluvial.events import Event
+from fluvial.log import AppendResult, LocalLog, Log
+from fluvial.log.segment import encode_batch
+
+
+def ev(device: str, seq: int, ts: int | None = None, **payload: object) -> Event:
+    return Event(device=device, kind="reading", ts=seq if ts is None else ts, seq=seq,
+                 payload=payload or {"kind": "t", "value": float(seq)})
+
+
+def read_all(log: LocalLog, p: int) -> list[Event]:
+    out: list[Event] = []
+    off = 0
+    while True:
+        b = log.read(p, off, max_records=37)
+        if not b.events:
+            return out
+        assert b.start_offset == off and len(b.append_ms) == len(b.events)
+        out += b.events
+        off = b.next_offset
+
+
+def test_protocol_and_partitioning(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=3) as log:
+        assert isinstance(log, Log)
+        for d in ["a", "sensor-17", "ü"]:
+            assert log.partition_for(d) == zlib.crc32(d.encode()) % 3
+    # stable across processes (not Python's salted hash)
+    code = (f"from fluvial.log import LocalLog; l = LocalLog.open({str(tmp_path)!r}, "
+            "readonly=True); print(l.partition_for('sensor-17'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == zlib.crc32(b"sensor-17") % 3
+
+
+def test_round_trip_across_partitions_and_rolls(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    devices = [f"dev-{i}" for i in range(20)]
+    seqs = dict.fromkeys(devices, 0)
+    expected: dict[int, list[Event]] = {p: [] for p in range(4)}
+    with LocalLog.open(tmp_path, partitions=4, segment_bytes=4096) as log:
+        for _ in range(60):
+            batch = []
+            for _ in range(rng.randrange(1, 30)):
+                d = rng.choice(devices)
+                seqs[d] += 1
+                batch.append(ev(d, seqs[d], ts=rng.randrange(10_000), note="x" * rng.randrange(50)))
+            res = log.append(batch)
+            assert res.accepted == len(batch) and res.duplicates == 0
+            for e, pos in zip(batch, res.positions):
+                assert pos is not None
+                p, off = pos
+                assert p == zlib.crc32(e.device.encode()) % 4
+                assert off == len(expected[p])
+                expected[p].append(e)
+        assert log.end_offsets() == [len(expected[p]) for p in range(4)]
+        assert log.start_offsets() == [0, 0, 0, 0]
+        for p in range(4):
+            assert read_all(log, p) == expected[p]
+        segs = sorted((tmp_path / "p-0000").glob("*.seg"))
+        assert len(segs) > 2
+        assert all(s.stat().st_size <= 4096 for s in segs[:-1])
+        stats = log.stats()
+        for p, st in enumerate(stats):
+            assert st.records == st.end_offset == len(expected[p])
+            assert st.min_ts == min(e.ts for e in expected[p])
+            assert st.max_ts == max(e.ts for e in expected[p])
+            assert st.bytes == sum(f.stat().st_size for f in (tmp_path / f"p-{p:04d}").glob("*.seg"))
+    with LocalLog.open(tmp_path, readonly=True) as log:
+        for p in range(4):
+            assert read_all(log, p) == expected[p]
+
+
+def test_read_window(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=1) as log:
+        log.append([ev("d", i) for i in range(10)])
+        log.append([ev("d", i) for i in range(10, 20)])
+        b = log.read(0, 5, stop_offset=13)
+        assert [e.seq for e in b.events] == list(range(5, 13)) and b.next_offset == 13
+        assert [e.seq for e in log.read(0, 18, max_records=5).events] == [18, 19]
+        assert log.read(0, 20).events == []
+        with pytest.raises(LogError, match="outside partition 0"):
+            log.read(0, 21)
+        with pytest.raises(LogError, match="partition 1 does not exist"):
+            log.read(1, 0)
+
+
+def test_dedup_within_call_across_calls_and_after_reopen(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=2) as log:
+        r = log.append([ev("a", 1), ev("a", 2), ev("a", 1), ev("b", 1)])
+        assert (r.accepted, r.duplicates) == (3, 1)
+        assert r.positions[2] is None
+        r = log.append([ev("a", 2), ev("a", 5), ev("a", 3)])
+        assert (r.accepted, r.duplicates) == (2, 1)
+        assert r.positions[0] is None
+    with LocalLog.open(tmp_path) as log:  # snapshot written at close
+        r = log.append([ev("a", 1), ev("a", 4), ev("a", 5), ev("b", 1), ev("b", 2)])
+        assert [p is not None for p in r.positions] == [False, True, False, False, True]
+    # snapshot removed: rebuilt from segments
+    for p in range(2):
+        (tmp_path / f"p-{p:04d}" / "dedup.snapshot").unlink()
+    with LocalLog.open(tmp_path) as log:
+        r = log.append([ev("a", s) for s in range(7)] + [ev("b", 3)])
+        assert [p is not None for p in r.positions] == [True, False, False, False, False, False,
+                                                        True, True]
+        assert sum(log.end_offsets()) == 10
+
+
+def test_stale_snapshot_is_not_trusted(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=1) as log:
+        log.append([ev("a", 1)])
+    snap = (tmp_path / "p-0000" / "dedup.snapshot").read_bytes()
+    with LocalLog.open(tmp_path) as log:
+        log.append([ev("a", 2)])
+    (tmp_path / "p-0000" / "dedup.snapshot").write_bytes(snap[:-1] + b"\x00")  # bad checksum
+    with LocalLog.open(tmp_path) as log:
+        assert log.append([ev("a", 2), ev("a", 3)]).accepted == 1
+
+
+def test_dedup_window_limit_documented(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=1) as log:
+        log.append([ev("a", 5), ev("a", 100_000)])
+        # seq 5 is more than 65,536 below the max: can no longer be checked, stored again
+        assert log.append([ev("a", 5), ev("a", 99_999), ev("a", 99_999)]).accepted == 2
+
+
+def test_offset_for_time_matches_brute_force(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    with LocalLog.open(tmp_path, partitions=2, segment_bytes=2048) as log:
+        seq = 0
+        for _ in range(40):
+            batch = []
+            for _ in range(rng.randrange(1, 12)):
+                seq += 1
+                batch.append(ev(rng.choice("abcdef"), seq, ts=rng.randrange(1000)))
+            log.append(batch)
+        for p in range(2):
+            stored = read_all(log, p)
+            for t in [-1, 0, *rng.sample(range(1001), 60), 999, 1000, 5000]:
+                running, want = None, len(stored)
+                for off, e in enumerate(stored):
+                    running = e.ts if running is None else max(running, e.ts)
+                    if running >= t:
+                        want = off
+                        break
+                assert log.offset_for_time(p, t) == want, (p, t)
+    with LocalLog.open(tmp_path, readonly=True) as log:
+        assert log.offset_for_time(0, 10**9) == log.end_offsets()[0]
+
+
+def test_partition_count_mismatch(tmp_path: Path) -> None:
+    LocalLog.open(tmp_path, partitions=3).close()
+    with pytest.raises(ConfigError, match="has 3 partitions, but partitions=4"):
+        LocalLog.open(tmp_path, partitions=4)
+    with LocalLog.open(tmp_path) as log:
+        assert log.partitions == 3
+
+
+def test_single_writer_lock(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path) as log:
+        with pytest.raises(LogError, match=rf"already open for writing \(pid {os.getpid()}\)"):
+            LocalLog.open(tmp_path)
+        log.append([ev("a", 1)])
+    LocalLog.open(tmp_path).close()  # released on close
+
+
+def test_readonly_sees_new_appends_from_another_process(tmp_path: Path) -> None:
+    LocalLog.open(tmp_path, partitions=1).close()
+    reader = LocalLog.open(tmp_path, readonly=True)
+    assert reader.end_offsets() == [0]
+    code = (
+        "from fluvial.log import LocalLog; from fluvial.events import Event\n"
+        f"with LocalLog.open({str(tmp_path)!r}, segment_bytes=2048) as log:\n"
+        "    for i in range(50):\n"
+        "        log.append([Event(device='d', kind='k', ts=i, seq=i, payload={'p': 'x' * 40})])\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert reader.end_offsets() == [50]
+    assert [e.seq for e in reader.read(0, 0).events][:50] == list(range(50))
+    with pytest.raises(LogError, match="readonly"):
+        reader.append([ev("a", 1)])
+    reader.close()
+
+
+def test_readonly_never_sees_partial_batch(tmp_path: Path) -> None:
+    with LocalLog.open(tmp_path, partitions=1) as log:
+        log.append([ev("a", 1), ev("a", 2)])
+    with LocalLog.open(tmp_path, readonly=True) as reader:
+        seg = tmp_path / "p-0000" / f"{0:020d}.seg"
+        data = encode_batch(2, 1, 0, 3, 3, msgspec.msgpack.encode([ev("a", 3)]))
+        with open(seg, "ab") as f:  # a writer half-way through its next batch
+            f.write(data[: len(data) - 3])
+        assert reader.end_offsets() == [2]
+        assert len(reader.read(0, 0).events) == 2
+
+
+def test_append_checks_envelope_and_closed(tmp_path: Path) -> None:
+    log = LocalLog.open(tmp_path, partitions=1)
+    bad = Event(device="d", kind="k", ts="1", seq=0, payload={})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"\$\[1\]\.ts: expected int, got str"):
+        log.append([ev("d", 1), bad])
+    assert log.end_offsets() == [0]
+    log.close()
+    log.close()
+    with pytest.raises(LogError, match="closed"):
+        log.append([ev("a", 1)])
+
+
+@pytest.mark.parametrize("fsync", ["batch", "interval", "never"])
+def test_fsync_policies(tmp_path: Path, fsync: str) -> None:
+    with LocalLog.open(tmp_path, partitions=2, fsync=fsync, fsync_interval_ms=0) as log:  # type: ignore[arg-type]
+        assert isinstance(log.append([ev("a", 1), ev("b", 1)]), AppendResult)
+    with LocalLog.open(tmp_path) as log:
+        assert sum(log.end_offsets()) == 2
+    with pytest.raises(ConfigError, match="fsync must be"):
+        LocalLog.open(tmp_path, fsync="always")  # type: ignore[arg-type]
+
+
+def test_throughput(tmp_path: Path) -> None:
+    """Measure append and read (decode) of 1M events; prints the figures."""
+    n, chunk = 1_000_000, 10_000
+    evs = [Event(device=f"dev-{i % 1000}", kind="reading", ts=1_700_000_000_000 + i, seq=i,
+                 payload={"kind": "temp", "value": i * 0.5}) for i in range(n)]
+    with LocalLog.open(tmp_path, partitions=4, fsync="batch") as log:
+        t0 = time.perf_counter()
+        for i in range(0, n, chunk):
+            log.append(evs[i : i + chunk])
+        t_append = time.perf_counter() - t0
+        assert sum(log.end_offsets()) == n
+    with LocalLog.open(tmp_path, readonly=True) as log:
+        t0 = time.perf_counter()
+        total = 0
+        for p in range(4):
+            off = 0
+            while b := log.read(p, off).events:
+                total += len(b)
+                off += len(b)
+        t_read = time.perf_counter() - t0
+    assert total == n
+    print(f"append {n / t_append:,.0f} events/s ({t_append:.2f}s, fsync=batch, {chunk}/call); "
+          f"read+decode {n / t_read:,.0f} events/s ({t_read:.2f}s for 1M)")
+    assert t_read < 5  # generous bound for shared CI machines; the figure is printed

@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`, on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: ingest generated tweets and readings, run the example flows, print the views
+demo: $(STAMP)
+	$(BIN)/fluvial demo
+
+## test: the whole test suite (unit, property, integration, conformance, doctests)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --doctest-modules src/fluvial tests
+
+## lint: ruff and mypy over the sources
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m mypy
+
+## bench: every benchmark (needs the bench extra: PySpark and Java 17)
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	bash bench/run_all.sh
+
+clean:
+	rm -rf $(VENV) .fluvial .pytest_cache .hypothesis

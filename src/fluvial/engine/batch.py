@@ -101,12 +101,24 @@ class BatchRunner:
 
     # -- internals ---------------------------------------------------------------------
     def _cutoff(self, plan: Plan, cutoff: list[int] | None) -> list[int] | None:
+        """Where the batch view ends in the log.  When the pipeline's stream runner
+        has a checkpoint, its committed offsets: the realtime part then holds
+        exactly the events up to the cut-off, and publishing replaces it."""
         if not log_sources(plan):
             return None
         if self.log is None:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
-        return list(cutoff) if cutoff is not None else self.log.end_offsets()
+        if cutoff is not None:
+            return list(cutoff)
+        if self.store is not None and plan.views:
+            from fluvial.engine.stream import Checkpoint, checkpoint_id
+
+            with self.store.transaction() as txn:
+                blob = txn.get_checkpoint(checkpoint_id(plan.name))
+            if blob is not None:
+                return Checkpoint.loads(blob).offsets
+        return self.log.end_offsets()
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
         executor = Executor(plan, stream=False)
@@ -170,11 +182,10 @@ class BatchRunner:
             store.define_view(name, aggregator=spec.aggregator, window=spec.window)
             version = store.begin_version(name)
             with store.transaction() as txn:
-                if spec.aggregator is not None:
-                    txn.merge_rows(name, output.view_merges.get(name, []), part=version)
-                else:
-                    txn.put_rows(name, output.view_puts.get(name, []), part=version)
-            store.publish_version(name, version, cut)
+                txn.merge_rows(name, output.view_merges.get(name, []), part=version)
+            # The realtime part holds what the stream runner committed up to the
+            # cut-off (see _cutoff): the new version covers it.
+            store.publish_version(name, version, cut, drop_realtime=True)
             stats.views[name] = version
         for node, rows in output.saves:
             target = node.params["store"] or store

@@ -45,7 +45,6 @@ class BatchOutput:
     """What one micro-batch produced, for the runner to commit."""
 
     view_merges: dict[str, list[tuple[Any, Any, Any]]] = field(default_factory=dict)
-    view_puts: dict[str, list[tuple[Any, Any, Any]]] = field(default_factory=dict)
     saves: list[tuple[Node, list[tuple[Any, ...]]]] = field(default_factory=list)
     prints: list[str] = field(default_factory=list)
     collected: dict[int, list[Any]] = field(default_factory=dict)
@@ -321,9 +320,16 @@ class Executor:
         return values
 
     def run(self, inputs: dict[int, list[Chunk]], *, batch_time_ms: int,
-            partials: dict[int, dict[tuple[Any, Any], Any]] | None = None) -> BatchOutput:
-        """Evaluate the whole plan for one micro-batch.  ``partials`` replaces the
-        boundary aggregations' input (phase two of a sliced batch run)."""
+            partials: dict[int, dict[tuple[Any, Any], Any]] | None = None,
+            stamp: tuple[int, int] = (0, 0)) -> BatchOutput:
+        """Evaluate the whole plan for one micro-batch.
+
+        ``partials`` replaces the boundary aggregations' input (phase two of a
+        sliced batch run).  ``stamp`` orders the rows of latest-value views:
+        ``(0, 0)`` for batch runs, ``(1, micro_batch)`` for stream runs, so that
+        realtime rows win over batch rows and later micro-batches over earlier ones.
+        """
+        self._stamp = stamp
         out = BatchOutput()
         values = self._eval_narrow(inputs) if partials is None else {}
         deltas: dict[int, dict[tuple[Any, Any], Any]] = {}
@@ -379,7 +385,9 @@ class Executor:
                     else:
                         k, v = _pair(node, row)
                         latest[(k, None)] = v
-            out.view_puts[p["name"]] = [(k, w, v) for (k, w), v in latest.items()]
+            rank, batch_no = self._stamp
+            out.view_merges[p["name"]] = [(k, w, ((rank, batch_no, i), v))
+                                          for i, ((k, w), v) in enumerate(latest.items())]
             return
         elements = [v for ch in chunks for v in ch.values]
         out.records_out += len(elements)

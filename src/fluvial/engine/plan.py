@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluvial.aggregators import Last
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import NARROW_OPS, SINK_OPS, SOURCE_OPS, Node, Pipeline
 from fluvial.windows.shapes import WindowShape
@@ -16,8 +17,9 @@ _TIME_CONSUMERS = {"state", "join", "late"}
 
 @dataclass
 class ViewSpec:
-    """What a view sink stores: mergeable accumulators (``aggregator`` set) or
-    the latest value per key (``aggregator`` None)."""
+    """What a view sink stores: the accumulators of an aggregation, or for a
+    flow of ``(key, value)`` pairs the latest value per key (a :class:`Last`
+    accumulator stamped with the micro-batch that wrote it)."""
 
     name: str
     sink: Node
@@ -92,7 +94,7 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
         if src.op == "aggregate":
             views[name] = ViewSpec(name, sink, src, src.params["agg"], src.params["window"])
         else:
-            views[name] = ViewSpec(name, sink, src, None, None)
+            views[name] = ViewSpec(name, sink, src, Last(), None)
 
     stateful = {n.id for n in order if n.op == "aggregate"
                 and any(c.op != "view" for c in children[n.id])}

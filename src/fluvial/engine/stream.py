@@ -39,6 +39,7 @@ class Checkpoint:
     sources: dict[int, int] = field(default_factory=dict)  # plan position -> position in a finite source
     state: ExecState = field(default_factory=ExecState)
     micro_batches: int = 0
+    warmup_until: list[int] | None = None   # replaying history to rebuild state, views untouched
 
     def dumps(self) -> bytes:
         return pickle.dumps((CHECKPOINT_FORMAT, self), protocol=pickle.HIGHEST_PROTOCOL)
@@ -49,6 +50,11 @@ class Checkpoint:
         if fmt != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint format {fmt} is not supported (expected {CHECKPOINT_FORMAT})")
         return cp  # type: ignore[no-any-return]
+
+
+def checkpoint_id(pipeline_name: str) -> str:
+    """The default checkpoint key of a pipeline's stream runner."""
+    return f"stream:{pipeline_name}"
 
 
 class StreamRunner:
@@ -77,7 +83,7 @@ class StreamRunner:
 
     def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
         """The key of this runner's checkpoint in the store."""
-        return self.runner_id or f"stream:{pipeline.name}"
+        return self.runner_id or checkpoint_id(pipeline.name)
 
     def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
             stop: threading.Event | None = None) -> RunStats:
@@ -107,14 +113,21 @@ class StreamRunner:
                     break
                 self._sleep(tick, stop)
                 continue
-            output = executor.run(inputs, batch_time_ms=batch_time)
+            output = executor.run(inputs, batch_time_ms=batch_time, stamp=(1, cp.micro_batches))
+            if cp.warmup_until is not None:
+                # History the batch views already cover: keep the state, not the
+                # aggregate view changes (latest-value views take the replayed values).
+                for name, spec in plan.views.items():
+                    if spec.source.op == "aggregate":
+                        output.view_merges.pop(name, None)
+                output.late.clear()  # counted when these events were first streamed
+                if all(o >= c for o, c in zip(new_offsets, cp.warmup_until)):
+                    cp.warmup_until = None
             cp.offsets, cp.sources = new_offsets, new_sources
             cp.micro_batches += 1
             with self.store.transaction() as txn:
                 for name, rows in output.view_merges.items():
                     txn.merge_rows(name, rows, part="realtime")
-                for name, rows in output.view_puts.items():
-                    txn.put_rows(name, rows, part="realtime")
                 for pos, n in output.late.items():
                     for name, spec in plan.views.items():
                         if plan.index[spec.source.id] == pos:
@@ -143,10 +156,11 @@ class StreamRunner:
 
     # -- internals -----------------------------------------------------------------------
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
-        blob = self.store.get_checkpoint(self.checkpoint_id(plan))
+        with self.store.transaction() as txn:
+            blob = txn.get_checkpoint(self.checkpoint_id(plan))
         partitions = self.log.partitions if reads_log else 0
         if blob is None:
-            return Checkpoint(plan.fingerprint, [0] * partitions)
+            return self._fresh(plan, partitions)
         cp = Checkpoint.loads(blob)
         if cp.fingerprint != plan.fingerprint:
             raise ConfigError(
@@ -156,6 +170,27 @@ class StreamRunner:
         if len(cp.offsets) != partitions:
             raise ConfigError(f"checkpoint of {plan.name!r} has {len(cp.offsets)} partitions, "
                               f"the log has {partitions}")
+        return cp
+
+    def _fresh(self, plan: Plan, partitions: int) -> Checkpoint:
+        """A first checkpoint.  Where batch versions of the pipeline's views exist,
+        the realtime part must cover only what they do not: start at their
+        cut-off.  A pipeline with per-key state first replays the history up to
+        the cut-off to rebuild that state, without touching its views."""
+        cp = Checkpoint(plan.fingerprint, [0] * partitions)
+        cutoffs = {json_key(self.store.view(name).cutoff) for name in plan.views}
+        cutoffs.discard(None)
+        if not cutoffs or not partitions:
+            return cp
+        if len(cutoffs) > 1:
+            raise ConfigError(f"the views of pipeline {plan.name!r} have batch versions with different "
+                              "log cut-offs; run the batch layer once for the whole pipeline first")
+        cut = dict(cutoffs.pop())  # type: ignore[arg-type]
+        cutoff = [int(cut.get(p, 0)) for p in range(partitions)]
+        if _has_state(plan):
+            cp.warmup_until = cutoff
+        else:
+            cp.offsets = cutoff
         return cp
 
     def _read(self, plan: Plan, cp: Checkpoint
@@ -169,7 +204,10 @@ class StreamRunner:
         if offsets:
             per_partition = max(1, self.max_batch_records // len(offsets))
             for partition, start in enumerate(offsets):
-                batch = self.log.read(partition, start, max_records=per_partition)
+                limit = per_partition
+                if cp.warmup_until is not None and start < cp.warmup_until[partition]:
+                    limit = min(limit, cp.warmup_until[partition] - start)
+                batch = self.log.read(partition, start, max_records=limit)
                 if not batch.events:
                     continue
                 offsets[partition] = batch.next_offset
@@ -207,3 +245,13 @@ class StreamRunner:
                 stop.wait(delay)
             else:
                 time.sleep(delay)
+
+
+def json_key(cutoff: dict[int, int] | None) -> tuple[tuple[int, int], ...] | None:
+    return None if cutoff is None else tuple(sorted((int(p), int(o)) for p, o in cutoff.items()))
+
+
+def _has_state(plan: Plan) -> bool:
+    """Whether results depend on state older than one micro-batch beyond the views."""
+    return any(n.op in ("state", "join") or n.id in plan.stateful for n in plan.nodes) or any(
+        spec.source.op != "aggregate" for spec in plan.views.values())

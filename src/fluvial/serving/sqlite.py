@@ -375,12 +375,15 @@ class SqliteStore:
                          (meta.view_id, version, _now_ms()))
         return int(version)
 
-    def publish_version(self, view: str, version: int, cutoff: Mapping[int, int]) -> None:
+    def publish_version(self, view: str, version: int, cutoff: Mapping[int, int], *,
+                        drop_realtime: bool = False) -> None:
         """Atomically make ``version`` the current batch version of ``view``.
 
         ``cutoff`` is the log position it covers (partition -> offset).  The
         previous current version is kept for :meth:`rollback`; older ones are
         dropped.  Readers see the old version or the new one, never a mix.
+        With ``drop_realtime`` the realtime part, which the new version now
+        covers, is emptied in the same transaction.
         """
         try:
             cutoff_json = json.dumps({str(int(p)): int(o) for p, o in dict(cutoff).items()})
@@ -396,6 +399,9 @@ class SqliteStore:
                 conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, "
                              "updated_ms = ? WHERE view_id = ?",
                              (version, meta.alias, _now_ms(), meta.view_id))
+            if drop_realtime:
+                conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
+                             (meta.view_id, REALTIME_PART))
         # Drop what is older than the kept previous version, in a second transaction
         # so that the switch itself stays short (an interrupted drop is redone next time).
         with self._write() as conn:

@@ -1,0 +1,55 @@
+"""Frozen, keyword-only configuration objects and their defaults.
+
+Environment variables are read only in :mod:`fluvial.cli`; library code gets
+everything through these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fluvial.errors import ConfigError
+
+DEFAULT_DATA_DIR = ".fluvial"
+FSYNC_POLICIES = ("batch", "interval", "never")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """How the embedded log stores events.
+
+    Attributes:
+        partitions: Partitions of a new log (fixed when the log is created).
+        fsync: ``batch`` (an acknowledged append is on disk), ``interval`` or ``never``.
+        fsync_interval_ms: With ``fsync="interval"``, the longest time between two fsyncs.
+        segment_bytes: Size at which a partition starts a new segment file.
+    """
+
+    partitions: int = 4
+    fsync: str = "batch"
+    fsync_interval_ms: int = 1000
+    segment_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigError(f"partitions must be between 1 and 1024, got {self.partitions}")
+        if self.fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}")
+        if self.fsync_interval_ms <= 0 or self.segment_bytes < 4096:
+            raise ConfigError("fsync_interval_ms must be > 0 and segment_bytes >= 4096")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamConfig:
+    """Micro-batching of the stream runner."""
+
+    batch_interval_ms: int = 1000
+    max_batch_records: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.batch_interval_ms < 0 or self.max_batch_records <= 0:
+            raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
+
+
+DEFAULT_LOG = LogConfig()
+DEFAULT_STREAM = StreamConfig()

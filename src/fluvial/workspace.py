@@ -1,0 +1,107 @@
+"""A data directory: the log, the dead-letter log, the schemas and the serving store.
+
+Layout of ``DATA_DIR`` (default ``./.fluvial``)::
+
+    log/             the immutable event log (partitioned segment files)
+    dead-letters/    events refused by validation, with the reason
+    schemas.json     the schema registry (kinds and versions)
+    views.db         the serving store: views, save_to tables, stream checkpoints
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
+
+
+class Workspace:
+    """Opens the parts of a data directory lazily.
+
+    Args:
+        path: The data directory (created if missing).
+        writer: Open the log for appending (one writer at a time); readers see
+            what writers append.
+        log_config: Settings of the embedded log.
+
+    Example:
+        >>> import tempfile, fluvial
+        >>> with fluvial.open(tempfile.mkdtemp(), writer=True) as ws:
+        ...     ws.log.partitions
+        4
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, writer: bool = False,
+                 log_config: LogConfig = DEFAULT_LOG) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
+        self.log_config = log_config
+
+    @cached_property
+    def log(self) -> Any:
+        from fluvial.log import LocalLog
+
+        c = self.log_config
+        return LocalLog.open(self.path / "log", partitions=c.partitions, fsync=c.fsync,
+                             fsync_interval_ms=c.fsync_interval_ms, segment_bytes=c.segment_bytes,
+                             readonly=not self.writer)
+
+    @cached_property
+    def dead_letters(self) -> Any:
+        from fluvial.log import DeadLetterLog
+
+        return DeadLetterLog.open(self.path / "dead-letters")
+
+    @cached_property
+    def store(self) -> Any:
+        from fluvial.serving import SqliteStore
+
+        return SqliteStore(self.path / "views.db")
+
+    @cached_property
+    def schemas(self) -> Any:
+        from fluvial.events import SchemaRegistry
+
+        file = self.path / "schemas.json"
+        return SchemaRegistry.load(file) if file.exists() else SchemaRegistry.with_builtins()
+
+    def save_schemas(self) -> None:
+        self.schemas.save(self.path / "schemas.json")
+
+    def batch_runner(self, **options: Any) -> Any:
+        """A :class:`~fluvial.engine.batch.BatchRunner` over this directory's log and store."""
+        from fluvial.engine.batch import BatchRunner
+
+        return BatchRunner(log=self.log, store=self.store, **options)
+
+    def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> Any:
+        """A :class:`~fluvial.engine.stream.StreamRunner` over this directory's log and store."""
+        from fluvial.engine.stream import StreamRunner
+
+        return StreamRunner(log=self.log, store=self.store, batch_interval_ms=config.batch_interval_ms,
+                            max_batch_records=config.max_batch_records, **options)
+
+    def close(self) -> None:
+        for name in ("log", "dead_letters", "store"):
+            part = self.__dict__.pop(name, None)
+            if part is not None:
+                part.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r}, writer={self.writer})"
+
+
+def open(path: str | os.PathLike[str], *, writer: bool = False,
+         log_config: LogConfig = DEFAULT_LOG) -> Workspace:
+    """Open (creating if needed) the data directory ``path``."""
+    return Workspace(path, writer=writer, log_config=log_config)

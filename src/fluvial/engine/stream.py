@@ -187,7 +187,7 @@ class StreamRunner:
                               "log cut-offs; run the batch layer once for the whole pipeline first")
         cut = dict(cutoffs.pop())  # type: ignore[arg-type]
         cutoff = [int(cut.get(p, 0)) for p in range(partitions)]
-        if _has_state(plan):
+        if _has_state(plan) and any(cutoff):
             cp.warmup_until = cutoff
         else:
             cp.offsets = cutoff
@@ -205,8 +205,11 @@ class StreamRunner:
             per_partition = max(1, self.max_batch_records // len(offsets))
             for partition, start in enumerate(offsets):
                 limit = per_partition
-                if cp.warmup_until is not None and start < cp.warmup_until[partition]:
+                if cp.warmup_until is not None:
+                    # Replaying history: no partition goes past the cut-off until all reach it.
                     limit = min(limit, cp.warmup_until[partition] - start)
+                    if limit <= 0:
+                        continue
                 batch = self.log.read(partition, start, max_records=limit)
                 if not batch.events:
                     continue

@@ -188,3 +188,24 @@ def test_explain_draws_stages_like_to_debug_string():
     assert lines[1].startswith("+-MappedFlow[") and "at map at test_flow_operators.py:" in lines[1]
     assert lines[2].startswith("   |  MappedFlow[") and "flat_map" in lines[2]
     assert lines[3].startswith("   |  TextFile[") and "words.txt" in lines[3]
+
+
+def test_windowed_state_is_evicted_behind_the_watermark(tmp_path):
+    """Panes of windows that closed (watermark passed their end) leave the state."""
+    p = fl.Pipeline("evict")
+    batches = [[f"w{i}"] * 3 for i in range(50)]          # batch i at event time i * 1000
+    (p.from_queue(batches).map(lambda w: (w, 1)).window(fl.Tumbling(length_ms=1000))
+     .reduce_by_key(operator.add).foreach(lambda row: None))
+    from fluvial.engine.execute import ExecState, Executor
+    from fluvial.engine.plan import compile_plan
+    from fluvial.engine.sources import memory_chunks
+
+    plan = compile_plan(p)
+    ex = Executor(plan, stream=True, state=ExecState())
+    source = plan.sources[0]
+    for i in range(50):
+        chunks, _, t = memory_chunks(plan, source, i, 1)
+        ex.run({source.id: chunks}, batch_time_ms=t)
+    agg_pos = next(plan.index[n.id] for n in plan.nodes if n.op == "aggregate")
+    # Only the newest window (not yet closed) is still held.
+    assert list(ex.state.tables[agg_pos]) == ["w49"]

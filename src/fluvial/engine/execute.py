@@ -231,7 +231,25 @@ class Executor:
                 if _touches(shape, window, wins):
                     rows.append(Windowed(k, window, agg.result(acc)))
                     ts.append(window[0])
+        if self.stream and shape is not None:
+            self._evict(node, table)
         return Chunk((pos, 0), rows, ts)
+
+    def _evict(self, node: Node, table: dict[Any, dict[Any, Any]]) -> None:
+        """Drop panes no on-time event can reach: every window holding them ends at
+        or before the low watermark (the smallest over the partitions seen)."""
+        shape = node.params["window"]
+        marks = self.state.watermarks.get(self.plan.index[node.id])
+        if not marks:
+            return
+        low = min(marks.values()) - node.params["lateness_ms"]
+        reach = shape.length_ms - shape.pane_ms if isinstance(shape, Sliding) else 0
+        for k in list(table):
+            parts = table[k]
+            for win in [w for w in parts if w[1] + reach <= low]:
+                del parts[win]
+            if not parts:
+                del table[k]
 
     # -- per-key state and joins -------------------------------------------------
     def _state(self, node: Node, chunks: list[Chunk]) -> Chunk:

@@ -1,0 +1,151 @@
+"""Run a pipeline over a list of events on a real runner, in a throw-away workspace."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from fluvial.config import LogConfig, StreamConfig
+from fluvial.engine.batch import RunStats
+from fluvial.engine.plan import compile_plan
+from fluvial.errors import ConfigError
+from fluvial.events.envelope import Event
+from fluvial.flow.graph import Pipeline
+from fluvial.serving.base import Row
+from fluvial.workspace import Workspace
+
+__all__ = ["RunResult", "read_results", "run_batch", "run_stream"]
+
+
+@dataclass
+class RunResult:
+    """What a run left in its store.
+
+    Attributes:
+        views: ``store.query(name)`` rows of every view the pipeline writes.
+        late: Per view, the events the stream runner counted late (0 in batch runs).
+        tables: Rows of every ``save_to`` table of the workspace store, sorted.
+        stats: One :class:`RunStats` per runner call.
+        printed: What ``print()`` sinks wrote.
+    """
+
+    views: dict[str, list[Row]]
+    late: dict[str, int]
+    tables: dict[str, list[dict[str, Any]]]
+    stats: list[RunStats] = field(default_factory=list)
+    printed: str = ""
+
+    def __getitem__(self, view: str) -> list[Row]:
+        return self.views[view]
+
+
+def read_results(pipeline: Pipeline, store: Any) -> RunResult:
+    """The views (rows and late counts) and ``save_to`` tables ``pipeline`` writes in ``store``."""
+    plan = compile_plan(pipeline)
+    views = {name: store.query(name) for name in plan.views}
+    late = {name: store.view(name).late_events for name in plan.views}
+    tables = {}
+    for sink in plan.sinks:
+        if sink.op == "save" and sink.params["store"] is None:
+            table = sink.params["table"]
+            tables[table] = sorted(store.table_rows(table), key=lambda r: msgspec.json.encode(list(r.values())))
+    return RunResult(views, late, tables)
+
+
+def _workspace(directory: str | os.PathLike[str], prefix: str, partitions: int) -> Workspace:
+    path = tempfile.mkdtemp(prefix=prefix, dir=directory)
+    return Workspace(path, writer=True, log_config=LogConfig(partitions=partitions, fsync="never"))
+
+
+def _chunks(events: Sequence[Event], appends: int) -> Iterable[Sequence[Event]]:
+    if appends < 1:
+        raise ConfigError(f"appends must be >= 1, got {appends}")
+    size = -(-len(events) // appends) or 1
+    for i in range(0, max(len(events), 1), size):
+        yield events[i:i + size]
+
+
+def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
+              partitions: int = 4, workers: int = 1, slice_records: int = 100_000,
+              keep: bool = False) -> RunResult:
+    """Append ``events`` to a new log under ``tmp_path``, run ``pipeline`` on the batch runner.
+
+    Args:
+        pipeline: The pipeline; its views and ``save_to`` tables are read back.
+        events: Appended in order, in one call (the log drops retries).
+        tmp_path: A directory; the workspace is a new sub-directory of it.
+        partitions: Partitions of the new log.
+        workers, slice_records: Passed to the :class:`BatchRunner`.
+        keep: Keep the workspace directory (default: deleted after reading the results).
+
+    Example:
+        >>> import operator, tempfile, fluvial as fl
+        >>> from fluvial.testing import events_table
+        >>> p = fl.Pipeline("n")
+        >>> p.from_log("reading").map(lambda e: (e.device, 1)).reduce_by_key(operator.add).to_view("n")
+        >>> evs = events_table('''
+        ... | device | ts | value |
+        ... | d1     | 1  | 1     |
+        ... | d1     | 2  | 1     |''')
+        >>> run_batch(p, evs, tempfile.mkdtemp())["n"]
+        [Row(key='d1', window=None, value=2)]
+    """
+    ws = _workspace(tmp_path, "batch-", partitions)
+    out = io.StringIO()
+    try:
+        if events:
+            ws.log.append(list(events))
+        stats = ws.batch_runner(workers=workers, slice_records=slice_records, progress=False,
+                                out=out).run(pipeline)
+        result = read_results(pipeline, ws.store)
+        result.stats.append(stats)
+        result.printed = out.getvalue()
+        return result
+    finally:
+        ws.close()
+        if not keep:
+            shutil.rmtree(ws.path, ignore_errors=True)
+
+
+def run_stream(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
+               max_batch_records: int = 100_000, appends: int = 1, partitions: int = 4,
+               keep: bool = False) -> RunResult:
+    """Append ``events`` to a new log under ``tmp_path`` and run ``pipeline`` on the
+    stream runner until it has caught up with the log.
+
+    Args:
+        pipeline: The pipeline; its views and ``save_to`` tables are read back.
+        events: The events, appended in order in ``appends`` slices; after each
+            slice the runner runs until caught up (so micro-batches also end
+            where appends end, and runs restart from the checkpoint).
+        tmp_path: A directory; the workspace is a new sub-directory of it.
+        max_batch_records: At most this many log records per micro-batch
+            (small values give many micro-batches).
+        partitions: Partitions of the new log.
+        keep: Keep the workspace directory (default: deleted after reading the results).
+    """
+    ws = _workspace(tmp_path, "stream-", partitions)
+    out = io.StringIO()
+    try:
+        config = StreamConfig(batch_interval_ms=0, max_batch_records=max_batch_records)
+        stats = []
+        for chunk in _chunks(events, appends):
+            if chunk:
+                ws.log.append(list(chunk))
+            stats.append(ws.stream_runner(config, out=out).run(pipeline, until_caught_up=True))
+        result = read_results(pipeline, ws.store)
+        result.stats = stats
+        result.printed = out.getvalue()
+        return result
+    finally:
+        ws.close()
+        if not keep:
+            shutil.rmtree(ws.path, ignore_errors=True)
+

@@ -160,19 +160,21 @@ def _extreme_many(acc: Any, values: Iterable[Any], pick: Callable[[Any, Any], An
 # --------------------------------------------------------------------------
 # exact sums
 #
-# A sum accumulator is the tuple (exact, n_float, n_pos_inf, n_neg_inf, n_nan)
-# where ``exact`` is the exact sum of the finite inputs times 2**1074, an int.
-# Every finite float is an integer multiple of 2**-1074, so this is exact,
-# canonical (equal sums give equal accumulators, however they were built),
-# never overflows, and merge/subtract are integer additions.  ``add_many``
-# finds the exact sum of a batch with math.fsum at C speed: the exact sum S
-# equals s1 + r1 + r2 + ... where s1 = fsum(xs), r1 = fsum(xs + [-s1]), ...
-# (each fsum is computed from Shewchuk's exact non-overlapping partials), and
-# the loop stops when the residual is exactly zero.
+# A sum accumulator is the tuple (exact, n, n_float, n_pos_inf, n_neg_inf, n_nan):
+# ``exact`` is the exact sum of the finite inputs times 2**1074, an int, and
+# ``n`` counts all inputs (so a sum of values that cancel is not the empty
+# sum).  Every finite float is an integer multiple of 2**-1074, so ``exact``
+# is exact, canonical (equal sums give equal accumulators however they were
+# built), never overflows, and merge/subtract are integer additions.
+# ``add_many`` finds the exact sum of a batch with math.fsum at C speed: the
+# exact sum S equals s1 + r1 + r2 + ... where s1 = fsum(xs), r1 = fsum(xs +
+# [-s1]), ... (each fsum is computed exactly from Shewchuk's non-overlapping
+# partials, then rounded), and the loop stops when the residual is exactly 0.
 
 _SHIFT = 1074
 _SCALE = 1 << _SHIFT
-_SUM_ZERO = (0, 0, 0, 0, 0)
+SumAcc = tuple[int, int, int, int, int, int]
+_SUM_ZERO: SumAcc = (0, 0, 0, 0, 0, 0)
 _FSUM_SAFE = float(2**53)  # ints of smaller magnitude convert to float exactly
 
 
@@ -182,14 +184,14 @@ def _scaled(x: float) -> int:
     return n << (_SHIFT + 1 - d.bit_length())
 
 
-def _sum_add(acc: tuple[int, int, int, int, int], v: Any) -> tuple[int, int, int, int, int]:
-    exact, nf, pinf, ninf, nan = acc
+def _sum_add(acc: SumAcc, v: Any) -> SumAcc:
+    exact, n, nf, pinf, ninf, nan = acc
     t = type(v)
     if t is int:
-        return (exact + (v << _SHIFT), nf, pinf, ninf, nan)
+        return (exact + (v << _SHIFT), n + 1, nf, pinf, ninf, nan)
     if t is not float:
         if isinstance(v, int):  # bool, IntEnum
-            return (exact + (int(v) << _SHIFT), nf, pinf, ninf, nan)
+            return (exact + (int(v) << _SHIFT), n + 1, nf, pinf, ninf, nan)
         if not isinstance(v, float):
             raise TypeError(
                 f"cannot sum a value of type {t.__name__} ({v!r}): "
@@ -197,12 +199,12 @@ def _sum_add(acc: tuple[int, int, int, int, int], v: Any) -> tuple[int, int, int
             )
         v = float(v)
     if math.isfinite(v):
-        return (exact + _scaled(v), nf + 1, pinf, ninf, nan)
+        return (exact + _scaled(v), n + 1, nf + 1, pinf, ninf, nan)
     if v != v:
-        return (exact, nf + 1, pinf, ninf, nan + 1)
+        return (exact, n + 1, nf + 1, pinf, ninf, nan + 1)
     if v > 0:
-        return (exact, nf + 1, pinf + 1, ninf, nan)
-    return (exact, nf + 1, pinf, ninf + 1, nan)
+        return (exact, n + 1, nf + 1, pinf + 1, ninf, nan)
+    return (exact, n + 1, nf + 1, pinf, ninf + 1, nan)
 
 
 def _exact_fsum(vals: list[Any]) -> int | None:
@@ -225,33 +227,33 @@ def _exact_fsum(vals: list[Any]) -> int | None:
     return sum(map(_scaled, parts))
 
 
-def _sum_add_many(acc: tuple[int, int, int, int, int], values: Iterable[Any]) -> tuple[int, int, int, int, int]:
+def _sum_add_many(acc: SumAcc, values: Iterable[Any]) -> SumAcc:
     vals = values if type(values) is list else list(values)
     if not vals:
         return acc
     types = set(map(type, vals))
-    exact, nf, pinf, ninf, nan = acc
+    exact, n, nf, pinf, ninf, nan = acc
     if types == {int}:
-        return (exact + (sum(vals) << _SHIFT), nf, pinf, ninf, nan)
+        return (exact + (sum(vals) << _SHIFT), n + len(vals), nf, pinf, ninf, nan)
     if types <= _NUMERIC_FAST:
         if int not in types or (-_FSUM_SAFE < min(vals) and max(vals) < _FSUM_SAFE):
             total = _exact_fsum(vals)
             if total is not None:
                 n_float = len(vals) if int not in types else list(map(type, vals)).count(float)
-                return (exact + total, nf + n_float, pinf, ninf, nan)
+                return (exact + total, n + len(vals), nf + n_float, pinf, ninf, nan)
     return reduce(_sum_add, vals, acc)
 
 
-def _sum_merge(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int, int, int, int]:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+def _sum_merge(a: SumAcc, b: SumAcc) -> SumAcc:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5])
 
 
-def _sum_subtract(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int, int, int, int]:
-    return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4])
+def _sum_subtract(a: SumAcc, b: SumAcc) -> SumAcc:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], a[5] - b[5])
 
 
-def _nonfinite(acc: tuple[int, ...]) -> float | None:
-    _, _, pinf, ninf, nan = acc
+def _nonfinite(acc: SumAcc) -> float | None:
+    _, _, _, pinf, ninf, nan = acc
     if nan or (pinf and ninf):
         return math.nan
     if pinf:
@@ -269,22 +271,22 @@ def _divide(num: int, den: int) -> float:
         return math.inf if (num > 0) == (den > 0) else -math.inf
 
 
-def _sum_result(acc: tuple[int, int, int, int, int]) -> int | float:
+def _sum_result(acc: SumAcc) -> int | float:
     special = _nonfinite(acc)
     if special is not None:
         return special
-    if acc[1] == 0:  # only ints were added: an exact int
+    if acc[2] == 0:  # only ints were added: an exact int
         return acc[0] >> _SHIFT
     return _divide(acc[0], _SCALE)
 
 
-def _mean_result(count: int, acc: tuple[int, int, int, int, int]) -> float | None:
-    if count == 0:
+def _mean_result(acc: SumAcc) -> float | None:
+    if acc[1] == 0:
         return None
     special = _nonfinite(acc)
     if special is not None:
         return special
-    return _divide(acc[0], count << _SHIFT)
+    return _divide(acc[0], acc[1] << _SHIFT)
 
 
 # --------------------------------------------------------------------------
@@ -345,22 +347,22 @@ class Sum(_Builtin):
     name = "sum"
     has_subtract = True
 
-    def zero(self) -> tuple[int, int, int, int, int]:
+    def zero(self) -> SumAcc:
         return _SUM_ZERO
 
-    def add(self, acc: tuple[int, int, int, int, int], value: Any) -> tuple[int, int, int, int, int]:
+    def add(self, acc: SumAcc, value: Any) -> SumAcc:
         return _sum_add(acc, value)
 
-    def add_many(self, acc: tuple[int, int, int, int, int], values: Iterable[Any]) -> tuple[int, int, int, int, int]:
+    def add_many(self, acc: SumAcc, values: Iterable[Any]) -> SumAcc:
         return _sum_add_many(acc, values)
 
-    def merge(self, a: tuple[int, int, int, int, int], b: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+    def merge(self, a: SumAcc, b: SumAcc) -> SumAcc:
         return _sum_merge(a, b)
 
-    def subtract(self, a: tuple[int, int, int, int, int], b: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+    def subtract(self, a: SumAcc, b: SumAcc) -> SumAcc:
         return _sum_subtract(a, b)
 
-    def result(self, acc: tuple[int, int, int, int, int]) -> int | float:
+    def result(self, acc: SumAcc) -> int | float:
         return _sum_result(acc)
 
 
@@ -440,8 +442,8 @@ class Max(_Builtin):
 class Mean(_Builtin):
     """Arithmetic mean, the exact sum divided by the count, correctly rounded.
 
-    The accumulator is ``(count, exact sum)``; the result is a float, or
-    ``None`` when no value was added.
+    The accumulator is the one of :class:`Sum` (which counts its inputs);
+    the result is a float, or ``None`` when no value was added.
 
     Example:
         >>> m = Mean()
@@ -452,24 +454,23 @@ class Mean(_Builtin):
     name = "mean"
     has_subtract = True
 
-    def zero(self) -> tuple[int, tuple[int, int, int, int, int]]:
-        return (0, _SUM_ZERO)
+    def zero(self) -> SumAcc:
+        return _SUM_ZERO
 
-    def add(self, acc: tuple[int, Any], value: Any) -> tuple[int, Any]:
-        return (acc[0] + 1, _sum_add(acc[1], value))
+    def add(self, acc: SumAcc, value: Any) -> SumAcc:
+        return _sum_add(acc, value)
 
-    def add_many(self, acc: tuple[int, Any], values: Iterable[Any]) -> tuple[int, Any]:
-        vals = values if type(values) is list else list(values)
-        return (acc[0] + len(vals), _sum_add_many(acc[1], vals))
+    def add_many(self, acc: SumAcc, values: Iterable[Any]) -> SumAcc:
+        return _sum_add_many(acc, values)
 
-    def merge(self, a: tuple[int, Any], b: tuple[int, Any]) -> tuple[int, Any]:
-        return (a[0] + b[0], _sum_merge(a[1], b[1]))
+    def merge(self, a: SumAcc, b: SumAcc) -> SumAcc:
+        return _sum_merge(a, b)
 
-    def subtract(self, a: tuple[int, Any], b: tuple[int, Any]) -> tuple[int, Any]:
-        return (a[0] - b[0], _sum_subtract(a[1], b[1]))
+    def subtract(self, a: SumAcc, b: SumAcc) -> SumAcc:
+        return _sum_subtract(a, b)
 
-    def result(self, acc: tuple[int, Any]) -> float | None:
-        return _mean_result(acc[0], acc[1])
+    def result(self, acc: SumAcc) -> float | None:
+        return _mean_result(acc)
 
 
 class Stats(_Builtin):
@@ -487,7 +488,7 @@ class Stats(_Builtin):
 
     name = "stats"
 
-    def zero(self) -> tuple[int, Any, Any, tuple[int, int, int, int, int]]:
+    def zero(self) -> tuple[int, Any, Any, SumAcc]:
         return (0, None, None, _SUM_ZERO)
 
     def add(self, acc: tuple[int, Any, Any, Any], value: Any) -> tuple[int, Any, Any, Any]:
@@ -515,7 +516,7 @@ class Stats(_Builtin):
 
     def result(self, acc: tuple[int, Any, Any, Any]) -> dict[str, Any]:
         n, lo, hi, s = acc
-        return {"count": n, "min": lo, "max": hi, "mean": _mean_result(n, s)}
+        return {"count": n, "min": lo, "max": hi, "mean": _mean_result(s)}
 
 
 class Histogram(_Builtin):

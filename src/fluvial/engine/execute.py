@@ -154,32 +154,41 @@ class Executor:
                                   list(itertools.compress(ch.ts or [], bad))))
             self.state.watermarks[pos] = wm.snapshot()
             chunks = kept
+        if isinstance(shape, Session):
+            return self._session_partials(node, chunks), late
+        # Group values by (key, pane start); the hot loops do no function calls.
         groups: dict[Any, list[Any]] = defaultdict(list)
         try:
             if shape is None:
                 if keyed:
                     for ch in chunks:
-                        for k, v in _pairs(node, ch.values):
-                            groups[(k, None)].append(v)
+                        try:
+                            for k, v in ch.values:
+                                groups[k].append(v)
+                        except (TypeError, ValueError):
+                            for _ in _pairs(node, ch.values):  # raises the helpful error
+                                pass
+                            raise
                 else:
                     for ch in chunks:
-                        groups[(None, None)].extend(ch.values)
-            elif isinstance(shape, Session):
-                return self._session_partials(node, chunks), late
-            else:
-                pane = shape.length_ms if isinstance(shape, Tumbling) else shape.pane_ms
-                off = shape.offset_ms
-                for ch in chunks:
-                    assert ch.ts is not None
-                    if keyed:
-                        for (k, v), t in zip(_pairs(node, ch.values), ch.ts):
-                            s = t - (t - off) % pane
-                            groups[(k, (s, s + pane))].append(v)
-                    else:
-                        for v, t in zip(ch.values, ch.ts):
-                            s = t - (t - off) % pane
-                            groups[(None, (s, s + pane))].append(v)
-            return {gk: agg.add_many(agg.zero(), vs) for gk, vs in groups.items()}, late
+                        groups[None].extend(ch.values)
+                return {(k, None): agg.add_many(agg.zero(), vs) for k, vs in groups.items()}, late
+            pane = shape.length_ms if isinstance(shape, Tumbling) else shape.pane_ms
+            off = shape.offset_ms
+            for ch in chunks:
+                assert ch.ts is not None
+                if keyed:
+                    try:
+                        for (k, v), t in zip(ch.values, ch.ts):
+                            groups[(k, t - (t - off) % pane)].append(v)
+                    except (TypeError, ValueError):
+                        for _ in _pairs(node, ch.values):
+                            pass
+                        raise
+                else:
+                    for v, t in zip(ch.values, ch.ts):
+                        groups[(None, t - (t - off) % pane)].append(v)
+            return {(k, (s, s + pane)): agg.add_many(agg.zero(), vs) for (k, s), vs in groups.items()}, late
         except FlowError:
             raise
         except TypeError as exc:

@@ -33,7 +33,8 @@ of :data:`CENTROIDS`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import fluvial
 

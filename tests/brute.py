@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 def word_counts(texts: Iterable[str]) -> dict[str, int]:

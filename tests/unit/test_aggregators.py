@@ -11,6 +11,7 @@ import statistics
 from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -211,7 +212,7 @@ def test_min_max_are_deterministic_on_ties_nan_and_none() -> None:
 )
 def test_histogram_against_brute_force(bounds: list[float], xs: list[Any]) -> None:
     edges = [-math.inf, *bounds, math.inf]
-    expected = [sum(1 for x in xs if lo <= x < hi) for lo, hi in zip(edges, edges[1:])]
+    expected = [sum(1 for x in xs if lo <= x < hi) for lo, hi in pairwise(edges)]
     expected[0] += sum(1 for x in xs if x == -math.inf)
     h = Histogram(bounds)
     assert run(h, xs) == {"bounds": bounds, "counts": expected}
@@ -243,7 +244,7 @@ def test_distinct_small_counts_are_near_exact_and_merge_is_exact() -> None:
     d = Distinct()
     for n in (0, 1, 2, 10, 100, 1000):
         assert abs(run(d, list(range(n))) - n) <= max(2, n * 4 // 100)  # ~3 sigma of linear counting
-    a = d.add_many(d.zero(), range(0, 6000))
+    a = d.add_many(d.zero(), range(6000))
     b = d.add_many(d.zero(), range(3000, 9000))
     assert d.merge(a, b) == d.add_many(d.zero(), range(9000))
 

@@ -12,8 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.aggregators.builtin import Count, Histogram, Last, Max, Mean, Min, Reduce, Stats, Sum, reducer
+from fluvial.aggregators.builtin import (
+    Count,
+    Histogram,
+    Last,
+    Max,
+    Mean,
+    Min,
+    Stats,
+    Sum,
+)
 from fluvial.aggregators.hll import Distinct
+from fluvial.aggregators.reduce import Reduce, reducer
 from fluvial.aggregators.topk import TopByValue, TopK
 from fluvial.errors import ConfigError
 

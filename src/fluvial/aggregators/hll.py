@@ -10,7 +10,8 @@ lists with the same items are the same value.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import xxhash
@@ -116,7 +117,7 @@ class Distinct(_Builtin):
         for h in map(_HASH, _encode_all(vals)):
             i = h >> shift
             rank = width - (h & low).bit_length()
-            if rank > regs[i]:
+            if rank > regs[i]:  # noqa: PLR1730 -- cheaper than max() in this hot loop
                 regs[i] = rank
         return regs
 
@@ -140,7 +141,7 @@ class Distinct(_Builtin):
         zeros = acc.count(0)
         if estimate <= 2.5 * m and zeros:
             estimate = m * math.log(m / zeros)  # small-range (linear counting) correction
-        return int(round(estimate))
+        return round(estimate)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "precision": self.precision}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import heapq
 from collections import _count_elements  # type: ignore[attr-defined]  # C helper of Counter.update
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.aggregators.builtin import Histogram, Stats, _Builtin, sort_key
+from fluvial.aggregators.builtin import Histogram, Stats, _Builtin, is_nan, sort_key
 from fluvial.errors import ConfigError
 
 __all__ = ["TopByValue", "TopK"]
@@ -21,7 +22,7 @@ def _check_n(cls: str, n: int) -> int:
 
 def _rank(kv: tuple[Any, Any]) -> tuple[Any, ...]:
     score = kv[1]
-    if score != score:  # NaN ranks last
+    if is_nan(score):  # NaN ranks last
         return (1, 0, sort_key(kv[0]))
     return (0, -score, sort_key(kv[0]))
 

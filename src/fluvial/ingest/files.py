@@ -1,0 +1,386 @@
+"""Ingest a file of lines into the log: decode, build envelopes, validate, dead-letter, append.
+
+Every input line ends up in exactly one place (nothing is silently dropped):
+
+* **accepted**: a valid event, appended to the log;
+* **duplicate**: a valid event whose ``(device, seq)`` the log already holds
+  (re-ingesting a file is idempotent);
+* **skipped**: a blank line;
+* **rejected**: kept in the dead-letter log with the reason, the source, the
+  line number and the raw bytes of the line (without its ``\\n``/``\\r\\n``).
+
+A ``.jsonl``/``.ndjson`` file holds one JSON object per line, which becomes the
+payload unchanged; any other file is text, each line becoming ``{"text": line}``.
+
+Example:
+    >>> import tempfile, pathlib, fluvial
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "notes.txt").write_text("to be\\n\\nor not\\n")
+    >>> with fluvial.open(d / "data", writer=True) as ws:
+    ...     r = ingest_file(ws, d / "notes.txt", kind="line")
+    >>> (r.accepted, r.skipped, r.rejected)
+    (2, 1, 0)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+
+from fluvial.errors import ConfigError, ValidationError
+from fluvial.events.envelope import Event
+from fluvial.log.deadletter import DeadLetter
+
+if TYPE_CHECKING:
+    from fluvial.workspace import Workspace
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_LINE_BYTES",
+    "JSON_SUFFIXES",
+    "IngestReport",
+    "ingest_file",
+    "parse_time_ms",
+]
+
+DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+JSON_SUFFIXES = (".jsonl", ".ndjson")
+MAX_EXAMPLES = 10
+"""How many ``(line, reason)`` pairs an :class:`IngestReport` keeps."""
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_NUL = b"\x00"
+_json = msgspec.json.Decoder()
+_mp = msgspec.msgpack.Encoder()
+_FLAGS = {"device": "--device-field", "ts": "--ts-field", "seq": "--seq-field"}
+
+
+@dataclass
+class IngestReport:
+    """What :func:`ingest_file` did with each line of its input.
+
+    Attributes:
+        source: The input's name (its path, or ``<stdin>``).
+        accepted: Events appended to the log.
+        duplicates: Valid events whose ``(device, seq)`` the log already held.
+        rejected: Lines sent to the dead-letter log.
+        skipped: Blank lines.
+        lines: Lines read (``accepted + duplicates + rejected + skipped``).
+        bytes: Bytes read.
+        seconds: Wall time of the ingest.
+        rejected_examples: The first rejected lines as ``(line_no, reason)``.
+    """
+
+    source: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    lines: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    rejected_examples: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def lines_per_s(self) -> float:
+        """Throughput of the ingest."""
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_time_ms(value: int | str) -> int:
+    """Return epoch milliseconds from an int (ms) or an ISO-8601 string.
+
+    A string without a UTC offset is taken as UTC; digits alone are epoch ms.
+
+    Example:
+        >>> parse_time_ms("2016-01-06T12:00:00Z")
+        1452081600000
+        >>> parse_time_ms("1452081600000")
+        1452081600000
+
+    Raises:
+        ValueError: The value is neither.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an ISO-8601 time (like 2016-01-06T12:00:00Z) nor epoch ms"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+class _Reject(Exception):
+    """A line is refused; ``str(self)`` is the reason."""
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "str", int: "int", float: "float", bool: "bool", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _field(payload: dict[str, Any], name: str, role: str) -> Any:
+    try:
+        return payload[name]
+    except KeyError:
+        raise _Reject(f"$.payload.{name}: missing required field ({_FLAGS[role]} {name})") from None
+
+
+def _device(payload: dict[str, Any], name: str) -> str:
+    value = _field(payload, name, "device")
+    if type(value) is str and value:
+        return value
+    if type(value) is int:
+        return str(value)
+    raise _Reject(f"$.payload.{name}: expected a non-empty str or an int as device, got "
+                  f"{_type_name(value) if value != '' else 'empty str'} (--device-field {name})")
+
+
+def _ts(payload: dict[str, Any], name: str) -> int:
+    value = _field(payload, name, "ts")
+    if type(value) is int:
+        ts = value
+    elif type(value) is str:
+        try:
+            ts = parse_time_ms(value)
+        except (ValueError, OverflowError) as exc:
+            raise _Reject(f"$.payload.{name}: {exc} (--ts-field {name})") from None
+    else:
+        raise _Reject(f"$.payload.{name}: expected int epoch ms or an ISO-8601 str, got "
+                      f"{_type_name(value)} (--ts-field {name})")
+    if not _INT64_MIN <= ts <= 2**63 - 1:
+        raise _Reject(f"$.payload.{name}: {ts} is out of range for epoch ms (--ts-field {name})")
+    return ts
+
+
+def _seq(payload: dict[str, Any], name: str) -> int:
+    value = _field(payload, name, "seq")
+    if type(value) is not int:
+        raise _Reject(f"$.payload.{name}: expected int, got {_type_name(value)} (--seq-field {name})")
+    if not 0 <= value <= _UINT64_MAX:
+        raise _Reject(f"$.payload.{name}: expected an int >= 0 (and < 2**64), got {value} "
+                      f"(--seq-field {name})")
+    return value
+
+
+def _decode_json(line: bytes) -> dict[str, Any]:
+    try:
+        value = _json.decode(line)
+    except UnicodeDecodeError:
+        raise _Reject(_utf8_reason(line)) from None
+    except msgspec.DecodeError as exc:
+        nul = line.find(_NUL)
+        if nul >= 0:
+            raise _Reject(f"contains a NUL byte at byte {nul} (binary data?)") from None
+        msg = str(exc).removeprefix("JSON is malformed: ")
+        raise _Reject(f"invalid JSON: {msg.replace('(byte ', 'at byte ').rstrip(')')}"
+                      if "(byte " in msg else f"invalid JSON: {msg}") from None
+    if type(value) is not dict:
+        raise _Reject(f"$: expected a JSON object, got {_type_name(value)}")
+    return value
+
+
+def _decode_text(line: bytes) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(f"invalid UTF-8 at byte {exc.start}") from None
+    if "\x00" in text:
+        raise _Reject(f"contains a NUL byte at byte {line.find(_NUL)} (binary data?)")
+    return {"text": text}
+
+
+def _utf8_reason(line: bytes) -> str:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at byte {exc.start}"
+    return "invalid UTF-8 in a string"
+
+
+def _is_json(name: str, fmt: str | None) -> bool:
+    if fmt is None:
+        return name.lower().endswith(JSON_SUFFIXES)
+    if fmt not in ("jsonl", "text"):
+        raise ConfigError(f"format must be 'jsonl' or 'text' (or None: by extension), got {fmt!r}")
+    return fmt == "jsonl"
+
+
+def ingest_file(
+    ws: Workspace,
+    path: str | os.PathLike[str] | IO[bytes],
+    *,
+    kind: str,
+    device_field: str | None = None,
+    ts_field: str | None = None,
+    seq_field: str | None = None,
+    format: str | None = None,
+    name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Append the lines of a file to ``ws.log`` as events of ``kind``.
+
+    Args:
+        ws: A workspace opened with ``writer=True``.
+        path: The file, or a binary file object (e.g. ``sys.stdin.buffer``).
+        kind: The registered schema every event must follow.
+        device_field: Payload field holding the device id (default: the file's stem).
+        ts_field: Payload field holding the event time, epoch ms or ISO-8601
+            (default: the time of the ingest).
+        seq_field: Payload field holding the device's sequence number
+            (default: the line number, 1-based, so re-ingesting a file is idempotent).
+        format: ``"jsonl"`` or ``"text"``; None: ``jsonl`` for ``.jsonl``/``.ndjson``.
+        name: The source name for dead letters and the default device
+            (default: ``path``, or the file object's ``name``).
+        batch_size: Events per log append.
+        max_line_bytes: Longer lines are rejected; only their first
+            ``max_line_bytes`` bytes are kept as the dead letter's ``raw``.
+        progress: Called after each batch with the bytes read since the last call.
+
+    Returns:
+        The counts; ``lines == accepted + duplicates + rejected + skipped``.
+
+    Raises:
+        SchemaError: ``kind`` is not registered.
+        ConfigError: Bad arguments, a readonly workspace, or the file cannot be opened.
+        LogError: The log or the dead-letter log cannot be written.
+    """
+    if batch_size < 1 or max_line_bytes < 1:
+        raise ConfigError("batch_size and max_line_bytes must be >= 1")
+    if not ws.writer:
+        raise ConfigError(f"ingest appends to the log: open {ws.path} with writer=True")
+    validate_payload = ws.schemas.get(kind).validate_payload  # SchemaError lists the kinds
+    own = not hasattr(path, "readline")
+    if own:
+        source = name or os.fspath(path)  # type: ignore[arg-type]
+        try:
+            f: IO[bytes] = open(path, "rb", buffering=1 << 20)  # type: ignore[arg-type]  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+    else:
+        f = path  # type: ignore[assignment]
+        source = name or str(getattr(f, "name", "<stream>"))
+    is_json = _is_json(source, format)
+    decode = _decode_json if is_json else _decode_text
+    default_device = Path(source).stem or source
+    log, dead = ws.log, ws.dead_letters
+    report = IngestReport(source=source)
+    started = time.perf_counter()
+    events: list[Any] = []
+    origins: list[tuple[int, bytes]] = []  # (line_no, raw) of each pending event
+    letters: list[DeadLetter] = []
+    reported = 0
+
+    def reject(line_no: int, reason: str, raw: bytes) -> None:
+        report.rejected += 1
+        if len(report.rejected_examples) < MAX_EXAMPLES:
+            report.rejected_examples.append((line_no, reason))
+        letters.append(DeadLetter(reason=reason, source=source, line=line_no, raw=raw,
+                                  at_ms=time.time_ns() // 1_000_000))
+
+    def flush() -> None:
+        nonlocal reported
+        if events:
+            try:
+                _mp.encode(events)  # what the log will do; it must not fail half-way
+            except (OverflowError, TypeError, ValueError):
+                keep = []
+                for ev, (n, raw) in zip(events, origins):
+                    try:
+                        _mp.encode(ev)
+                        keep.append(ev)
+                    except (OverflowError, TypeError, ValueError) as exc:
+                        reject(n, f"$.payload: cannot be stored: {exc}", raw)
+                events[:] = keep
+            result = log.append(events)
+            report.accepted += result.accepted
+            report.duplicates += result.duplicates
+            events.clear()
+            origins.clear()
+        if letters:
+            dead.append(letters)
+            letters.clear()
+        if progress is not None:
+            progress(report.bytes - reported)
+            reported = report.bytes
+
+    limit = max_line_bytes + 1
+    line_no = 0
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        readline = f.readline
+        while True:
+            chunk = readline(limit)
+            if not chunk:
+                break
+            line_no += 1
+            report.bytes += len(chunk)
+            if chunk[-1:] == b"\n":
+                line = chunk[:-2] if chunk[-2:] == b"\r\n" else chunk[:-1]
+            elif len(chunk) == limit:  # too long: keep a prefix, skip the rest
+                head, size = chunk[:max_line_bytes], len(chunk)
+                while chunk[-1:] != b"\n":
+                    chunk = readline(limit)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                report.bytes += size - limit
+                size -= 1 if chunk[-1:] == b"\n" else 0
+                reject(line_no, f"line is {size:,} bytes, longer than the limit of "
+                       f"{max_line_bytes:,} (raw keeps its first {max_line_bytes:,} bytes)", head)
+                continue
+            else:  # last line without a newline
+                line = chunk[:-1] if chunk[-1:] == b"\r" else chunk
+            if not line.strip():
+                report.skipped += 1
+                continue
+            try:
+                payload = decode(line)
+                # The envelope is built here from checked values (each helper enforces the
+                # Event field rules), so only the payload needs the schema: this is what
+                # registry.validate() does after its envelope check, 2.5x faster.
+                event = Event(
+                    device=_device(payload, device_field) if device_field else default_device,
+                    kind=kind,
+                    ts=_ts(payload, ts_field) if ts_field else now_ms,
+                    seq=_seq(payload, seq_field) if seq_field else line_no,
+                    payload=payload,
+                )
+                validate_payload(payload)
+                events.append(event)
+                origins.append((line_no, line))
+            except _Reject as exc:
+                reject(line_no, str(exc), line)
+                continue
+            except ValidationError as exc:
+                reject(line_no, str(exc), line)
+                continue
+            if len(events) >= batch_size:
+                flush()
+                now_ms = time.time_ns() // 1_000_000
+        flush()
+    finally:
+        if own:
+            f.close()
+    report.lines = line_no
+    report.seconds = time.perf_counter() - started
+    return report

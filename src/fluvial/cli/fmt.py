@@ -1,0 +1,78 @@
+"""Output helpers of the CLI: times, JSON and aligned tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from fluvial.ingest.files import parse_time_ms
+
+__all__ = ["iso", "json_arg", "table", "time_arg", "to_json"]
+
+
+def _fallback(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    return str(obj)
+
+
+_enc = msgspec.json.Encoder(enc_hook=_fallback)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON; values JSON cannot hold are written as their ``str()``."""
+    return _enc.encode(value).decode()
+
+
+def iso(ts_ms: int | None) -> str:
+    """``1452081600000`` -> ``2016-01-06T12:00:00Z`` (milliseconds only when not zero)."""
+    if ts_ms is None:
+        return "-"
+    try:
+        dt = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return str(ts_ms)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if ts_ms % 1000:
+        text += f".{ts_ms % 1000:03d}"
+    return text + "Z"
+
+
+def time_arg(text: str) -> int:
+    """argparse type: epoch ms or ISO-8601 -> epoch ms (bad input is a usage error)."""
+    try:
+        return parse_time_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def json_arg(text: str) -> Any:
+    """argparse type: JSON if it parses, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cell(value: Any) -> str:
+    """How a value looks in a table cell: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else to_json(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          right: Sequence[str] = ()) -> str:
+    """Aligned columns; the columns named in ``right`` are right-aligned (numbers)."""
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if h in right else v.ljust(w)
+                 for v, w, h in zip(values, widths, headers)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in cells])

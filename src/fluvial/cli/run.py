@@ -1,0 +1,281 @@
+"""``fluvial run`` and ``fluvial explain``: load the pipelines of a flow file and run them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+from fluvial.cli.app import arg, data_dir, subcommand
+from fluvial.config import DEFAULT_STREAM, StreamConfig
+from fluvial.errors import ConfigError, FluvialError, LogError
+from fluvial.flow.graph import Node, Pipeline
+from fluvial.workspace import Workspace
+from fluvial.workspace import open as open_workspace
+
+_FLOW_HELP = "a Python file defining fluvial.Pipeline objects at module level"
+
+
+class FlowFileError(ConfigError):
+    """The flow file could not be imported; carries the traceback for --debug."""
+
+    def __init__(self, message: str, tb: str) -> None:
+        super().__init__(message)
+        self.tb = tb
+
+
+def load_pipelines(path: str) -> list[Pipeline]:
+    """Import a flow file (not as ``__main__``) and return its module-level pipelines.
+
+    The file's directory goes first on ``sys.path`` so it can import its neighbours;
+    functions and classes it defines are pickled by value, so the views they
+    write can be read by other processes.
+
+    Raises:
+        ConfigError: The file is missing, fails on import, or defines no pipeline.
+    """
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(f"no flow file at {path}")
+    name = "fluvial_flow_" + re.sub(r"\W", "_", file.stem)
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path} cannot be imported as Python (name it *.py)")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(file.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[name] = module
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except (ImportError, ValueError):
+        pass
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
+        raise FlowFileError(_import_error(file, exc), traceback.format_exc()) from None
+    found: list[Pipeline] = []
+    for value in vars(module).values():
+        if isinstance(value, Pipeline) and all(value is not p for p in found):
+            found.append(value)
+    if not found:
+        raise ConfigError(
+            f"{path} defines no pipeline: create one at module level and give it a sink, e.g.\n"
+            "    import fluvial\n"
+            "    p = fluvial.Pipeline(\"wordcount\")\n"
+            "    p.from_log(\"line\").flat_map(lambda e: e.payload[\"text\"].split())"
+            ".count_by_value().to_view(\"words\")")
+    names = [p.name for p in found]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ConfigError(f"{path}: several pipelines are named {', '.join(clash)}; "
+                          "give each a different name (it names its checkpoint)")
+    return found
+
+
+def _import_error(file: Path, exc: BaseException) -> str:
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{exc.filename}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame that is in the flow file
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == file:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f"{file}, line {line}" if line else str(file)
+    return f"{where}: {what} (while importing the flow file; --debug shows the traceback)"
+
+
+def _reads_log(pipeline: Pipeline) -> bool:
+    seen: set[int] = set()
+    todo: list[Node] = list(pipeline.sinks)
+    while todo:
+        node = todo.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        if node.op == "log":
+            return True
+        todo.extend(node.parents)
+    return False
+
+
+def _ensure_log(ws: Workspace) -> None:
+    """Create an empty log when none exists yet, so that readers can open it."""
+    if (ws.path / "log" / "meta.json").exists():
+        return
+    from fluvial.log import LocalLog
+
+    try:
+        LocalLog.open(ws.path / "log", partitions=ws.log_config.partitions).close()
+    except LogError:
+        if not (ws.path / "log" / "meta.json").exists():  # not a writer creating it right now
+            raise
+
+
+def _flow_args() -> list[Any]:
+    return [arg("flow_file", metavar="FLOW_FILE", help=_FLOW_HELP)]
+
+
+@subcommand(
+    "explain",
+    summary="print the lineage of each pipeline of a flow file",
+    description="Import FLOW_FILE and print, for each module-level fluvial.Pipeline, its lineage "
+                "(like Spark's toDebugString): every sink with the operators it depends on. "
+                "Nothing is run.",
+    example="fluvial explain flows/wordcount.py",
+    args=_flow_args(),
+)
+def explain(args: argparse.Namespace) -> int:
+    for i, pipeline in enumerate(_load(args)):
+        if i:
+            print()
+        print(f"pipeline {pipeline.name}:")
+        print(pipeline.explain())
+    return 0
+
+
+def _load(args: argparse.Namespace) -> list[Pipeline]:
+    try:
+        return load_pipelines(args.flow_file)
+    except FlowFileError as exc:
+        if args.debug or args.verbose:
+            print(exc.tb, file=sys.stderr, end="")
+        raise
+
+
+_RUN_DESCRIPTION = """\
+Import FLOW_FILE (with its directory on sys.path, not as __main__), collect
+every fluvial.Pipeline defined at module level, and run each one on the log
+and the view store of the data directory.
+
+--mode batch   the batch layer: read the whole log up to now, write every view
+               as a new version (name@vN) and switch its alias to it; prints,
+               per pipeline, records, seconds, records/s and views written.
+--mode stream  the speed layer: process what the log gains in micro-batches
+               (exactly-once, restartable) until Ctrl-C / SIGTERM, which stops
+               cleanly after the current micro-batch, or, with
+               --until-caught-up, until the log holds nothing new.
+               With -v, prints one line per micro-batch."""
+
+
+@subcommand(
+    "run",
+    summary="run the pipelines of a flow file in batch or stream mode",
+    description=_RUN_DESCRIPTION,
+    example="fluvial run flows/wordcount.py --mode batch\n"
+            "fluvial run flows/wordcount.py --mode stream --batch-interval-ms 500 -v",
+    args=[
+        *_flow_args(),
+        arg("--mode", choices=("batch", "stream"), required=True,
+            help="batch: recompute views from the whole log; stream: keep them up to date"),
+        arg("--until-caught-up", action="store_true",
+            help="stream: stop when the log holds nothing new (default: run until Ctrl-C)"),
+        arg("--batch-interval-ms", type=int, default=DEFAULT_STREAM.batch_interval_ms,
+            metavar="N", help="stream: time between micro-batches (default: %(default)s)"),
+        arg("--max-batch-records", type=int, default=DEFAULT_STREAM.max_batch_records,
+            metavar="N", help="stream: at most N log records per micro-batch (default: %(default)s)"),
+        arg("--workers", type=int, default=None, metavar="N",
+            help="batch: worker processes for large inputs (default: the number of CPUs)"),
+    ],
+)
+def run(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    pipelines = _load(args)
+    path = data_dir(args)
+    with open_workspace(path) as ws:
+        if any(_reads_log(p) for p in pipelines):
+            _ensure_log(ws)
+        if args.mode == "batch":
+            return _run_batch(ws, pipelines, args)
+    config = StreamConfig(batch_interval_ms=args.batch_interval_ms,
+                          max_batch_records=args.max_batch_records)
+    return _run_stream(path, pipelines, config, args)
+
+
+def _run_batch(ws: Workspace, pipelines: list[Pipeline], args: argparse.Namespace) -> int:
+    options = {} if args.workers is None else {"workers": args.workers}
+    runner = ws.batch_runner(**options)
+    for pipeline in pipelines:
+        stats = runner.run(pipeline)
+        views = ", ".join(f"{name}@v{version}" for name, version in stats.views.items())
+        print(f"{pipeline.name}: {stats.records_in} records in {stats.seconds:.2f} s "
+              f"({stats.records_per_s:,.0f} records/s); views: {views or 'none'}")
+    return 0
+
+
+def _run_stream(path: Path, pipelines: list[Pipeline], config: StreamConfig,
+                args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    errors: list[tuple[str, BaseException]] = []
+
+    def work(pipeline: Pipeline) -> None:
+        try:
+            with open_workspace(path) as ws:  # a store per thread (SQLite connections are)
+                _stream_one(ws.stream_runner(config), pipeline, stop, args)
+        except BaseException as exc:  # reported by the main thread
+            errors.append((pipeline.name, exc))
+            stop.set()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            print("stopping after the current micro-batch...", file=sys.stderr)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        threads = [threading.Thread(target=work, args=(p,), name=f"stream-{p.name}", daemon=True)
+                   for p in pipelines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)  # short waits keep the main thread responsive to signals
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for name, exc in errors:
+        if isinstance(exc, FluvialError) and len(pipelines) > 1:
+            raise FluvialError(f"pipeline {name}: {exc}") from exc
+        raise exc
+    return 0
+
+
+def _stream_one(runner: Any, pipeline: Pipeline, stop: threading.Event,
+                args: argparse.Namespace) -> None:
+    if not args.verbose:
+        stats = runner.run(pipeline, until_caught_up=args.until_caught_up, stop=stop)
+    else:  # one micro-batch per call, to print a line for each
+        records = late = batches = 0
+        seconds = 0.0
+        while not stop.is_set():
+            s = runner.run(pipeline, until_caught_up=args.until_caught_up, max_batches=1,
+                           stop=stop)
+            if s.micro_batches == 0:
+                if args.until_caught_up:
+                    break
+                continue
+            batches += 1
+            records += s.records_in
+            late += s.late_events
+            seconds += s.seconds
+            print(f"{pipeline.name}: micro-batch {batches}: {s.records_in} records, "
+                  f"{s.late_events} late, {s.seconds * 1000:.0f} ms", file=sys.stderr, flush=True)
+        from fluvial.engine.batch import RunStats
+
+        stats = RunStats(pipeline.name, "stream", records_in=records, micro_batches=batches,
+                         late_events=late, seconds=seconds)
+    print(f"{pipeline.name}: {stats.micro_batches} micro-batches, {stats.records_in} records, "
+          f"{stats.late_events} late, {stats.seconds:.2f} s", flush=True)

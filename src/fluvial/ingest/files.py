@@ -337,14 +337,15 @@ def ingest_file(
             if chunk[-1:] == b"\n":
                 line = chunk[:-2] if chunk[-2:] == b"\r\n" else chunk[:-1]
             elif len(chunk) == limit:  # too long: keep a prefix, skip the rest
-                head, size = chunk[:max_line_bytes], len(chunk)
-                while chunk[-1:] != b"\n":
+                head, size, last2 = chunk[:max_line_bytes], len(chunk), chunk[-2:]
+                while last2[-1:] != b"\n":
                     chunk = readline(limit)
                     if not chunk:
                         break
                     size += len(chunk)
+                    last2 = (last2 + chunk[-2:])[-2:]
                 report.bytes += size - limit
-                size -= 1 if chunk[-1:] == b"\n" else 0
+                size -= 2 if last2 == b"\r\n" else 1 if last2[-1:] == b"\n" else 0
                 reject(line_no, f"line is {size:,} bytes, longer than the limit of "
                        f"{max_line_bytes:,} (raw keeps its first {max_line_bytes:,} bytes)", head)
                 continue

@@ -52,10 +52,12 @@ def read_results(pipeline: Pipeline, store: Any) -> RunResult:
     views = {name: store.query(name) for name in plan.views}
     late = {name: store.view(name).late_events for name in plan.views}
     tables = {}
+    existing = set(store.tables())  # a stream run that saved nothing has not created its tables
     for sink in plan.sinks:
         if sink.op == "save" and sink.params["store"] is None:
             table = sink.params["table"]
-            tables[table] = sorted(store.table_rows(table), key=lambda r: msgspec.json.encode(list(r.values())))
+            found = store.table_rows(table) if table in existing else []
+            tables[table] = sorted(found, key=lambda r: msgspec.json.encode(list(r.values())))
     return RunResult(views, late, tables)
 
 

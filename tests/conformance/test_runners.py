@@ -1,0 +1,117 @@
+"""Conformance: the same flows on every runner give the same rows (DESIGN principle 1).
+
+Each flow of :data:`fluvial.testing.catalog.CATALOG` runs on each runner of
+``conftest.RUNNERS`` over a few datasets and must equal the brute-force rows
+(every event for a batch-like runner; the on-time events for a speed-layer
+runner, whose late count must match too).  On data without late events,
+every runner must give identical rows.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fluvial import Count, Pipeline, Tumbling
+from fluvial.serving.base import Row
+from fluvial.testing import brute, events_table, make_events
+from fluvial.testing.catalog import CATALOG, Case, build_pipeline, expected_late, expected_tables, expected_views
+
+START_MS = 1_700_000_000_000
+PARTITIONS = 3  # of the conformance runners' logs (see conftest.Runner.partitions)
+
+DATASETS = {
+    # Two devices, a retry (d1 seq 3 twice), a status for the join, an event 6 s
+    # behind (late for lateness < 6000 in d2's partition), ties on window edges.
+    "table": events_table(f"""
+        | device | kind    | ts              | seq | value | level | color |
+        | d1     | reading | {START_MS}      | 1   | 1.5   | 2     | red   |
+        | d2     | reading | {START_MS + 999}  | 1   | -2.0  | 0     | blue  |
+        | d1     | status  | {START_MS + 1500} | 2   | 0.0   | 5     | red   |
+        | d1     | reading | {START_MS + 9000} | 3   | 4.25  | 9     | green |
+        | d1     | reading | {START_MS + 9000} | 3   | 4.25  | 9     | green |
+        | d2     | reading | {START_MS + 11000} | 2  | 10.0  | 1     | blue  |
+        | d2     | reading | {START_MS + 5000} | 3   | 0.5   | 3     | red   |
+        | d1     | reading | {START_MS + 12000} | 4  | 7.0   | 4     | red   |
+    """),
+    "in_order": make_events(101, 300, devices=6, kinds=["reading", "reading", "status"],
+                            start_ms=START_MS, step_ms=500, duplicate_fraction=0.1),
+    "late": make_events(202, 300, devices=6, kinds=["reading", "reading", "status"], start_ms=START_MS,
+                        step_ms=500, out_of_order_ms=4_000, late_fraction=0.05, late_by_ms=40_000,
+                        duplicate_fraction=0.1),
+}
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.parametrize("case", CATALOG, ids=[c.name for c in CATALOG])
+def test_catalog_flow(runner: Any, case: Case, dataset: str, tmp_path: Path) -> None:
+    events = DATASETS[dataset]
+    assert runner.partitions == PARTITIONS
+    result = runner.run(build_pipeline([case], name=case.name), events, tmp_path)
+    expected = expected_views([case], events, partitions=PARTITIONS, stream=runner.drops_late)
+    assert result[case.name] == expected[case.name]
+    late = expected_late([case], events, partitions=PARTITIONS)[case.name] if runner.drops_late else 0
+    assert result.late[case.name] == late
+    assert result.tables == expected_tables([case], events, partitions=PARTITIONS, stream=runner.drops_late)
+
+
+def test_the_late_dataset_has_late_events_and_the_in_order_one_none() -> None:
+    """Guard the datasets: otherwise the tests above would not test what they say."""
+    assert sum(expected_late(CATALOG, DATASETS["late"], partitions=PARTITIONS).values()) > 0
+    assert sum(expected_late(CATALOG, DATASETS["in_order"], partitions=PARTITIONS).values()) == 0
+
+
+@pytest.mark.parametrize("dataset", ["in_order"])
+def test_every_runner_gives_identical_rows(all_runners: dict[str, Any], dataset: str, tmp_path: Path) -> None:
+    events = DATASETS[dataset]
+    results = {name: r.run(build_pipeline(CATALOG), events, tmp_path) for name, r in all_runners.items()}
+    reference_name, reference = next(iter(results.items()))
+    for name, result in results.items():
+        assert result.views == reference.views, f"{name} differs from {reference_name}"
+        assert result.tables == reference.tables, f"{name} differs from {reference_name}"
+
+
+# -- flows over in-memory queues (no log) -------------------------------------------------------
+
+def test_word_count_over_a_queue(runner: Any, tmp_path: Path) -> None:
+    p = Pipeline("wc")
+    lines = p.from_queue([["to be or", "not to be"], [], ["be quick"]])
+    lines.flat_map(str.split).map(lambda w: (w, 1)).reduce_by_key(operator.add).to_view("wc")
+    assert runner.run(p, [], tmp_path)["wc"] == [
+        Row("be", None, 3), Row("not", None, 1), Row("or", None, 1), Row("quick", None, 1), Row("to", None, 2)]
+
+
+def test_windowed_counts_over_a_queue(runner: Any, tmp_path: Path) -> None:
+    """Queue batch i has event time i * 1000 ms; Tumbling(2000)::
+
+        batch   0      1      2      3
+        time    0      1000   2000   3000
+                [ a b   a    )[ b          )
+    """
+    p = Pipeline("wq")
+    (p.from_queue([["a", "b"], ["a"], ["b"], []], interval_ms=1000).map(lambda w: (w, w))
+     .window(Tumbling(length_ms=2000)).aggregate_by_key(Count()).to_view("wq"))
+    assert runner.run(p, [], tmp_path)["wq"] == [
+        Row("a", (0, 2000), 2), Row("b", (0, 2000), 1), Row("b", (2000, 4000), 1)]
+
+
+def test_save_to_over_a_queue(runner: Any, tmp_path: Path) -> None:
+    p = Pipeline("sq")
+    q = p.from_queue([[("x", 1), ("y", 2)], [("x", 3)]])
+    q.reduce_by_key(operator.add).save_to(None, "totals", ["k", "total"])
+    q.map(lambda kv: (kv[0], kv[1] * 10)).save_to(None, "last_seen", ["k", "v"])
+    result = runner.run(p, [], tmp_path)
+    assert result.tables["totals"] == [{"k": "x", "total": 4}, {"k": "y", "total": 2}]
+    # A plain flow upserts every element: the last one per key wins, in queue order.
+    assert result.tables["last_seen"] == [{"k": "x", "v": 30}, {"k": "y", "v": 20}]
+
+
+def test_brute_force_of_the_table_dataset_by_hand() -> None:
+    """Anchor the brute force itself on the hand-written dataset (the retry is dropped)."""
+    events = DATASETS["table"]
+    counts = expected_views(CATALOG, events, partitions=PARTITIONS, stream=False)["counts_by_device"]
+    assert counts == [Row("d1", None, 3), Row("d2", None, 3)]
+    assert len(brute.unique(events)) == 7

@@ -62,9 +62,10 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     env_home = (os.environ if env is None else env).get(ENV_HOME) or None
-    common = _common(env_home)
+    common = _common(env_home)  # for subcommands; the top level gets its own copy, since
+    # set_defaults() below changes the default of the (shared) actions of a parent parser
     parser = argparse.ArgumentParser(
-        prog="fluvial", description=_DESCRIPTION, parents=[common],
+        prog="fluvial", description=_DESCRIPTION, parents=[_common(env_home)],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fluvial {__version__}")
     parser.set_defaults(data_dir=env_home or DEFAULT_DATA_DIR, verbose=False, debug=False)

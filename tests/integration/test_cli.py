@@ -42,7 +42,7 @@ def fluvial_cmd(*args: str, home: Path | None = None, stdin: bytes | None = None
         argv += ["--data-dir", str(home)]
     if cwd is None:  # never leave a ./.fluvial in the repository
         cwd = home.parent if home is not None else Path(tempfile.gettempdir())
-    return subprocess.run(argv + list(args), input=stdin.decode() if stdin else None,
+    return subprocess.run(argv + list(args), check=False, input=stdin.decode() if stdin else None,
                           capture_output=True, text=True, cwd=cwd, env=full_env, timeout=120)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from fluvial.errors import ConfigError
 
-__all__ = ["Command", "COMMANDS", "GROUPS", "arg", "subcommand", "data_dir", "existing_data_dir"]
+__all__ = ["COMMANDS", "GROUPS", "Command", "arg", "data_dir", "existing_data_dir", "subcommand"]
 
 Run = Callable[[argparse.Namespace], int]
 

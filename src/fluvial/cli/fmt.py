@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -34,7 +34,7 @@ def iso(ts_ms: int | None) -> str:
     if ts_ms is None:
         return "-"
     try:
-        dt = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+        dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return str(ts_ms)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")

@@ -7,7 +7,7 @@ without it, or when stderr is not a TTY, the bar is a no-op.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["Bar", "progress_bar"]
 
@@ -29,7 +29,7 @@ class Bar:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> Bar:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

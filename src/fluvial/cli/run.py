@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 from fluvial.cli.app import arg, data_dir, subcommand
@@ -61,7 +61,7 @@ def load_pipelines(path: str) -> list[Pipeline]:
         pass
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is reported
         sys.modules.pop(name, None)
         raise FlowFileError(_import_error(file, exc), traceback.format_exc()) from None
     found: list[Pipeline] = []
@@ -225,7 +225,7 @@ def _run_stream(path: Path, pipelines: list[Pipeline], config: StreamConfig,
         try:
             with open_workspace(path) as ws:  # a store per thread (SQLite connections are)
                 _stream_one(ws.stream_runner(config), pipeline, stop, args)
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
             errors.append((pipeline.name, exc))
             stop.set()
 
@@ -271,11 +271,21 @@ def _stream_one(runner: Any, pipeline: Pipeline, stop: threading.Event,
             records += s.records_in
             late += s.late_events
             seconds += s.seconds
-            print(f"{pipeline.name}: micro-batch {batches}: {s.records_in} records, "
-                  f"{s.late_events} late, {s.seconds * 1000:.0f} ms", file=sys.stderr, flush=True)
+            _say(sys.stderr, f"{pipeline.name}: micro-batch {batches}: {s.records_in} records, "
+                 f"{s.late_events} late, {s.seconds * 1000:.0f} ms")
         from fluvial.engine.batch import RunStats
 
         stats = RunStats(pipeline.name, "stream", records_in=records, micro_batches=batches,
                          late_events=late, seconds=seconds)
-    print(f"{pipeline.name}: {stats.micro_batches} micro-batches, {stats.records_in} records, "
-          f"{stats.late_events} late, {stats.seconds:.2f} s", flush=True)
+    _say(sys.stdout, f"{pipeline.name}: {stats.micro_batches} micro-batches, "
+         f"{stats.records_in} records, {stats.late_events} late, {stats.seconds:.2f} s")
+
+
+_output = threading.Lock()
+
+
+def _say(stream: Any, line: str) -> None:
+    """Write one whole line (pipelines run in threads: lines must not interleave)."""
+    with _output:
+        stream.write(line + "\n")
+        stream.flush()

@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -110,7 +110,7 @@ def parse_time_ms(value: int | str) -> int:
         ValueError: The value is neither.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {value!r}")
+        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {value!r}")  # noqa: TRY004
     if isinstance(value, int):
         return value
     text = value.strip()
@@ -123,7 +123,7 @@ def parse_time_ms(value: int | str) -> int:
             f"{value!r} is not an ISO-8601 time (like 2016-01-06T12:00:00Z) nor epoch ms"
         ) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 

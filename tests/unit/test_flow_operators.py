@@ -209,3 +209,18 @@ def test_windowed_state_is_evicted_behind_the_watermark(tmp_path):
     agg_pos = next(plan.index[n.id] for n in plan.nodes if n.op == "aggregate")
     # Only the newest window (not yet closed) is still held.
     assert list(ex.state.tables[agg_pos]) == ["w49"]
+
+
+def test_latest_value_view_of_windowed_rows(tmp_path):
+    """A map after a windowed aggregation keeps the window; the view serves it."""
+    p = fl.Pipeline("labels")
+    (p.from_queue([["a", "a", "b"], ["a"], [], ["b"]]).map(lambda w: (w, 1))
+     .window(fl.Tumbling(length_ms=2000)).aggregate_by_key(fl.Count())
+     .map(lambda r: fl.Windowed(r.key, r.window, f"n={r.value}")).to_view("labels"))
+    store = SqliteStore(tmp_path / "v.db")
+    fl.BatchRunner(store=store).run(p)
+    expected = [("a", (0, 2000), "n=3"), ("b", (0, 2000), "n=1"), ("b", (2000, 4000), "n=1")]
+    assert [(r.key, r.window, r.value) for r in store.query("labels")] == expected
+    stream_store = SqliteStore(tmp_path / "s.db")
+    StreamRunner(store=stream_store, batch_interval_ms=0).run(p, until_caught_up=True)
+    assert [(r.key, r.window, r.value) for r in stream_store.query("labels")] == expected

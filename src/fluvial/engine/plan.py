@@ -9,7 +9,7 @@ from typing import Any
 from fluvial.aggregators import Last
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import NARROW_OPS, SINK_OPS, SOURCE_OPS, Node, Pipeline
-from fluvial.windows.shapes import WindowShape
+from fluvial.windows.shapes import Explicit, WindowShape
 
 # Operators that need the event time of their input elements.
 _TIME_CONSUMERS = {"state", "join", "late"}
@@ -94,7 +94,7 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
         if src.op == "aggregate":
             views[name] = ViewSpec(name, sink, src, src.params["agg"], src.params["window"])
         else:
-            views[name] = ViewSpec(name, sink, src, Last(), None)
+            views[name] = ViewSpec(name, sink, src, Last(), Explicit())
 
     stateful = {n.id for n in order if n.op == "aggregate"
                 and any(c.op != "view" for c in children[n.id])}

@@ -42,7 +42,8 @@ from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window
 from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
-from fluvial.windows.shapes import Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
+from fluvial.windows.shapes import (Explicit, Session, Sliding, Tumbling, WindowShape, compose,
+                                    shape_from_spec)
 
 NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
@@ -694,13 +695,22 @@ def _row_params(meta: _Meta, part_no: int, rows: Iterable[tuple[Key, Window | No
         offset, min_len = shape.offset_ms, None
     elif isinstance(shape, Session):
         pane, offset, min_len = None, 0, shape.gap_ms
+    explicit = isinstance(shape, Explicit)
     n = 0
     try:
         for key, window, acc in rows:
             n += 1
             if skip_zero and is_zero(acc):
                 continue
-            if shape is None:
+            if explicit:
+                if window is None:
+                    start = end = NO_WINDOW
+                else:
+                    start, end = window
+                    if type(start) is not int or type(end) is not int or end <= start:
+                        raise ConfigError(f"view {name!r}: window {window!r} must be integer ms "
+                                          "with start < end")
+            elif shape is None:
                 if window is not None:
                     raise ConfigError(f"view {name!r} has no window, but a row has window {window!r}")
                 start = end = NO_WINDOW
@@ -742,7 +752,7 @@ def _compose_rows(agg: Aggregator[Any, Any, Any], shape: WindowShape | None,
                 group.append(item)
     out: list[Row] = []
     result, is_zero = agg.result, agg.is_zero
-    simple = shape is None or isinstance(shape, Tumbling)
+    simple = shape is None or isinstance(shape, (Tumbling, Explicit))
     for key in sorted(groups):
         parts = groups[key]
         value = decode_key(key)

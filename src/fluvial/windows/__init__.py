@@ -10,6 +10,7 @@ overlap, which gives exactly the sessions of all the data.
 """
 
 from fluvial.windows.shapes import (
+    Explicit,
     Session,
     Sliding,
     Tumbling,
@@ -19,4 +20,4 @@ from fluvial.windows.shapes import (
 )
 from fluvial.windows.watermark import Watermarks
 
-__all__ = ["Session", "Sliding", "Tumbling", "Watermarks", "WindowShape", "compose", "shape_from_spec"]
+__all__ = ["Explicit", "Session", "Sliding", "Tumbling", "Watermarks", "WindowShape", "compose", "shape_from_spec"]

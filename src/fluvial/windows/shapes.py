@@ -138,12 +138,30 @@ class Session(WindowShape):
         return {"kind": self.kind, "gap_ms": self.gap_ms}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Explicit(WindowShape):
+    """Windows carried by the rows themselves (or none), stored and served as they
+    are: the shape of latest-value views fed with :class:`~fluvial.flow.graph.Windowed`
+    rows computed upstream."""
+
+    kind = "explicit"
+
+    def storage_window(self, ts_ms: int) -> Window:
+        raise ConfigError("explicit windows come with the rows; there is no storage window to compute")
+
+    def windows_of(self, ts_ms: int) -> list[Window]:
+        raise ConfigError("explicit windows come with the rows")
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
 def shape_from_spec(spec: Mapping[str, Any] | None) -> WindowShape | None:
     """Rebuild a shape from :meth:`WindowShape.spec` output (``None`` for no window)."""
     if spec is None:
         return None
     fields = {k: v for k, v in spec.items() if k != "kind"}
-    kinds = {"tumbling": Tumbling, "sliding": Sliding, "session": Session}
+    kinds = {"tumbling": Tumbling, "sliding": Sliding, "session": Session, "explicit": Explicit}
     try:
         return kinds[spec["kind"]](**fields)  # type: ignore[abstract]
     except (KeyError, TypeError) as exc:
@@ -163,7 +181,7 @@ def compose(shape: WindowShape | None, parts: Iterable[tuple[Window | None, Any]
     panes: dict[Window | None, Any] = {}
     for window, acc in parts:
         panes[window] = agg.merge(panes[window], acc) if window in panes else acc
-    if shape is None or isinstance(shape, Tumbling):
+    if shape is None or isinstance(shape, (Tumbling, Explicit)):
         return panes
     if isinstance(shape, Session):
         return _compose_sessions(panes, agg)  # type: ignore[arg-type]

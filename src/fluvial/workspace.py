@@ -43,18 +43,25 @@ class Workspace:
 
     @cached_property
     def log(self) -> Any:
+        from fluvial.errors import LogError
         from fluvial.log import LocalLog
 
         c = self.log_config
+        if not self.writer and not (self.path / "log").exists():
+            raise LogError(f"no events in {self.path}: the log is empty. Ingest some first "
+                           f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
         return LocalLog.open(self.path / "log", partitions=c.partitions, fsync=c.fsync,
                              fsync_interval_ms=c.fsync_interval_ms, segment_bytes=c.segment_bytes,
                              readonly=not self.writer)
+
+    def _lazy_log(self) -> Any:
+        return self.log
 
     @cached_property
     def dead_letters(self) -> Any:
         from fluvial.log import DeadLetterLog
 
-        return DeadLetterLog.open(self.path / "dead-letters")
+        return DeadLetterLog.open(self.path / "dead-letters", readonly=not self.writer)
 
     @cached_property
     def store(self) -> Any:
@@ -76,13 +83,13 @@ class Workspace:
         """A :class:`~fluvial.engine.batch.BatchRunner` over this directory's log and store."""
         from fluvial.engine.batch import BatchRunner
 
-        return BatchRunner(log=self.log, store=self.store, **options)
+        return BatchRunner(log=self._lazy_log, store=self.store, **options)
 
     def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> Any:
         """A :class:`~fluvial.engine.stream.StreamRunner` over this directory's log and store."""
         from fluvial.engine.stream import StreamRunner
 
-        return StreamRunner(log=self.log, store=self.store, batch_interval_ms=config.batch_interval_ms,
+        return StreamRunner(log=self._lazy_log, store=self.store, batch_interval_ms=config.batch_interval_ms,
                             max_batch_records=config.max_batch_records, **options)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
-from fluvial.engine.sources import Split, log_sources, plan_splits, read_split
+from fluvial.engine.sources import LazyLog, Split, log_sources, plan_splits, read_split
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Flow, Node, Pipeline
 
@@ -45,7 +45,7 @@ class RunStats:
         return self.records_in / self.seconds if self.seconds > 0 else 0.0
 
 
-class BatchRunner:
+class BatchRunner(LazyLog):
     """Runs pipelines over all of their (bounded) input.
 
     Args:
@@ -73,7 +73,7 @@ class BatchRunner:
     def __init__(self, *, log: Any = None, store: Any = None, workers: int | None = None,
                  slice_records: int = 100_000, progress: bool | None = None,
                  out: TextIO | None = None) -> None:
-        self.log = log
+        self._log = log
         self.store = store
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self.slice_records = slice_records

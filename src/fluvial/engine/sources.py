@@ -17,6 +17,19 @@ _json = msgspec.json.Decoder()
 SPLIT_BYTES = 8 * 1024 * 1024
 
 
+class LazyLog:
+    """Gives runners a ``log`` that may be opened only when a pipeline reads it."""
+
+    _log: Any
+
+    @property
+    def log(self) -> Any:
+        """The log; a callable given instead is called once, when a pipeline first needs it."""
+        if callable(self._log) and not hasattr(self._log, "read"):
+            self._log = self._log()
+        return self._log
+
+
 @dataclass(frozen=True)
 class Split:
     """A piece of input one worker reads: a log partition range or a file byte range."""

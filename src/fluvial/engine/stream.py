@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk, ExecState, Executor
 from fluvial.engine.plan import Plan, compile_plan
-from fluvial.engine.sources import log_chunks, log_sources, memory_chunks, plan_splits, read_split
+from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Pipeline
 
@@ -57,7 +57,7 @@ def checkpoint_id(pipeline_name: str) -> str:
     return f"stream:{pipeline_name}"
 
 
-class StreamRunner:
+class StreamRunner(LazyLog):
     """Runs a pipeline continuously over the log in micro-batches.
 
     Args:
@@ -74,7 +74,7 @@ class StreamRunner:
                  out: TextIO | None = None) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
-        self.log = log
+        self._log = log
         self.store = store
         self.batch_interval_ms = batch_interval_ms
         self.max_batch_records = max_batch_records

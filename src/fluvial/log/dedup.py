@@ -42,6 +42,10 @@ class DedupState:
         self._max: dict[str, int] = {}
         self._gaps: dict[str, list[int]] = {}  # flat sorted [lo0, hi0, lo1, hi1, ...]
 
+    def top(self, device: str) -> int | None:
+        """The largest seq stored for ``device`` (None if none)."""
+        return self._max.get(device)
+
     def add(self, device: str, seq: int) -> bool:
         """Record ``(device, seq)``; return False if it was already stored."""
         top = self._max.get(device)

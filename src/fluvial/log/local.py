@@ -211,6 +211,13 @@ class LocalLog:
         """Return ``crc32(device) % partitions``: stable across processes and runs."""
         return zlib.crc32(device.encode()) % self.partitions
 
+    def next_seq(self, device: str) -> int:
+        """One more than the largest seq stored for ``device`` (0 for a new device):
+        the seq to give an event whose source has no counter of its own."""
+        with self._mutex:
+            top = self._dedup[self.partition_for(device)].top(device)
+        return 0 if top is None else top + 1
+
     def append(self, events: Sequence[Event]) -> AppendResult:
         """Append events, one batch per partition touched.
 
@@ -223,10 +230,12 @@ class LocalLog:
         """
         with self._mutex:
             self._check_writable()
+            for i, ev in enumerate(events):
+                _check_event(i, ev)
+            _check_encodable(events)  # before the dedup state records anything
             positions: list[tuple[int, int] | None] = [None] * len(events)
             groups: dict[int, tuple[list[Event], list[int]]] = {}
             for i, ev in enumerate(events):
-                _check_event(i, ev)
                 p = zlib.crc32(ev.device.encode()) % self.partitions
                 if self._dedup[p].add(ev.device, ev.seq):
                     evs, idx = groups.setdefault(p, ([], []))
@@ -412,6 +421,20 @@ class LocalLog:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _check_encodable(events: Sequence[Event]) -> None:
+    """Raise ValidationError naming the first event MessagePack cannot store."""
+    try:
+        _enc.encode(events)
+        return
+    except (OverflowError, TypeError, ValueError):
+        pass
+    for i, ev in enumerate(events):
+        try:
+            _enc.encode([ev])
+        except (OverflowError, TypeError, ValueError) as exc:
+            raise ValidationError(f"$[{i}].payload", f"cannot be stored: {exc}") from None
 
 
 def _check_event(i: int, ev: Event) -> None:

@@ -129,15 +129,16 @@ def test_query_unknown_view_lists_views(world: dict[str, Any]) -> None:
     assert "Traceback" not in p.stderr
 
 
-def test_reingest_is_idempotent_and_log_commands(world: dict[str, Any]) -> None:
+def test_reingest_is_refused_and_log_commands(world: dict[str, Any]) -> None:
     home, data = world["home"], world["tmp"] / "tweets.jsonl"
     p = fluvial_cmd("ingest", str(data), "--kind", "tweet", "--device-field", "user",
                     "--ts-field", "ts", home=home)
-    assert "accepted 0, duplicates 400, rejected 2" in p.stdout
+    assert p.returncode == 1 and "already ingested" in p.stderr and "--force" in p.stderr
+    assert p.stdout == ""
     stats = fluvial_cmd("log", "stats", home=home)
     assert stats.returncode == 0
     total = next(line for line in stats.stdout.splitlines() if line.startswith("total"))
-    assert total.split()[1] == "400" and "dead letters: 4" in stats.stdout
+    assert total.split()[1] == "400" and "dead letters: 2" in stats.stdout
     tail = fluvial_cmd("log", "tail", "-n", "3", "--kind", "tweet", "--format", "jsonl", home=home)
     assert [json.loads(line)["kind"] for line in tail.stdout.splitlines()] == ["tweet"] * 3
     dl = fluvial_cmd("log", "dead-letters", "-n", "2", home=home)

@@ -77,9 +77,58 @@ def test_counts_match_an_independent_count(ws: fluvial.Workspace, tmp_path: Path
                                          if b.strip() and not _is_good(b)]
     assert all(d.raw == lines[d.line - 1] for d in letters if d.line is not None)
 
-    again = ingest_file(ws, f, kind="tweet", device_field="user", ts_field="ts")
-    assert (again.accepted, again.duplicates, again.rejected) == (0, good, r.rejected)
+    # The same content again is refused: nothing is stored twice.
+    with pytest.raises(ConfigError, match="already ingested .* --force"):
+        ingest_file(ws, f, kind="tweet", device_field="user", ts_field="ts")
     assert len(events_in(ws)) == good
+
+
+def test_force_stores_the_same_content_again_with_new_seqs(ws: fluvial.Workspace, tmp_path: Path) -> None:
+    f = tmp_path / "same.jsonl"
+    f.write_text("".join(json.dumps({"user": "u1", "text": f"t{i}"}) + "\n" for i in range(5)))
+    first = ingest_file(ws, f, kind="tweet", device_field="user")
+    second = ingest_file(ws, f, kind="tweet", device_field="user", force=True)
+    assert (first.accepted, second.accepted, second.duplicates) == (5, 5, 0)
+    seqs = [e.seq for e in events_in(ws)]
+    assert len(set(seqs)) == 10
+
+
+def test_two_files_with_the_same_device_and_line_numbers_do_not_collide(
+        ws: fluvial.Workspace, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps({"user": "u1", "text": "from a"}) + "\n")
+    b.write_text(json.dumps({"user": "u1", "text": "from b"}) + "\n")
+    assert ingest_file(ws, a, kind="tweet", device_field="user").accepted == 1
+    assert ingest_file(ws, b, kind="tweet", device_field="user").accepted == 1
+    assert sorted(e.payload["text"] for e in events_in(ws)) == ["from a", "from b"]
+
+
+def test_an_interrupted_ingest_resumes_without_duplicates_or_losses(
+        ws: fluvial.Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies after a batch reached the log but before its progress was
+    recorded: the rerun repeats that batch with the same seqs (dropped as
+    duplicates) and appends the rest."""
+    f = tmp_path / "big.jsonl"
+    f.write_text("".join(json.dumps({"user": f"u{i % 7}", "text": f"t{i}"}) + "\n" for i in range(1000)))
+    from fluvial.ingest import history as hist
+
+    real = hist.LoadHistory.record
+    calls = {"n": 0}
+
+    def crash_on_third_progress(self: Any, *args: Any, **kw: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # start record, two progress records, then die
+            raise KeyboardInterrupt("simulated crash")
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(hist.LoadHistory, "record", crash_on_third_progress)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_file(ws, f, kind="tweet", device_field="user", batch_size=100)
+    monkeypatch.setattr(hist.LoadHistory, "record", real)
+    assert len(events_in(ws)) == 300          # three batches reached the log, two were recorded
+    r = ingest_file(ws, f, kind="tweet", device_field="user", batch_size=100)
+    assert (r.resumed_after, r.duplicates, r.accepted) == (200, 100, 700)
+    assert sorted(e.payload["text"] for e in events_in(ws)) == sorted(f"t{i}" for i in range(1000))
 
 
 def _is_good(b: bytes) -> bool:

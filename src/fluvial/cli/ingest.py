@@ -28,10 +28,13 @@ Envelope of each event:
           without extension ("stdin" for -)
   ts      the payload field named by --ts-field (epoch ms or ISO-8601),
           else the time of the ingest
-  seq     the payload field named by --seq-field, else the line number
-          (1-based): ingesting the same file again stores nothing twice,
-          the lines are counted as duplicates (the log recognises a
-          device's seqs within its last 65,536; older ones are stored again)
+  seq     the payload field named by --seq-field, else a number unique to
+          this file and line (for stdin: the device's next seq in the log)
+
+Exactly once per file: files are recognised by content (SHA-256). Ingesting
+the same content again is refused unless --force; an ingest that was
+interrupted (Ctrl-C, kill, crash) resumes where it stopped when run again,
+and the lines it repeats are dropped as duplicates.
 
 Exit status: 0 when the file was read (even with rejected lines), 1 when it
 could not be (missing file, unknown kind...), 2 for usage errors."""
@@ -54,7 +57,9 @@ could not be (missing file, unknown kind...), 2 for usage errors."""
                  "(default: the time of the ingest)"),
         arg("--seq-field", metavar="F",
             help="payload field holding the device's sequence number "
-                 "(default: the line number, so re-ingesting a file is idempotent)"),
+                 "(default: a number unique to the file and line)"),
+        arg("--force", action="store_true",
+            help="ingest a file whose content was ingested before (stored again)"),
         arg("--format", choices=("auto", "jsonl", "text"), default="auto",
             help="jsonl: one JSON object per line; text: {\"text\": line}; "
                  "auto (default): jsonl for .jsonl/.ndjson files, text otherwise and for stdin"),
@@ -80,7 +85,9 @@ def ingest(args: argparse.Namespace) -> int:
         report = ingest_file(
             ws, source, kind=args.kind, device_field=args.device_field, ts_field=args.ts_field,
             seq_field=args.seq_field, format=fmt, name="stdin" if stdin else None,
-            max_line_bytes=args.max_line_bytes, progress=bar.update)
+            max_line_bytes=args.max_line_bytes, progress=bar.update, force=args.force)
+    if report.resumed_after:
+        print(f"resumed an interrupted ingest of this file after line {report.resumed_after}")
     hint = " (see `fluvial log dead-letters`)" if report.rejected else ""
     print(f"accepted {report.accepted}, duplicates {report.duplicates}, "
           f"rejected {report.rejected}{hint}")

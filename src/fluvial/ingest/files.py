@@ -36,6 +36,7 @@ import msgspec
 
 from fluvial.errors import ConfigError, ValidationError
 from fluvial.events.envelope import Event
+from fluvial.ingest.history import LoadHistory, file_digest
 from fluvial.log.deadletter import DeadLetter
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class IngestReport:
         bytes: Bytes read.
         seconds: Wall time of the ingest.
         rejected_examples: The first rejected lines as ``(line_no, reason)``.
+        resumed_after: Lines an interrupted ingest of the same content had done.
     """
 
     source: str
@@ -88,6 +90,7 @@ class IngestReport:
     bytes: int = 0
     seconds: float = 0.0
     rejected_examples: list[tuple[int, str]] = field(default_factory=list)
+    resumed_after: int = 0
 
     @property
     def lines_per_s(self) -> float:
@@ -236,6 +239,7 @@ def ingest_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> IngestReport:
     """Append the lines of a file to ``ws.log`` as events of ``kind``.
 
@@ -246,8 +250,8 @@ def ingest_file(
         device_field: Payload field holding the device id (default: the file's stem).
         ts_field: Payload field holding the event time, epoch ms or ISO-8601
             (default: the time of the ingest).
-        seq_field: Payload field holding the device's sequence number
-            (default: the line number, 1-based, so re-ingesting a file is idempotent).
+        seq_field: Payload field holding the device's sequence number (default:
+            the device's next seq in the log, so events never collide).
         format: ``"jsonl"`` or ``"text"``; None: ``jsonl`` for ``.jsonl``/``.ndjson``.
         name: The source name for dead letters and the default device
             (default: ``path``, or the file object's ``name``).
@@ -255,6 +259,9 @@ def ingest_file(
         max_line_bytes: Longer lines are rejected; only their first
             ``max_line_bytes`` bytes are kept as the dead letter's ``raw``.
         progress: Called after each batch with the bytes read since the last call.
+        force: Ingest a file whose content was ingested before (its events are
+            stored again, with new seqs).  Without it that is refused, and an
+            interrupted ingest of the same content resumes where it stopped.
 
     Returns:
         The counts; ``lines == accepted + duplicates + rejected + skipped``.
@@ -283,7 +290,35 @@ def ingest_file(
     decode = _decode_json if is_json else _decode_text
     default_device = Path(source).stem or source
     log, dead = ws.log, ws.dead_letters
-    report = IngestReport(source=source)
+    history, digest, resume_after, base, size = None, "", 0, 0, 0
+    if own:  # a file (not a stream): exactly once, by content
+        history = LoadHistory(ws.path)
+        digest = file_digest(path)  # type: ignore[arg-type]
+        size = os.path.getsize(path)  # type: ignore[arg-type]
+        previous = history.last(digest)
+        if previous is not None and previous.done and not force:
+            f.close()
+            raise ConfigError(
+                f"{source} was already ingested ({previous.accepted:,} events accepted, from "
+                f"{previous.source}); ingesting it again would store its events twice. "
+                "Pass --force (force=True) if that is what you want")
+        if previous is not None and not previous.done:
+            resume_after, base = previous.lines_done, previous.base
+        else:
+            base = history.next_base()
+            history.record(digest, source, base, size, 0, 0, done=False)
+    next_seq: dict[str, int] = {}
+
+    def seq_of(device: str, line_no: int) -> int:
+        if history is not None:
+            return base + line_no
+        n = next_seq.get(device)  # a stream: continue the device's counter in the log
+        if n is None:
+            n = log.next_seq(device)
+        next_seq[device] = n + 1
+        return n
+
+    report = IngestReport(source=source, resumed_after=resume_after)
     started = time.perf_counter()
     events: list[Any] = []
     origins: list[tuple[int, bytes]] = []  # (line_no, raw) of each pending event
@@ -319,6 +354,8 @@ def ingest_file(
         if letters:
             dead.append(letters)
             letters.clear()
+        if history is not None:
+            history.record(digest, source, base, size, line_no, report.accepted, done=False)
         if progress is not None:
             progress(report.bytes - reported)
             reported = report.bytes
@@ -334,6 +371,8 @@ def ingest_file(
                 break
             line_no += 1
             report.bytes += len(chunk)
+            if line_no <= resume_after:  # appended by an interrupted ingest of this file
+                continue
             if chunk[-1:] == b"\n":
                 line = chunk[:-2] if chunk[-2:] == b"\r\n" else chunk[:-1]
             elif len(chunk) == limit:  # too long: keep a prefix, skip the rest
@@ -359,14 +398,13 @@ def ingest_file(
                 # The envelope is built here from checked values (each helper enforces the
                 # Event field rules), so only the payload needs the schema: this is what
                 # registry.validate() does after its envelope check, 2.5x faster.
-                event = Event(
-                    device=_device(payload, device_field) if device_field else default_device,
-                    kind=kind,
-                    ts=_ts(payload, ts_field) if ts_field else now_ms,
-                    seq=_seq(payload, seq_field) if seq_field else line_no,
-                    payload=payload,
-                )
+                device = _device(payload, device_field) if device_field else default_device
+                ts = _ts(payload, ts_field) if ts_field else now_ms
+                given_seq = _seq(payload, seq_field) if seq_field else None
                 validate_payload(payload)
+                event = Event(device=device, kind=kind, ts=ts,
+                              seq=seq_of(device, line_no) if given_seq is None else given_seq,
+                              payload=payload)
                 events.append(event)
                 origins.append((line_no, line))
             except _Reject as exc:
@@ -379,9 +417,13 @@ def ingest_file(
                 flush()
                 now_ms = time.time_ns() // 1_000_000
         flush()
+        if history is not None:
+            history.record(digest, source, base, size, line_no, report.accepted, done=True)
     finally:
         if own:
             f.close()
-    report.lines = line_no
+        if history is not None:
+            history.close()
+    report.lines = line_no - resume_after
     report.seconds = time.perf_counter() - started
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import _count_elements  # type: ignore[attr-defined]  # C helper of Counter.update
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -120,6 +121,31 @@ class TopK(_Builtin):
         return {"name": self.name, "n": self.n}
 
 
+def _additive(inner: Aggregator[Any, Any, Any]) -> str | None:
+    """``"count"`` or ``"add"`` when the inner aggregator is plain addition."""
+    from fluvial.aggregators.builtin import Count
+    from fluvial.aggregators.reduce import Reduce
+
+    if type(inner) is Count:
+        return "count"
+    if type(inner) is Reduce and inner.f is operator.add and inner.inv in (None, operator.sub):
+        return "add"
+    return None
+
+
+def _top_numbers(acc: dict[Any, Any], n: int) -> list[list[Any]]:
+    """:func:`_top` over a dict of numbers: a C-speed threshold first, then ranking."""
+    if len(acc) > 4 * n:
+        try:
+            threshold = heapq.nlargest(n, acc.values())[-1]
+            items = [(k, v) for k, v in acc.items() if v >= threshold]
+            if len(items) >= n:  # fewer only with NaN scores: rank them all below
+                return _top(items, n)
+        except TypeError:
+            pass
+    return _top(list(acc.items()), n)
+
+
 class TopByValue(_Builtin):
     """Top ``n`` keys of a keyed aggregate, by the inner aggregator's result.
 
@@ -154,6 +180,10 @@ class TopByValue(_Builtin):
         self.inner = inner
         self.n = _check_n("TopByValue", n)
         self.has_subtract = inner.has_subtract
+        # With Count or Reduce(operator.add) inside, the accumulator is a plain
+        # dict key -> total (keys whose total is 0 are dropped), updated in C-speed
+        # loops; the results are the same as through the inner aggregator.
+        self._additive = _additive(inner)
 
     def _copy(self, acc: Any) -> Any:
         # merge returns an accumulator the caller owns (never an input's).
@@ -164,11 +194,28 @@ class TopByValue(_Builtin):
 
     def add(self, acc: dict[Any, Any], value: Any) -> dict[Any, Any]:
         key, v = value
+        if self._additive:
+            total = acc.get(key, 0) + (1 if self._additive == "count" else v)
+            if total:
+                acc[key] = total
+            else:
+                acc.pop(key, None)
+            return acc
         inner = self.inner
         acc[key] = inner.add(acc[key] if key in acc else inner.zero(), v)
         return acc
 
     def add_many(self, acc: dict[Any, Any], values: Iterable[Any]) -> dict[Any, Any]:
+        if self._additive == "count":
+            _count_elements(acc, [k for k, _ in values])
+            return acc
+        if self._additive:
+            get = acc.get
+            for key, v in values:
+                acc[key] = get(key, 0) + v
+            for key in [k for k, total in acc.items() if not total]:
+                del acc[key]
+            return acc
         groups: dict[Any, list[Any]] = {}
         for key, v in values:
             if key in groups:
@@ -180,7 +227,20 @@ class TopByValue(_Builtin):
             acc[key] = inner.add_many(acc[key] if key in acc else inner.zero(), vs)
         return acc
 
+    def _combine(self, a: dict[Any, Any], b: dict[Any, Any], sign: int) -> dict[Any, Any]:
+        out = dict(a)
+        get = out.get
+        for k, y in b.items():
+            total = get(k, 0) + sign * y
+            if total:
+                out[k] = total
+            else:
+                out.pop(k, None)
+        return out
+
     def merge(self, a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
+        if self._additive:
+            return self._combine(a, b, 1) if len(a) >= len(b) else self._combine(b, a, 1)
         merge, copy = self.inner.merge, self._copy
         out = {k: (merge(x, b[k]) if k in b else copy(x)) for k, x in a.items()}
         for k, y in b.items():
@@ -189,6 +249,8 @@ class TopByValue(_Builtin):
         return out
 
     def subtract(self, a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
+        if self._additive:
+            return self._combine(a, b, -1)
         inner = self.inner
         out = {}
         for k, x in a.items():
@@ -203,9 +265,13 @@ class TopByValue(_Builtin):
         return out
 
     def is_zero(self, acc: dict[Any, Any]) -> bool:
+        if self._additive:
+            return not acc
         return all(map(self.inner.is_zero, acc.values()))
 
     def result(self, acc: dict[Any, Any]) -> list[list[Any]]:
+        if self._additive:
+            return _top_numbers(acc, self.n)
         inner = self.inner
         result: Callable[[Any], Any] = inner.result
         items = [(k, result(x)) for k, x in acc.items() if not inner.is_zero(x)]

@@ -19,6 +19,7 @@ order, with device retries (the log keeps the first copy of each
 
 from __future__ import annotations
 
+import operator
 import random
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluvial import Event
+from fluvial import Event, Pipeline, Sum, Tumbling
 from fluvial.serving.base import Row
-from fluvial.testing import COLORS, events_table, make_events, run_batch, run_stream
+from fluvial.testing import COLORS, brute, events_table, make_events, run_batch, run_stream
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 
 PARTITIONS = 3
@@ -37,13 +38,14 @@ START_MS = 1_700_000_000_000
 
 
 def check_runs(events: list[Event], directory: Path, *, max_batch_records: int, appends: int,
-               partitions: int = PARTITIONS) -> tuple[int, bool]:
+               partitions: int = PARTITIONS, slice_records: int = 100_000) -> tuple[int, bool]:
     """Run the catalog on both runners and check them against brute force.
 
     Returns the number of late events (brute force) and whether the two
     runners' rows are identical.
     """
-    batch = run_batch(build_pipeline(CATALOG), events, directory, partitions=partitions)
+    batch = run_batch(build_pipeline(CATALOG), events, directory, partitions=partitions,
+                      slice_records=slice_records)
     stream = run_stream(build_pipeline(CATALOG), events, directory, partitions=partitions,
                         max_batch_records=max_batch_records, appends=appends)
     want_batch = expected_views(CATALOG, events, partitions=partitions, stream=False)
@@ -110,12 +112,15 @@ def test_stream_equals_batch_when_no_event_is_late(tmp_path_factory: pytest.Temp
 
 
 @settings_
-@given(steps=st.lists(step, max_size=60), max_batch_records=st.integers(1, 25), appends=st.integers(1, 3))
+@given(steps=st.lists(step, max_size=60), max_batch_records=st.integers(1, 25), appends=st.integers(1, 3),
+       slice_records=st.integers(1, 30))
 def test_stream_is_brute_force_over_on_time_events(tmp_path_factory: pytest.TempPathFactory,
                                                    steps: list[tuple[Any, ...]], max_batch_records: int,
-                                                   appends: int) -> None:
+                                                   appends: int, slice_records: int) -> None:
+    """Batch runs here are also cut into small splits (pre-aggregated, then merged)."""
     events = build_events(steps, in_order=False)
-    check_runs(events, tmp_path_factory.mktemp("late"), max_batch_records=max_batch_records, appends=appends)
+    check_runs(events, tmp_path_factory.mktemp("late"), max_batch_records=max_batch_records, appends=appends,
+               slice_records=slice_records)
 
 
 # -- seeded random generator: longer sequences -------------------------------------------------
@@ -138,7 +143,7 @@ def test_stream_equals_batch_seeded(tmp_path: Path, seed: int) -> None:
     appends = rnd.randint(1, 4)
     print(f"events={len(events)} in_order={in_order} max_batch_records={max_batch_records} appends={appends}")
     late, same = check_runs(events, tmp_path, max_batch_records=max_batch_records, appends=appends,
-                            partitions=rnd.randint(1, 5))
+                            partitions=rnd.randint(1, 5), slice_records=rnd.choice([17, 100_000]))
     if in_order:
         assert late == 0 and same
 
@@ -171,3 +176,23 @@ def test_late_events_by_hand(tmp_path: Path) -> None:
     assert batch["tumbling_sum"] == [Row(key="d1", window=(11000, 21000), value=16.0)]
     assert batch.late["tumbling_sum"] == 0
     assert stream["counts_by_device"] == batch["counts_by_device"] == [Row(key="d1", window=None, value=5)]
+
+
+@pytest.mark.parametrize("seed", SEEDS[-2:])
+def test_late_side_output_holds_exactly_the_late_events(tmp_path: Path, seed: int) -> None:
+    """``table.late()`` (stream runs) carries the late elements; a batch run has none."""
+    print(f"seed={seed}")
+    events = make_events(seed, 600, devices=5, start_ms=START_MS, step_ms=300, out_of_order_ms=3_000,
+                         late_fraction=0.05, duplicate_fraction=0.05)
+    p = Pipeline("late_side")
+    sums = (p.from_log("reading").map(lambda e: (e.device, e.payload["value"]))
+            .window(Tumbling(length_ms=10_000), allowed_lateness_ms=1_000).aggregate_by_key(Sum()))
+    sums.to_view("sums")
+    sums.late().map(lambda kv: (kv[0], 1)).reduce_by_key(operator.add).to_view("late_by_device")
+    stream = run_stream(p, events, tmp_path, max_batch_records=9, appends=2, partitions=PARTITIONS)
+    _, late = brute.split_late(events, partitions=PARTITIONS, lateness_ms=1_000)
+    assert late, "the generator made no late event: change the seed or the fractions"
+    assert stream["late_by_device"] == brute.rows(brute.group(((e.device, None), 1) for e in late), brute.count)
+    assert stream.late == {"sums": len(late), "late_by_device": 0}
+    batch = run_batch(p, events, tmp_path, partitions=PARTITIONS)
+    assert batch["late_by_device"] == []

@@ -24,7 +24,9 @@ from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk, ExecState, Executor
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import ConfigError
+from fluvial.errors import ConfigError, UnsupportedOperation
+from fluvial.flow.graph import NARROW_OPS
+from fluvial.windows.shapes import Session
 from fluvial.flow.graph import Pipeline
 
 CHECKPOINT_FORMAT = 1
@@ -96,6 +98,7 @@ class StreamRunner(LazyLog):
         reads_log = bool(log_sources(plan))
         if reads_log and self.log is None:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
+        _check_streamable(plan)
         for name, spec in plan.views.items():
             self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         cp = self._load(plan, reads_log)
@@ -248,6 +251,29 @@ class StreamRunner(LazyLog):
                 stop.wait(delay)
             else:
                 time.sleep(delay)
+
+
+def _check_streamable(plan: Plan) -> None:
+    """Refuse, before the first micro-batch, what a stream run cannot do exactly.
+
+    A session-windowed table feeding ``save_to``: a session that grows or merges
+    with another in a later micro-batch gets a new window, and the rows already
+    upserted under the old window cannot be retracted through the user's
+    functions, so the table would keep superseded sessions.  ``to_view``
+    merges session fragments exactly; use it (or a batch run) instead.
+    """
+    for sink in plan.sinks:
+        if sink.op != "save":
+            continue
+        node = sink.parents[0]
+        while node.op in NARROW_OPS and len(node.parents) == 1:
+            node = node.parents[0]
+        if node.op == "aggregate" and isinstance(node.params["window"], Session):
+            raise UnsupportedOperation(
+                f"save_to at {sink.label}: a stream run cannot save a session-windowed table "
+                f"(sessions of {node.label} grow and merge across micro-batches, and rows saved "
+                "under an old session window cannot be retracted). Serve it with to_view(), "
+                "which merges sessions exactly, or save it from a batch run")
 
 
 def json_key(cutoff: dict[int, int] | None) -> tuple[tuple[int, int], ...] | None:

@@ -300,7 +300,7 @@ class Bench:
 
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform()}
+                            "platform": platform.platform(), "git": git_head()}
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in out.splitlines():
@@ -309,6 +309,18 @@ def machine() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
+
+
+def git_head() -> str:
+    """The commit measured (other work may be in the tree: ``+dirty`` says so)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "examples"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")
 
 
 def write_result(name: str, doc: dict[str, Any]) -> Path:
@@ -389,7 +401,7 @@ def main(job: Job, description: str, default_records: int, size_unit: str | None
         records = sum(1 for _ in f)
     bench = Bench(job.name, records, job.unit, path)
     bench.notes["input"] = f"{path} ({path.stat().st_size / 1e6:.1f} MB, {records:,} {job.unit})"
-    print(f"{job.name}: {bench.notes['input']}", flush=True)
+    print(f"{job.name}: {bench.notes['input']} at {git_head()}", flush=True)
 
     ref: dict[Any, Any] = {}
 

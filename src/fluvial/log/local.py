@@ -97,6 +97,7 @@ class LocalLog:
         self._closed = False
         self._failed: str | None = None
         self._dedup: list[DedupState] = []
+        self._partial: dict[int, tuple[int, list[Event]]] = {}  # partition -> last partly read batch
         for msg in self.recovered:
             _logger.warning("recovered %s", msg)
         if not readonly:
@@ -331,9 +332,15 @@ class LocalLog:
                 stop = min(stop, stop_offset)
             events: list[Event] = []
             append_ms: list[int] = []
+            cached = self._partial.get(partition)
             for base, ams, payload in store.batches(start_offset, stop):
-                evs = _dec.decode(payload)
+                if cached is not None and cached[0] == base:
+                    evs = cached[1]  # the rest of a batch a previous read took part of
+                else:
+                    evs = _dec.decode(payload)
                 lo, hi = max(0, start_offset - base), min(len(evs), stop - base)
+                if hi < len(evs):  # small reads of a large batch: decode it once
+                    self._partial[partition] = (base, evs)
                 if lo == 0 and hi == len(evs):
                     events.extend(evs)
                 else:

@@ -42,6 +42,9 @@ SUM_ZERO: SumAcc = (0, 0, 0, 0, 0, 0)
 _FSUM_SAFE = float(2**53)  # ints of smaller magnitude convert to float exactly
 
 
+_SMALL = 6  # below this many floats, exact scaling beats the fsum iterations
+
+
 def _scaled(x: float) -> int:
     """The finite float ``x`` times 2**1074, exactly, as an int."""
     n, d = x.as_integer_ratio()
@@ -99,6 +102,10 @@ def sum_add_many(acc: SumAcc, values: Iterable[Any]) -> SumAcc:
     exact, n, nf, pinf, ninf, nan = acc
     if types == {int}:
         return (exact + (sum(vals) << _SHIFT), n + len(vals), nf, pinf, ninf, nan)
+    if len(vals) <= _SMALL and types == {float} and all(map(math.isfinite, vals)):
+        # A few floats (a sensor's readings in one window): scale each exactly;
+        # cheaper than the fsum iterations below, and the same exact total.
+        return (exact + sum(map(_scaled, vals)), n + len(vals), nf + len(vals), pinf, ninf, nan)
     if types <= _NUMERIC_FAST and (
         int not in types or (-_FSUM_SAFE < min(vals) and max(vals) < _FSUM_SAFE)
     ):

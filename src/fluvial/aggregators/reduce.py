@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from fluvial.aggregators.base import Aggregator
@@ -64,6 +65,16 @@ class Reduce(_Builtin, Generic[T]):
         if acc is _NOTHING:
             return (1, value)
         return (acc[0] + 1, self.f(acc[1], value))
+
+    def add_many(self, acc: Any, values: Iterable[T]) -> Any:
+        """One fold over ``values``, calling ``f`` in the same order as repeated ``add``
+        (``functools.reduce``: for a builtin such as ``operator.add`` the loop runs in C)."""
+        items = values if isinstance(values, list) else list(values)
+        if not items:
+            return acc
+        if acc is _NOTHING:
+            return (len(items), functools.reduce(self.f, items))
+        return (acc[0] + len(items), functools.reduce(self.f, items, acc[1]))
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is _NOTHING:

@@ -148,18 +148,24 @@ class BatchRunner(LazyLog):
                 bar(size)
             bar(None)
             return merged, records
-        # Fork: workers inherit the plan (user lambdas need no pickling); only
-        # split descriptions go out and partial aggregates come back.
+        # Fork: workers inherit the plan (user lambdas need no pickling).  Each
+        # worker takes every n-th split and merges its partials itself (a
+        # combiner per executor), so one partial per worker comes back.
         global _WORKER_CONTEXT
-        _WORKER_CONTEXT = (plan, self.log)
         ctx = multiprocessing.get_context("fork")
+        queue = ctx.SimpleQueue()
+        _WORKER_CONTEXT = (plan, self.log, [s for s, _ in splits], workers, queue)
         merged, records = {}, 0
         try:
             with ctx.Pool(workers) as pool:
-                for (part, n), (_, size) in zip(pool.imap(_map_split_in_worker, [s for s, _ in splits]), splits):
+                pending = pool.map_async(_map_share_in_worker, range(workers))
+                done = 0
+                while done < len(splits):  # progress, reported by the workers per split
+                    bar(queue.get())
+                    done += 1
+                for part, n in pending.get():
                     _merge_partials(plan, merged, part)
                     records += n
-                    bar(size)
         finally:
             _WORKER_CONTEXT = None
             bar(None)
@@ -194,13 +200,25 @@ class BatchRunner(LazyLog):
                               key_columns=node.params["key_columns"])
 
 
-_WORKER_CONTEXT: tuple[Plan, Any] | None = None
+_WORKER_CONTEXT: tuple[Any, ...] | None = None
 
 
-def _map_split_in_worker(split: Split) -> tuple[dict[int, Any], int]:
+def _map_share_in_worker(worker: int) -> tuple[dict[int, Any], int]:
+    """Map every ``workers``-th split starting at ``worker``; merge them here."""
     assert _WORKER_CONTEXT is not None
-    plan, log = _WORKER_CONTEXT
-    return _map_split(plan, split, log)
+    plan, log, splits, workers, queue = _WORKER_CONTEXT
+    merged: dict[int, Any] = {}
+    records = 0
+    for split in splits[worker::workers]:
+        part, n = _map_split(plan, split, log)
+        _merge_partials(plan, merged, part)
+        records += n
+        queue.put(_split_size(split))
+    return merged, records
+
+
+def _split_size(split: Split) -> int:
+    return split.stop - split.start
 
 
 def _map_split(plan: Plan, split: Split, log: Any) -> tuple[dict[int, Any], int]:

@@ -41,10 +41,17 @@ class LogConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class StreamConfig:
-    """Micro-batching of the stream runner."""
+    """Micro-batching of the stream runner.
+
+    Attributes:
+        batch_interval_ms: Time between the starts of two micro-batches.
+        max_batch_records: Most log records in one micro-batch: bounds memory
+            while catching up (at steady state a micro-batch holds what arrived
+            in one interval).
+    """
 
     batch_interval_ms: int = 1000
-    max_batch_records: int = 100_000
+    max_batch_records: int = 250_000
 
     def __post_init__(self) -> None:
         if self.batch_interval_ms < 0 or self.max_batch_records <= 0:

@@ -72,7 +72,7 @@ class StreamRunner(LazyLog):
     """
 
     def __init__(self, *, log: Any = None, store: Any = None, batch_interval_ms: int = 1000,
-                 max_batch_records: int = 100_000, runner_id: str | None = None,
+                 max_batch_records: int = 250_000, runner_id: str | None = None,
                  out: TextIO | None = None) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")

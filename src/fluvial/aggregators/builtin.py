@@ -247,7 +247,36 @@ class Sum(_Builtin):
         return sum_result(acc)
 
 
-class Min(_Builtin):
+class _Extreme(_Builtin):
+    """Min and Max: a pick of two values (with a total order for ties) and the
+    builtin that does it for many."""
+
+    _pick: Callable[[Any, Any], Any]
+    _many: Callable[..., Any]
+
+    def zero(self) -> Any:
+        return None
+
+    def add(self, acc: Any, value: Any) -> Any:
+        if value is None:
+            return acc
+        return value if acc is None else type(self)._pick(acc, value)
+
+    def add_many(self, acc: Any, values: Iterable[Any]) -> Any:
+        return _extreme_many(acc, values, type(self)._pick, type(self)._many)
+
+    def merge(self, a: Any, b: Any) -> Any:
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return type(self)._pick(a, b)
+
+    def is_zero(self, acc: Any) -> bool:
+        return acc is None
+
+
+class Min(_Extreme):
     """Smallest value (any comparable values); ``None`` inputs are skipped.
 
     NaN absorbs (the result is NaN if any input is), and equal values of
@@ -261,30 +290,11 @@ class Min(_Builtin):
     """
 
     name = "min"
-
-    def zero(self) -> Any:
-        return None
-
-    def add(self, acc: Any, value: Any) -> Any:
-        if value is None:
-            return acc
-        return value if acc is None else _min2(acc, value)
-
-    def add_many(self, acc: Any, values: Iterable[Any]) -> Any:
-        return _extreme_many(acc, values, _min2, min)
-
-    def merge(self, a: Any, b: Any) -> Any:
-        if a is None:
-            return b
-        if b is None:
-            return a
-        return _min2(a, b)
-
-    def is_zero(self, acc: Any) -> bool:
-        return acc is None
+    _pick = staticmethod(_min2)
+    _many = staticmethod(min)
 
 
-class Max(_Builtin):
+class Max(_Extreme):
     """Largest value (any comparable values); ``None`` inputs are skipped.
 
     NaN absorbs; ties of different kinds resolve as ``0.0 > 0 > -0.0``.  The
@@ -297,27 +307,8 @@ class Max(_Builtin):
     """
 
     name = "max"
-
-    def zero(self) -> Any:
-        return None
-
-    def add(self, acc: Any, value: Any) -> Any:
-        if value is None:
-            return acc
-        return value if acc is None else _max2(acc, value)
-
-    def add_many(self, acc: Any, values: Iterable[Any]) -> Any:
-        return _extreme_many(acc, values, _max2, max)
-
-    def merge(self, a: Any, b: Any) -> Any:
-        if a is None:
-            return b
-        if b is None:
-            return a
-        return _max2(a, b)
-
-    def is_zero(self, acc: Any) -> bool:
-        return acc is None
+    _pick = staticmethod(_max2)
+    _many = staticmethod(max)
 
 
 class Mean(_Builtin):

@@ -380,3 +380,25 @@ def test_from_spec_errors_say_what_to_do() -> None:
         from_spec({"name": "count", "n": 3})
     with pytest.raises(ConfigError):
         from_spec({"n": 3})  # type: ignore[arg-type]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", 3, (1, 2)]),
+                          st.sampled_from([1, 1, 1, 2, 1.0, True, -1])), max_size=40))
+@settings(deadline=None, max_examples=200)
+def test_reduce_combine_pairs_equals_the_fold_or_declines(pairs):
+    """The counting fast path gives the accumulators of add_many, or None."""
+    import operator
+
+    from fluvial.aggregators import Reduce
+
+    r = Reduce(operator.add)
+    fast = r.combine_pairs(pairs)
+    groups: dict = {}
+    for k, v in pairs:
+        groups.setdefault(k, []).append(v)
+    slow = {k: r.add_many(r.zero(), vs) for k, vs in groups.items()}
+    if fast is None:
+        assert not pairs or any(type(v) is not int or v != 1 for _, v in pairs)
+    else:
+        assert fast == slow
+        assert all(type(acc[1]) is int for acc in fast.values())

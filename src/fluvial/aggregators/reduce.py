@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import operator
+from collections import _count_elements  # type: ignore[attr-defined]  # C helper of Counter.update
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -26,6 +28,8 @@ class _Nothing:
 
 
 _NOTHING = _Nothing()
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 class Reduce(_Builtin, Generic[T]):
@@ -75,6 +79,26 @@ class Reduce(_Builtin, Generic[T]):
         if acc is _NOTHING:
             return (len(items), functools.reduce(self.f, items))
         return (acc[0] + len(items), functools.reduce(self.f, items, acc[1]))
+
+    def combine_pairs(self, pairs: list[Any]) -> dict[Any, Any] | None:
+        """Accumulators per key of ``(key, value)`` pairs, for the counting idiom
+        ``map(lambda x: (x, 1)).reduce_by_key(operator.add)``: when ``f`` is
+        ``operator.add`` and every value is the int 1, the sum per key is the
+        number of pairs, counted in C.  None when that does not apply (the
+        caller groups and folds as usual).  The same accumulators as add_many.
+        """
+        if self.f is not operator.add or not pairs:
+            return None
+        try:
+            values = list(map(_second, pairs))
+        except (TypeError, IndexError):
+            return None
+        if values.count(1) != len(values) or set(map(type, values)) != {int} \
+                or set(map(len, pairs)) != {2}:
+            return None
+        counts: dict[Any, int] = {}
+        _count_elements(counts, map(_first, pairs))
+        return {k: (n, n) for k, n in counts.items()}
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is _NOTHING:

@@ -160,6 +160,12 @@ class Executor:
         groups: dict[Any, list[Any]] = defaultdict(list)
         try:
             if shape is None:
+                combine = getattr(agg, "combine_pairs", None) if keyed else None
+                if combine is not None:  # an aggregator's C-speed path (e.g. counting pairs)
+                    pairs = [v for ch in chunks for v in ch.values] if len(chunks) != 1 else chunks[0].values
+                    combined = combine(pairs)
+                    if combined is not None:
+                        return {(k, None): acc for k, acc in combined.items()}, late
                 if keyed:
                     for ch in chunks:
                         try:

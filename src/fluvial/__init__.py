@@ -50,11 +50,11 @@ from fluvial.workspace import Workspace, open
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_DATA_DIR",
     "Aggregator",
     "BatchRunner",
     "ConfigError",
     "Count",
-    "DEFAULT_DATA_DIR",
     "DecodeError",
     "Distinct",
     "Event",

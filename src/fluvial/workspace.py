@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
 
@@ -50,7 +50,7 @@ class Workspace:
         if not self.writer and not (self.path / "log").exists():
             raise LogError(f"no events in {self.path}: the log is empty. Ingest some first "
                            f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
-        return LocalLog.open(self.path / "log", partitions=c.partitions, fsync=c.fsync,
+        return LocalLog.open(self.path / "log", partitions=c.partitions, fsync=c.fsync,  # type: ignore[arg-type]
                              fsync_interval_ms=c.fsync_interval_ms, segment_bytes=c.segment_bytes,
                              readonly=not self.writer)
 
@@ -98,7 +98,7 @@ class Workspace:
             if part is not None:
                 part.close()
 
-    def __enter__(self) -> Workspace:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

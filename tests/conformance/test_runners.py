@@ -15,12 +15,18 @@ from typing import Any
 
 import pytest
 
-from fluvial.errors import UnsupportedOperation
-
 from fluvial import Count, Pipeline, Session, Tumbling
+from fluvial.errors import UnsupportedOperation
 from fluvial.serving.base import Row
 from fluvial.testing import brute, events_table, make_events
-from fluvial.testing.catalog import CATALOG, Case, build_pipeline, expected_late, expected_tables, expected_views
+from fluvial.testing.catalog import (
+    CATALOG,
+    Case,
+    build_pipeline,
+    expected_late,
+    expected_tables,
+    expected_views,
+)
 
 START_MS = 1_700_000_000_000
 PARTITIONS = 3  # of the conformance runners' logs (see conftest.Runner.partitions)

@@ -17,7 +17,7 @@ def test_demo_shows_the_lambda_cycle(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     readings = sum(len(f.read_text().splitlines()) for f in (tmp_path / "demo").glob("readings-*.jsonl"))
-    counted = [tuple(map(lambda s: int(s.replace(",", "")), m))
+    counted = [tuple(int(s.replace(",", "")) for s in m)
                for m in re.findall(r"counting ([\d,]+) of the ([\d,]+) readings ingested; "
                                    r"the speed layer has seen (\d+) late", out.stdout)]
     assert len(counted) == 3, out.stdout

@@ -63,8 +63,8 @@ def test_stream_then_batch_then_stream(tmp_path, halves):
         assert view(ws, "counts") == brute(first)
         ws.log.append(second)
         ws.batch_runner().run(pipeline())          # cut-off: the stream checkpoint = end of first
-        assert ws.store.view("counts").cutoff == {p: o for p, o in enumerate(
-            [sum(1 for e in first if ws.log.partition_for(e.device) == p) for p in range(ws.log.partitions)])}
+        assert ws.store.view("counts").cutoff == dict(enumerate(
+            [sum(1 for e in first if ws.log.partition_for(e.device) == p) for p in range(ws.log.partitions)]))
         assert view(ws, "counts") == brute(first)   # realtime dropped, nothing doubled
         stream(ws)
         assert view(ws, "counts") == brute(first + second)

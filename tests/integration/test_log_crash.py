@@ -3,7 +3,6 @@ corruption away from the tail is reported."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -74,7 +73,7 @@ def test_checksum_failure_of_last_batch_is_cut(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["payload", "header"])
 def test_flipped_byte_in_the_middle(tmp_path: Path, where: str) -> None:
-    _, before_last = _build(tmp_path)
+    _, _before_last = _build(tmp_path)
     seg = tmp_path / "p-0000" / f"{0:020d}.seg"
     data = bytearray(seg.read_bytes())
     pos = HEADER + 10 if where == "payload" else 12
@@ -95,9 +94,9 @@ def test_corruption_in_a_sealed_segment_detected_on_read(tmp_path: Path) -> None
     data = bytearray(segs[0].read_bytes())
     data[HEADER + 3] ^= 0x40
     segs[0].write_bytes(bytes(data))
-    with LocalLog.open(tmp_path) as log:  # opens: only the last segment is fully verified
-        with pytest.raises(CorruptLogError, match=rf"{segs[0].name}.*byte 0"):
-            log.read(0, 0)
+    # opening verifies only the last segment fully; the read finds the damage
+    with LocalLog.open(tmp_path) as log, pytest.raises(CorruptLogError, match=rf"{segs[0].name}.*byte 0"):
+        log.read(0, 0)
 
 
 _CHILD = """

@@ -142,9 +142,8 @@ def start_child(directory: Path, max_batch_records: int, *extra: str) -> subproc
 
 def progress(directory: Path) -> tuple[int, int]:
     """(micro-batches committed, log records consumed) according to the checkpoint."""
-    with fluvial.open(directory) as ws:
-        with ws.store.transaction() as txn:
-            blob = txn.get_checkpoint("stream:crash")
+    with fluvial.open(directory) as ws, ws.store.transaction() as txn:
+        blob = txn.get_checkpoint("stream:crash")
     if blob is None:
         return 0, 0
     cp = Checkpoint.loads(blob)

@@ -75,7 +75,11 @@ CASES: list[tuple[str, Aggregator[Any, Any, Any], st.SearchStrategy[Any]]] = [
     ("stats", Stats(), numbers),
     ("histogram", Histogram([-10, 0, 0.5, 10]), st.one_of(st.integers(-20, 20), st.floats())),
     ("histogram-empty-bounds", Histogram([]), st.floats(allow_nan=False)),
-    ("distinct", Distinct(4), st.one_of(hashables, st.integers(), st.text(max_size=4), st.tuples(st.integers(), st.text(max_size=2)))),
+    (
+        "distinct",
+        Distinct(4),
+        st.one_of(hashables, st.integers(), st.text(max_size=4), st.tuples(st.integers(), st.text(max_size=2))),
+    ),
     ("distinct-p12", Distinct(), st.integers()),
     ("top_k", TopK(3), hashables),
     ("top_by_value-count", TopByValue(Count(), 3), st.tuples(keys, st.integers())),
@@ -123,7 +127,9 @@ def test_identity(label: str, agg: Aggregator[Any, Any, Any], values: Any, data:
 @pytest.mark.parametrize(("label", "agg", "values"), CASES, ids=IDS)
 @settings(deadline=None)
 @given(data=st.data())
-def test_associative_and_commutative(label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject) -> None:
+def test_associative_and_commutative(
+    label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject
+) -> None:
     a, b, c = (fold(agg, data.draw(lists(values))) for _ in range(3))
     same(agg, agg.merge(agg.merge(a, b), c), agg.merge(a, agg.merge(b, c)))
     same(agg, agg.merge(a, b), agg.merge(b, a))
@@ -144,7 +150,9 @@ def test_add_many_is_fold_of_add(label: str, agg: Aggregator[Any, Any, Any], val
 @pytest.mark.parametrize(("label", "agg", "values"), CASES, ids=IDS)
 @settings(deadline=None)
 @given(data=st.data())
-def test_any_split_then_merge_equals_whole(label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject) -> None:
+def test_any_split_then_merge_equals_whole(
+    label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject
+) -> None:
     """Stream ≡ batch: fold the pieces of any split, merge in any order."""
     xs = data.draw(st.lists(values, max_size=60))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(xs)), max_size=5)))
@@ -179,7 +187,9 @@ def test_subtract_undoes_merge(label: str, agg: Aggregator[Any, Any, Any], value
 @pytest.mark.parametrize(("label", "agg", "values"), CASES, ids=IDS)
 @settings(deadline=None)
 @given(data=st.data())
-def test_merge_and_subtract_do_not_mutate_or_alias(label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject) -> None:
+def test_merge_and_subtract_do_not_mutate_or_alias(
+    label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject
+) -> None:
     a = fold(agg, data.draw(lists(values)))
     b = fold(agg, data.draw(lists(values)))
     more = data.draw(st.lists(values, min_size=1, max_size=5))
@@ -197,7 +207,9 @@ def test_merge_and_subtract_do_not_mutate_or_alias(label: str, agg: Aggregator[A
 @pytest.mark.parametrize(("label", "agg", "values"), CASES, ids=IDS)
 @settings(deadline=None, max_examples=30)
 @given(data=st.data())
-def test_accumulators_pickle_and_aggregators_rebuild(label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject) -> None:
+def test_accumulators_pickle_and_aggregators_rebuild(
+    label: str, agg: Aggregator[Any, Any, Any], values: Any, data: st.DataObject
+) -> None:
     a = fold(agg, data.draw(lists(values)))
     back = pickle.loads(pickle.dumps(a))
     same(agg, back, a)

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.windows import Session, Sliding, Tumbling, compose
 from fluvial.testing import brute
+from fluvial.windows import Session, Sliding, Tumbling, compose
 
 
 class Bag(Aggregator[int, tuple[int, ...], tuple[int, ...]]):
@@ -55,7 +55,7 @@ def brute_windows(shape: Tumbling | Sliding, ts: int) -> list[tuple[int, int]]:
 
 def composed(shape: Any, parts: list[tuple[tuple[int, int], tuple[int, ...]]],
              agg: Aggregator[Any, Any, Any]) -> dict[Any, tuple[int, ...]]:
-    return {w: acc for w, acc in compose(shape, parts, agg).items()}
+    return dict(compose(shape, parts, agg).items())
 
 
 def expected_windows(shape: Tumbling | Sliding, stamps: list[int]) -> dict[tuple[int, int], tuple[int, ...]]:

@@ -152,7 +152,7 @@ def test_sum_add_many_matches_fsum_on_a_million_floats() -> None:
 def test_mean_is_the_correctly_rounded_exact_mean(xs: list[Any]) -> None:
     out = run(Mean(), xs)
     expected = statistics.mean(map(Fraction, xs))
-    assert type(out) is float and bits(out) == bits(float(expected)) or out == float(expected) == 0
+    assert (type(out) is float and bits(out) == bits(float(expected))) or out == float(expected) == 0
 
 
 def test_mean_of_nothing_is_none_and_subtract_returns_there() -> None:

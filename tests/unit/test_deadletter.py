@@ -37,9 +37,8 @@ def test_append_read_count_reopen(tmp_path: Path) -> None:
 
 
 def test_single_writer(tmp_path: Path) -> None:
-    with DeadLetterLog.open(tmp_path):
-        with pytest.raises(LogError, match="already open for writing"):
-            DeadLetterLog.open(tmp_path)
+    with DeadLetterLog.open(tmp_path), pytest.raises(LogError, match="already open for writing"):
+        DeadLetterLog.open(tmp_path)
 
 
 def test_torn_tail_cut(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_counts_match_an_independent_count(ws: fluvial.Workspace, tmp_path: Path
     assert all(d.raw == lines[d.line - 1] for d in letters if d.line is not None)
 
     # The same content again is refused: nothing is stored twice.
-    with pytest.raises(ConfigError, match="already ingested .* --force"):
+    with pytest.raises(ConfigError, match=r"already ingested .* --force"):
         ingest_file(ws, f, kind="tweet", device_field="user", ts_field="ts")
     assert len(events_in(ws)) == good
 

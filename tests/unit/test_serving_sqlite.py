@@ -132,7 +132,7 @@ def brute_force_sessions(agg, gap_ms, events) -> list[Row]:
     out = []
     for k in sorted(per_key):
         session: list[tuple[int, int]] = []
-        for ts, value in sorted(per_key[k]) + [(None, None)]:  # type: ignore[list-item]
+        for ts, value in [*sorted(per_key[k]), (None, None)]:  # type: ignore[list-item]
             if session and (ts is None or ts - session[-1][0] >= gap_ms):
                 acc = agg.add_many(agg.zero(), [v for _, v in session])
                 out.append(Row(key=jkey(originals[k]), window=(session[0][0], session[-1][0] + gap_ms),
@@ -159,7 +159,7 @@ SHAPES = [None, Tumbling(length_ms=1_000), Tumbling(length_ms=700, offset_ms=300
 
 
 @pytest.mark.parametrize("agg", AGGS, ids=lambda a: a.name)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: repr(s))
+@pytest.mark.parametrize("shape", SHAPES, ids=repr)
 def test_batch_plus_realtime_equals_brute_force(store, request, agg, shape):
     r = rng(request)
     events = random_events(r, 600)
@@ -430,7 +430,7 @@ def test_aggregator_with_lambdas_survives_reopening(tmp_path):
 
     path = tmp_path / "v.db"
     with SqliteStore(path) as store:
-        store.define_view("m", aggregator=Fn(lambda a, b: max(a, b)))
+        store.define_view("m", aggregator=Fn(max))
         with store.transaction() as txn:
             txn.merge_rows("m", [("a", None, 3)])
     with SqliteStore(path, synchronous="FULL") as store:

@@ -15,7 +15,8 @@ mutate their arguments (runners may keep references to both).
 
 from __future__ import annotations
 
-from typing import Any, Generic, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 
 I = TypeVar("I")  # input value
 A = TypeVar("A")  # accumulator

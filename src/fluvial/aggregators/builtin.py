@@ -107,7 +107,7 @@ def less(a: Any, b: Any) -> bool:
 
 def is_nan(v: Any) -> bool:
     """True for a float NaN (the only value not equal to itself)."""
-    return bool(v != v)  # noqa: PLR0124
+    return bool(v != v)
 
 
 def _tie_rank(v: Any) -> float:

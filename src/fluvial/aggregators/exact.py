@@ -67,7 +67,7 @@ def sum_add(acc: SumAcc, v: Any) -> SumAcc:
         v = float(v)
     if math.isfinite(v):
         return (exact + _scaled(v), n + 1, nf + 1, pinf, ninf, nan)
-    if v != v:  # noqa: PLR0124 -- NaN
+    if v != v:
         return (exact, n + 1, nf + 1, pinf, ninf, nan + 1)
     if v > 0:
         return (exact, n + 1, nf + 1, pinf + 1, ninf, nan)
@@ -107,7 +107,7 @@ def sum_add_many(acc: SumAcc, values: Iterable[Any]) -> SumAcc:
         # cheaper than the fsum iterations below, and the same exact total.
         return (exact + sum(map(_scaled, vals)), n + len(vals), nf + len(vals), pinf, ninf, nan)
     if types <= _NUMERIC_FAST and (
-        int not in types or (-_FSUM_SAFE < min(vals) and max(vals) < _FSUM_SAFE)
+        int not in types or (min(vals) > -_FSUM_SAFE and max(vals) < _FSUM_SAFE)
     ):
         total = _exact_fsum(vals)
         if total is not None:

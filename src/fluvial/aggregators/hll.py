@@ -117,7 +117,7 @@ class Distinct(_Builtin):
         for h in map(_HASH, _encode_all(vals)):
             i = h >> shift
             rank = width - (h & low).bit_length()
-            if rank > regs[i]:  # noqa: PLR1730 -- cheaper than max() in this hot loop
+            if rank > regs[i]:
                 regs[i] = rank
         return regs
 

@@ -61,7 +61,7 @@ def load_pipelines(path: str) -> list[Pipeline]:
         pass
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is reported
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
         raise FlowFileError(_import_error(file, exc), traceback.format_exc()) from None
     found: list[Pipeline] = []
@@ -225,7 +225,7 @@ def _run_stream(path: Path, pipelines: list[Pipeline], config: StreamConfig,
         try:
             with open_workspace(path) as ws:  # a store per thread (SQLite connections are)
                 _stream_one(ws.stream_runner(config), pipeline, stop, args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+        except BaseException as exc:
             errors.append((pipeline.name, exc))
             stop.set()
 

@@ -15,8 +15,9 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
@@ -183,7 +184,7 @@ class BatchRunner(LazyLog):
         if store is None:
             raise ConfigError(f"pipeline {plan.name!r} writes views or tables: give the runner a store "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
-        cut = {i: o for i, o in enumerate(cutoff)} if cutoff is not None else {}
+        cut = dict(enumerate(cutoff)) if cutoff is not None else {}
         for name, spec in plan.views.items():
             store.define_view(name, aggregator=spec.aggregator, window=spec.window)
             version = store.begin_version(name)

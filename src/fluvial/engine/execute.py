@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
+from fluvial.engine.plan import Plan
 from fluvial.errors import FlowError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Windowed
 from fluvial.windows.shapes import Session, Sliding, Tumbling, compose
 from fluvial.windows.watermark import Watermarks
-from fluvial.engine.plan import Plan
 
 
 @dataclass
@@ -67,7 +68,8 @@ class Executor:
 
     # -- narrow operators -----------------------------------------------------
     def _narrow(self, node: Node, inputs: list[list[Chunk]]) -> list[Chunk]:
-        op, f = node.op, node.params.get("f")
+        op = node.op
+        f: Callable[..., Any] = node.params.get("f") or _identity
         timed = node.id in self.plan.timed
         out: list[Chunk] = []
         if op == "union":
@@ -122,7 +124,7 @@ class Executor:
         missing = object()
         for i, (k, v) in enumerate(_pairs(node, ch.values)):
             other = get(k, missing) if get else table(k)
-            if other is missing or other is None and not get:
+            if other is missing or (other is None and not get):
                 if inner:
                     continue
                 other = default
@@ -242,7 +244,8 @@ class Executor:
                 ts.append(0)
                 continue
             composed = compose(shape, table[k].items(), agg)
-            for window, acc in sorted(composed.items()):
+            for window, acc in sorted(composed.items()):  # type: ignore[type-var]
+                assert window is not None
                 if _touches(shape, window, wins):
                     rows.append(Windowed(k, window, agg.result(acc)))
                     ts.append(window[0])
@@ -376,7 +379,7 @@ class Executor:
             parents = [values.get(p.id, []) for p in node.parents]
             if node.op == "aggregate":
                 if partials is not None and node.id in partials:
-                    delta, late_chunks = partials[node.id], []
+                    delta, late_chunks = partials[node.id], list[Chunk]()
                 else:
                     delta, late_chunks = self.partials(node, [c for cs in parents for c in cs])
                 deltas[node.id] = delta
@@ -443,6 +446,10 @@ class Executor:
                 lines.append("...")
             lines.append("")
             out.prints.append("\n".join(lines))
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _touches(shape: Any, window: tuple[int, int], storage_windows: set[Any]) -> bool:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 
-from fluvial.errors import ConfigError, FlowError
-from fluvial.flow.graph import Node
 from fluvial.engine.execute import Chunk
 from fluvial.engine.plan import Plan
+from fluvial.errors import ConfigError, FlowError
+from fluvial.flow.graph import Node
 
 _json = msgspec.json.Decoder()
 SPLIT_BYTES = 8 * 1024 * 1024

@@ -25,9 +25,8 @@ from fluvial.engine.execute import Chunk, ExecState, Executor
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
 from fluvial.errors import ConfigError, UnsupportedOperation
-from fluvial.flow.graph import NARROW_OPS
+from fluvial.flow.graph import NARROW_OPS, Pipeline
 from fluvial.windows.shapes import Session
-from fluvial.flow.graph import Pipeline
 
 CHECKPOINT_FORMAT = 1
 
@@ -225,11 +224,12 @@ class StreamRunner(LazyLog):
             pos = plan.index[node.id]
             if node.op in ("queue", "rate"):
                 p = node.params
+                take: int | None
                 if node.op == "queue":
-                    limit = 1 if p["one_at_a_time"] else None
+                    take = 1 if p["one_at_a_time"] else None
                 else:
-                    limit = max(1, p["per_second"] * max(self.batch_interval_ms, 1) // 1000)
-                chunks, new_pos, first_ts = memory_chunks(plan, node, sources.get(pos, 0), limit)
+                    take = max(1, p["per_second"] * max(self.batch_interval_ms, 1) // 1000)
+                chunks, new_pos, first_ts = memory_chunks(plan, node, sources.get(pos, 0), take)
                 sources[pos] = new_pos
                 if first_ts is not None:
                     batch_time = first_ts

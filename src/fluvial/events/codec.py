@@ -58,7 +58,7 @@ def encode_msgpack(events: Iterable[Event]) -> bytes:
     return _mp_enc.encode(list(events))
 
 
-def _utf8_error(data: bytes | memoryview, base: int, what: str) -> DecodeError:
+def _utf8_error(data: bytes | bytearray | memoryview, base: int, what: str) -> DecodeError:
     try:
         bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:

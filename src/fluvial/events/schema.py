@@ -69,7 +69,7 @@ class Schema:
             raise SchemaError(
                 f"schema {self.kind!r}: version must be an integer >= 1, got {self.version!r}"
             )
-        specs = []
+        specs: list[tuple[Any, ...]] = []
         for i, (name, spec) in enumerate(self.fields.items()):
             base, optional = _parse_type(self.kind, name, spec)
             if optional:
@@ -115,7 +115,7 @@ class Schema:
                 problems.append(f"required field {name!r} removed")
             elif new_req[name] != t:
                 problems.append(f"field {name!r} changed type {t} -> {new_req[name]}")
-        for name, t in new_req.items():
+        for name in new_req:
             if name in old_opt:
                 problems.append(f"optional field {name!r} made required")
             elif name not in old_req:

@@ -17,18 +17,13 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Generic,
-    Hashable,
-    Iterable,
-    Iterator,
-    Mapping,
     NamedTuple,
-    Sequence,
     TypeVar,
 )
 
@@ -350,7 +345,7 @@ class Table(Flow[Any]):
             raise ConfigError("top(n) follows a keyed aggregation (reduce_by_key, aggregate_by_key, ...)")
         p = self.node.params
         inner = p["agg"]
-        parent = Flow(self.pipeline, self.node.parents[0]).map(lambda kv: (None, kv))
+        parent: Flow[Any] = Flow(self.pipeline, self.node.parents[0]).map(lambda kv: (None, kv))
         return parent._aggregate(TopByValue(inner, n), keyed=True, window=p["window"],
                                  lateness_ms=p["lateness_ms"], name=f"top({n})")
 

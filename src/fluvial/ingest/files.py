@@ -113,7 +113,7 @@ def parse_time_ms(value: int | str) -> int:
         ValueError: The value is neither.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {value!r}")  # noqa: TRY004
+        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {value!r}")
     if isinstance(value, int):
         return value
     text = value.strip()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import msgspec
 
@@ -130,7 +131,7 @@ class DeadLetterLog:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def __enter__(self) -> DeadLetterLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

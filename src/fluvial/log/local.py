@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import msgspec
 
@@ -199,7 +199,7 @@ class LocalLog:
             state, start = loaded
         else:
             state, start = DedupState(), store.start_offset
-        for base, _, payload in store.batches(start, store.end_offset):
+        for _base, _, payload in store.batches(start, store.end_offset):
             for ev in _dec.decode(payload):
                 state.add(ev.device, ev.seq)
         if loaded is None or loaded[1] != store.end_offset:
@@ -415,7 +415,7 @@ class LocalLog:
                     os.close(self._lock_fd)
                     self._lock_fd = None
 
-    def __enter__(self) -> LocalLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

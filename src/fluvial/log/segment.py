@@ -90,7 +90,7 @@ def _fsync_dir(path: Path) -> None:
 class _Segment:
     """One segment file and the index of its batches (base offset, position, running max ts)."""
 
-    __slots__ = ("path", "base_offset", "end_offset", "size", "bases", "positions", "rmax", "fd")
+    __slots__ = ("base_offset", "bases", "end_offset", "fd", "path", "positions", "rmax", "size")
 
     def __init__(self, path: Path, base_offset: int) -> None:
         self.path = path
@@ -223,9 +223,9 @@ class SegmentStore:
                 "Restore this file from a replica or backup."
             )
         if self.writable:
-            with open(seg.path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
+            with open(seg.path, "r+b") as g:
+                g.truncate(pos)
+                os.fsync(g.fileno())
             self.recovered = (
                 f"{seg.path}: cut a torn tail at byte {pos} ({why}, {size - pos} bytes removed); "
                 f"partition ends at offset {expected}"
@@ -374,7 +374,7 @@ class SegmentStore:
 
     def find_time(self, ts_ms: int) -> tuple[int, int] | None:
         """Return (base offset, running max before it) of the first batch reaching ``ts_ms``."""
-        for si, seg in enumerate(self._segments):
+        for _si, seg in enumerate(self._segments):
             if seg.rmax and seg.rmax[-1] >= ts_ms:
                 bi = bisect.bisect_left(seg.rmax, ts_ms)
                 if bi > 0:

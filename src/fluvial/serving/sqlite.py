@@ -42,8 +42,7 @@ from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window
 from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
-from fluvial.windows.shapes import (Explicit, Session, Sliding, Tumbling, WindowShape, compose,
-                                    shape_from_spec)
+from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
 
 NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
@@ -350,9 +349,16 @@ class SqliteStore:
         """One atomic write: everything done through the yielded Txn, or nothing.
 
         Example:
-            >>> with store.transaction() as txn:                 # doctest: +SKIP
-            ...     txn.merge_rows("hits", rows)
-            ...     txn.set_checkpoint("speed-1", state_and_offsets)
+            >>> import tempfile
+            >>> from fluvial.aggregators import Count
+            >>> store = SqliteStore(tempfile.mkdtemp() + "/views.db")
+            >>> _ = store.define_view("hits", aggregator=Count())
+            >>> with store.transaction() as txn:
+            ...     _ = txn.merge_rows("hits", [("home", None, 3)])
+            ...     txn.set_checkpoint("speed-1", b"state and offsets")
+            >>> [(r.key, r.value) for r in store.query("hits")]
+            [('home', 3)]
+            >>> store.close()
         """
         with self._write():
             txn = self._txn = SqliteTxn(self)

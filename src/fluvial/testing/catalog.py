@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from fluvial.aggregators import Count, Mean, Stats, Sum
+from fluvial.aggregators import Mean, Stats, Sum
 from fluvial.events.envelope import Event
 from fluvial.flow.graph import Flow, Pipeline
 from fluvial.serving.base import Row

@@ -11,7 +11,7 @@ a crash and a restart with other batch boundaries flags the same events.
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 _NEG_INF = -(2**63)
 
@@ -33,7 +33,7 @@ class Watermarks:
         """Flags, in order, which elements of ``origin`` are on time; advances the watermark."""
         high = self._max_ts.get(origin, _NEG_INF)
         lateness = self.allowed_lateness_ms
-        flags = []
+        flags: list[bool] = []
         append = flags.append
         for ts in ts_ms:
             append(ts >= high - lateness)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +148,22 @@ def demo(args: argparse.Namespace) -> int:
             ws.batch_runner().run(p)
         _show(ws, "query = batch (the realtime part is now covered)", readings)
     data = home / "data"
+    me = _command_name()
     print(f"""
 Try:
-  fluvial --data-dir {data} views
-  fluvial --data-dir {data} query hashtag_top10 --format jsonl | tail -n 1
-  fluvial --data-dir {data} query device_stats --key '["dev-007","temp"]'
-  fluvial --data-dir {data} log stats
-  fluvial explain {examples / 'hashtag_top10.py'}""")
+  {me} --data-dir {data} views
+  {me} --data-dir {data} query hashtag_top10 --format jsonl | tail -n 1
+  {me} --data-dir {data} query device_stats --key '["dev-007","temp"]'
+  {me} --data-dir {data} log stats
+  {me} explain {examples / 'hashtag_top10.py'}""")
     return 0
+
+
+def _command_name() -> str:
+    """``fluvial`` when that is on PATH, else the path this process was started as
+    (``.venv/bin/fluvial`` after ``make demo``)."""
+    argv0 = sys.argv[0]
+    on_path = shutil.which("fluvial")
+    if not argv0.endswith("fluvial") or (on_path and os.path.samefile(on_path, argv0)):
+        return "fluvial"
+    return os.path.relpath(argv0)

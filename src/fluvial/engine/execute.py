@@ -357,17 +357,20 @@ class Executor:
 
     def run(self, inputs: dict[int, list[Chunk]], *, batch_time_ms: int,
             partials: dict[int, dict[tuple[Any, Any], Any]] | None = None,
+            outputs: dict[int, list[Chunk]] | None = None,
             stamp: tuple[int, int] = (0, 0)) -> BatchOutput:
         """Evaluate the whole plan for one micro-batch.
 
         ``partials`` replaces the boundary aggregations' input (phase two of a
-        sliced batch run).  ``stamp`` orders the rows of latest-value views:
+        sliced batch run); ``outputs`` gives the output of any other operator,
+        computed elsewhere (by a Spark job), so that it is not evaluated here.  ``stamp`` orders the rows of latest-value views:
         ``(0, 0)`` for batch runs, ``(1, micro_batch)`` for stream runs, so that
         realtime rows win over batch rows and later micro-batches over earlier ones.
         """
         self._stamp = stamp
         out = BatchOutput()
-        values = self._eval_narrow(inputs) if partials is None else {}
+        values = self._eval_narrow(inputs) if partials is None and outputs is None else {}
+        values.update(outputs or {})
         deltas: dict[int, dict[tuple[Any, Any], Any]] = {}
         late: dict[int, list[Chunk]] = {}
         for node in self.plan.nodes:
@@ -375,6 +378,9 @@ class Executor:
                 continue
             if node.op in SOURCE_OPS:  # phase two of a sliced run: consumed by map_side()
                 values[node.id] = []
+                continue
+            if partials is not None and node.id in self.plan.prefix:
+                values[node.id] = []  # its elements were aggregated into ``partials``
                 continue
             parents = [values.get(p.id, []) for p in node.parents]
             if node.op == "aggregate":

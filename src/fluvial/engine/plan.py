@@ -41,6 +41,7 @@ class Plan:
     two_phase: bool                        # every path from a source meets an aggregate first
     stateful: set[int] = field(default_factory=set)   # aggregates with consumers other than views
     fingerprint: str = ""
+    prefix: set[int] = field(default_factory=set)     # sources and the narrow operators right after them
 
     @property
     def sources(self) -> list[Node]:
@@ -111,7 +112,7 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
     fingerprint = hashlib.sha1("|".join(
         f"{n.op}:{[index[p.id] for p in n.parents]}" for n in order).encode()).hexdigest()[:16]
     return Plan(pipeline.name, order, sinks, index, children, timed, views, boundary, two_phase,
-                stateful, fingerprint)
+                stateful, fingerprint, narrow)
 
 
 def is_sink(node: Node) -> bool:

@@ -47,7 +47,49 @@ RUNNERS: dict[str, Runner] = {
     "stream": Runner("stream", lambda p, evs, d: run_stream(p, evs, d, partitions=PARTITIONS,
                                                           max_batch_records=5, appends=3),
                      drops_late=True),
+    "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d), drops_late=False),
 }
+
+
+def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
+                    master: str = "local[2]", slice_records: int = 64) -> RunResult:
+    """The Spark batch runner (one SparkSession, ``local[2]``, for the whole test session);
+    small splits, so that each log partition is several Spark partitions."""
+    import io
+    import os
+    import shutil
+    import tempfile
+
+    from fluvial.config import LogConfig
+    from fluvial.errors import MissingDependency
+    from fluvial.testing import read_results
+    from fluvial.workspace import Workspace
+
+    try:
+        from fluvial.engine.spark.batch import SparkBatchRunner
+        from fluvial.engine.spark.session import SparkConfig, require_pyspark
+
+        require_pyspark()
+    except MissingDependency as exc:
+        if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
+            raise
+        pytest.skip(str(exc))
+    ws = Workspace(tempfile.mkdtemp(prefix="spark-batch-", dir=directory), writer=True,
+                   log_config=LogConfig(partitions=PARTITIONS, fsync="never"))
+    out = io.StringIO()
+    try:
+        if events:
+            ws.log.append(list(events))
+        runner = SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
+                                  slice_records=slice_records, out=out)
+        stats = runner.run(pipeline)
+        result = read_results(pipeline, ws.store)
+        result.stats.append(stats)
+        result.printed = out.getvalue()
+        return result
+    finally:
+        ws.close()
+        shutil.rmtree(ws.path, ignore_errors=True)
 
 
 @pytest.fixture(params=list(RUNNERS))

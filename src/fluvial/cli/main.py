@@ -25,7 +25,8 @@ from fluvial.errors import FluvialError
 __all__ = ["COMMAND_MODULES", "ENV_HOME", "build_parser", "main"]
 
 COMMAND_MODULES = ("fluvial.cli.ingest", "fluvial.cli.run", "fluvial.cli.views",
-                   "fluvial.cli.log", "fluvial.cli.schema", "fluvial.cli.demo")
+                   "fluvial.cli.log", "fluvial.cli.schema", "fluvial.cli.demo",
+                   "fluvial.cli.export")
 """Modules whose ``@subcommand`` functions make up the CLI."""
 
 ENV_HOME = "FLUVIAL_HOME"

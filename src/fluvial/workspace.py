@@ -79,11 +79,12 @@ class Workspace:
     def save_schemas(self) -> None:
         self.schemas.save(self.path / "schemas.json")
 
-    def batch_runner(self, **options: Any) -> Any:
-        """A :class:`~fluvial.engine.batch.BatchRunner` over this directory's log and store."""
+    def batch_runner(self, *, log: Any = None, **options: Any) -> Any:
+        """A :class:`~fluvial.engine.batch.BatchRunner` over this directory's store and its
+        log, or ``log`` (e.g. a Parquet export: ``fluvial.log.parquet.ParquetLog.open(dir)``)."""
         from fluvial.engine.batch import BatchRunner
 
-        return BatchRunner(log=self._lazy_log, store=self.store, **options)
+        return BatchRunner(log=log if log is not None else self._lazy_log, store=self.store, **options)
 
     def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> Any:
         """A :class:`~fluvial.engine.stream.StreamRunner` over this directory's log and store."""

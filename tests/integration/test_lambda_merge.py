@@ -95,3 +95,25 @@ def test_stateless_pipeline_does_not_replay_history(tmp_path, halves):
         stats = ws.stream_runner(fl.StreamConfig(batch_interval_ms=0)).run(p, until_caught_up=True)
         assert stats.records_in == len(second)
         assert view(ws, "c") == brute(first + second)
+
+
+def test_batch_over_an_input_behind_the_stream_checkpoint_is_refused(tmp_path, halves):
+    """An old export must not replace a realtime part it does not cover."""
+    first, second = halves
+    with fl.open(tmp_path, writer=True) as ws:
+        ws.log.append(first + second)
+        stream(ws)
+
+        class Behind:  # the log as an export taken before `second` arrived
+            partitions = ws.log.partitions
+
+            def end_offsets(self):
+                return [max(0, o - 100) for o in ws.log.end_offsets()]
+
+            def read(self, *a, **k):
+                return ws.log.read(*a, **k)
+
+        before = view(ws, "counts")
+        with pytest.raises(fl.ConfigError, match="before its stream checkpoint"):
+            ws.batch_runner(log=Behind()).run(pipeline())
+        assert view(ws, "counts") == before == brute(first + second)

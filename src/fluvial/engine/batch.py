@@ -118,7 +118,16 @@ class BatchRunner(LazyLog):
             with self.store.transaction() as txn:
                 blob = txn.get_checkpoint(checkpoint_id(plan.name))
             if blob is not None:
-                return Checkpoint.loads(blob).offsets
+                offsets = Checkpoint.loads(blob).offsets
+                ends = self.log.end_offsets()
+                if any(c > e for c, e in zip(offsets, ends)):
+                    # The input (an older export) does not reach what the realtime part
+                    # covers: publishing would drop realtime rows the batch does not hold.
+                    raise ConfigError(
+                        f"the input of {plan.name!r} ends at offsets {ends}, before its stream "
+                        f"checkpoint {offsets}: the batch view would not cover the realtime part it "
+                        "replaces. Export the log again (`fluvial log export`) or read the log itself")
+                return offsets
         return self.log.end_offsets()
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:

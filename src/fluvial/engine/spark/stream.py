@@ -1,0 +1,323 @@
+"""The stream runner on Spark Structured Streaming: the speed layer beyond one machine.
+
+Spark reads the log through the ``fluvial`` streaming source (offsets are log
+positions, see :mod:`fluvial.engine.spark.source`) in micro-batches; each
+micro-batch goes to ``foreachBatch``, which runs the plan with the same
+:class:`~fluvial.engine.execute.Executor` and state as the local
+:class:`~fluvial.engine.stream.StreamRunner` (events grouped per log
+partition in offset order, so per-partition watermarks, windows and late
+counts are the same) and commits, in ONE store transaction, the view
+changes, the ``save_to`` rows, the late counts and the checkpoint (state and
+log offsets).
+
+Exactly once: the offsets in the store checkpoint are the truth.  Spark may
+replay a micro-batch after a crash; records below the committed offsets are
+skipped, so a replay has no effect twice.  Spark's own checkpoint (under
+``<store directory>/spark-checkpoints/<runner id>``) is only a cursor: when it
+does not continue from the store checkpoint it is reset (and a gap is read
+from the log), never trusted over it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from fluvial.engine.batch import RunStats
+from fluvial.engine.execute import Chunk
+from fluvial.engine.plan import Plan, compile_plan
+from fluvial.engine.sources import log_chunks, log_sources
+from fluvial.engine.spark.session import SparkConfig, get_session
+from fluvial.engine.stream import Checkpoint, StreamRunner, _check_streamable
+from fluvial.errors import ConfigError, UnsupportedOperation
+from fluvial.flow.graph import Pipeline
+
+
+def check_spark_streamable(plan: Plan) -> None:
+    """Refuse, before starting, what the Spark stream runner cannot run.
+
+    Spark streams the log only: file, queue and rate sources are not log
+    streams (run them on the local stream runner, or ingest them into the log).
+    """
+    for node in plan.sources:
+        if node.op != "log":
+            raise UnsupportedOperation(
+                f"{node.op} source at {node.label}: the Spark stream runner reads the fluvial log only "
+                f"(a {node.op} source is not a log stream). Ingest it into the log (`fluvial ingest`) "
+                "or run the pipeline on the local stream runner")
+    if not log_sources(plan):
+        raise UnsupportedOperation(f"pipeline {plan.name!r} reads no log: the Spark stream runner has "
+                                   "nothing to stream")
+    _check_streamable(plan)
+
+
+class SparkStreamRunner(StreamRunner):
+    """Runs a pipeline continuously over the log with Spark Structured Streaming.
+
+    Args:
+        log: The event log (a :class:`~fluvial.log.local.LocalLog`; Spark reads its directory).
+        store: The serving store (views, ``save_to`` tables and checkpoints).
+        spark: Where Spark runs (default ``local[*]``).
+        batch_interval_ms: The processing-time trigger (0: as fast as possible).
+        max_batch_records: At most this many log records per micro-batch.
+        runner_id: Names the checkpoint (default: the pipeline's name); the
+            checkpoint is shared with the local stream runner of the same id.
+        out: Where ``print()`` sinks write.
+        spark_checkpoint_dir: Spark's checkpoint location (default: next to the store).
+    """
+
+    def __init__(self, *, log: Any = None, store: Any = None, spark: SparkConfig | None = None,
+                 batch_interval_ms: int = 1000, max_batch_records: int = 250_000,
+                 runner_id: str | None = None, out: TextIO | None = None,
+                 spark_checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(log=log, store=store, batch_interval_ms=batch_interval_ms,
+                         max_batch_records=max_batch_records, runner_id=runner_id, out=out)
+        self.spark = spark or SparkConfig()
+        self.spark_checkpoint_dir = spark_checkpoint_dir
+
+    def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
+            stop: threading.Event | None = None) -> RunStats:
+        """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
+        ``until_caught_up``) everything the log held when the run began is processed."""
+        plan = compile_plan(pipeline)
+        if self.store is None:
+            raise ConfigError("a stream runner commits to a store: give it one "
+                              "(fluvial.open(DATA_DIR).spark_stream_runner(), or `fluvial run --engine spark`)")
+        check_spark_streamable(plan)
+        if self.log is None:
+            raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
+        log_path = getattr(self.log, "path", None)
+        if log_path is None:
+            raise ConfigError("the Spark stream runner reads a log directory (a LocalLog); "
+                              f"{type(self.log).__name__} has no path")
+        for name, spec in plan.views.items():
+            self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+        cp = self._load(plan, True)
+        stats = RunStats(pipeline.name, "spark-stream")
+        if max_batches is not None and max_batches <= 0:
+            return stats
+        started = time.perf_counter()
+        spark = get_session(self.spark, announce=False)
+        from fluvial.engine.spark.source import FluvialLogSource
+
+        spark.dataSource.register(FluvialLogSource)
+        location = self._spark_checkpoint(plan, cp)
+        batch = _MicroBatches(self, plan, cp, stats, max_batches)
+        reader = (spark.readStream.format("fluvial").option("path", str(log_path))
+                  .option("max_records", str(self.max_batch_records))
+                  .option("start", json.dumps(cp.offsets)))
+        if cp.warmup_until is not None:
+            reader = reader.option("hold_at", json.dumps(cp.warmup_until))
+        writer = reader.load().writeStream.foreachBatch(batch).option("checkpointLocation", location)
+        writer = writer.queryName(f"fluvial-{self.checkpoint_id(plan)}-{id(batch)}".replace(":", "-"))
+        if until_caught_up:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=f"{self.batch_interval_ms} milliseconds")
+        query = writer.start()
+        try:
+            batch.serve(query, stop)
+        finally:
+            query.stop()
+        if query.exception() is not None:
+            raise ConfigError(f"the Spark streaming query failed: {query.exception()}")
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    # -- internals -----------------------------------------------------------------------
+    def _spark_checkpoint(self, plan: Plan, cp: Checkpoint) -> str:
+        """Spark's checkpoint location, reset unless it continues from the store checkpoint."""
+        if self.spark_checkpoint_dir is not None:
+            base = Path(self.spark_checkpoint_dir)
+        else:
+            store_path = getattr(self.store, "path", None)
+            if store_path and store_path != ":memory:":
+                base = Path(store_path).resolve().parent / "spark-checkpoints"
+            else:
+                base = Path(tempfile.gettempdir()) / "fluvial-spark-checkpoints"
+        location = base / "".join(c if c.isalnum() or c in "-_." else "_" for c in self.checkpoint_id(plan))
+        if location.exists() and not _continues(location, cp.offsets):
+            shutil.rmtree(location)
+        location.parent.mkdir(parents=True, exist_ok=True)
+        return str(location)
+
+
+def _continues(location: Path, offsets: list[int]) -> bool:
+    """Whether Spark, restarted from ``location``, reads on from ``offsets``: its
+    last planned batch ends there (committed or replayed), or starts there and
+    is not committed yet (replayed, new work)."""
+    batches = sorted(int(f.name) for f in (location / "offsets").glob("[0-9]*")) if (
+        location / "offsets").is_dir() else []
+    if not batches:
+        return False
+    from fluvial.engine.spark.source import from_offsets
+
+    def end_of(n: int) -> list[int] | None:
+        try:
+            lines = (location / "offsets" / str(n)).read_text().splitlines()
+            return from_offsets(json.loads(lines[-1]))
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+
+    last = batches[-1]
+    if end_of(last) == offsets:
+        return True
+    committed = (location / "commits" / str(last)).exists()
+    return not committed and last - 1 in batches and end_of(last - 1) == offsets
+
+
+class _Item:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.handled = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _MicroBatches:
+    """The ``foreachBatch`` function: one fluvial micro-batch per Spark micro-batch.
+
+    Spark calls it on one of its threads; it collects the rows there and hands
+    them to the thread that called :meth:`SparkStreamRunner.run`, which runs
+    the plan and commits to the store (a store connection stays on its
+    thread), then returns once they are committed -- so Spark marks its batch
+    done only after the store has it.
+    """
+
+    def __init__(self, runner: SparkStreamRunner, plan: Plan, cp: Checkpoint, stats: RunStats,
+                 max_batches: int | None) -> None:
+        from fluvial.engine.execute import Executor
+
+        self.runner, self.plan, self.cp, self.stats = runner, plan, cp, stats
+        self.max_batches = max_batches
+        self.executor = Executor(plan, stream=True, state=cp.state)
+        self.lock = threading.Lock()
+        self.queue: queue.Queue[_Item] = queue.Queue()
+        self.done = False
+        self.error: BaseException | None = None
+        self.out = runner.out or sys.stdout
+
+    def __call__(self, batch_df: Any, batch_id: int) -> None:  # on a Spark thread
+        if self.done:
+            return
+        item = _Item(batch_df.select("partition", "offset", "event").collect())
+        with self.lock:
+            if self.done:
+                return  # stopping: left to the next run (the store checkpoint says where it starts)
+            self.queue.put(item)
+        item.handled.wait()
+        if item.error is not None:
+            raise RuntimeError(f"fluvial micro-batch failed: {item.error}")
+
+    def serve(self, query: Any, stop: threading.Event | None) -> None:
+        """Run the micro-batches Spark hands over until stopped, done, or the query ends."""
+        try:
+            while not (self.done or (stop is not None and stop.is_set())):
+                try:
+                    item = self.queue.get(timeout=0.05)
+                except queue.Empty:
+                    if not query.isActive:
+                        break
+                    continue
+                try:
+                    self._micro_batch(item.rows)
+                except BaseException as exc:
+                    item.error = self.error = exc
+                    raise
+                finally:
+                    item.handled.set()
+                if self.max_batches is not None and self.stats.micro_batches >= self.max_batches:
+                    break
+        finally:
+            with self.lock:
+                self.done = True
+            while not self.queue.empty():
+                self.queue.get_nowait().handled.set()
+
+    def _micro_batch(self, rows: list[Any]) -> None:
+        from fluvial.engine.spark.source import decode_event
+
+        runner, plan, cp = self.runner, self.plan, self.cp
+        per_partition: dict[int, list[tuple[int, bytes]]] = {}
+        for r in rows:
+            per_partition.setdefault(r[0], []).append((r[1], r[2]))
+        offsets = list(cp.offsets)
+        inputs: dict[int, list[Chunk]] = {}
+        records = 0
+        for partition in sorted(per_partition):
+            items = sorted(per_partition[partition])
+            start = cp.offsets[partition]
+            items = [(o, blob) for o, blob in items if o >= start]  # a replay: already committed
+            if not items:
+                continue
+            events = []
+            if items[0][0] > start:  # Spark is ahead of the store checkpoint: read the gap
+                events.extend(_read_range(runner.log, partition, start, items[0][0]))
+            expected = start + len(events)
+            for o, blob in items:
+                if o != expected:
+                    raise ConfigError(f"log partition {partition}: Spark gave offset {o}, expected {expected}")
+                events.append(decode_event(blob))
+                expected += 1
+            offsets[partition] = expected
+            records += len(events)
+            for node_id, chunks in log_chunks(plan, partition, events).items():
+                inputs.setdefault(node_id, []).extend(chunks)
+        if records == 0:
+            return
+        batch_time = int(time.time() * 1000)
+        if runner.batch_interval_ms:
+            batch_time -= batch_time % runner.batch_interval_ms
+        # From here on: the local StreamRunner's micro-batch, step by step.
+        output = self.executor.run(inputs, batch_time_ms=batch_time, stamp=(1, cp.micro_batches))
+        if cp.warmup_until is not None:
+            for name, spec in plan.views.items():
+                if spec.source.op == "aggregate":
+                    output.view_merges.pop(name, None)
+            output.late.clear()
+            if all(o >= c for o, c in zip(offsets, cp.warmup_until)):
+                cp.warmup_until = None
+        cp.offsets = offsets
+        cp.micro_batches += 1
+        with runner.store.transaction() as txn:
+            for name, merged in output.view_merges.items():
+                txn.merge_rows(name, merged, part="realtime")
+            for pos, n in output.late.items():
+                for name, spec in plan.views.items():
+                    if plan.index[spec.source.id] == pos:
+                        txn.add_late_events(name, n)
+            for node, saved in output.saves:
+                if node.params["store"] is None:
+                    txn.save_rows(node.params["table"], node.params["columns"], saved,
+                                  key_columns=node.params["key_columns"])
+            txn.set_checkpoint(runner.checkpoint_id(plan), cp.dumps())
+        for node, saved in output.saves:
+            if node.params["store"] is not None:
+                with node.params["store"].transaction() as other:
+                    other.save_rows(node.params["table"], node.params["columns"], saved,
+                                    key_columns=node.params["key_columns"])
+        for text in output.prints:
+            self.out.write(text + "\n")
+        if output.prints:
+            self.out.flush()
+        self.stats.micro_batches += 1
+        self.stats.records_in += records
+        self.stats.late_events += sum(output.late.values())
+
+
+def _read_range(log: Any, partition: int, start: int, stop: int) -> list[Any]:
+    events: list[Any] = []
+    while start < stop:
+        batch = log.read(partition, start, stop_offset=stop)
+        if not batch.events:
+            break
+        events.extend(batch.events)
+        start = batch.next_offset
+    return events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import signal
 import sys
@@ -128,21 +129,62 @@ def _flow_args() -> list[Any]:
     return [arg("flow_file", metavar="FLOW_FILE", help=_FLOW_HELP)]
 
 
+ENV_SPARK_MASTER = "FLUVIAL_SPARK_MASTER"
+
+
+def _engine_args() -> list[Any]:
+    return [
+        arg("--engine", choices=("local", "spark"), default="local",
+            help="local: this machine (default); spark: PySpark (pip install 'fluvial[spark]', Java 17)"),
+        arg("--spark-master", metavar="URL", default=None,
+            help="spark: the master (local[*] by default; local-cluster[N,cores,mem], spark://host:7077) "
+                 f"[env: {ENV_SPARK_MASTER}]"),
+        arg("--spark-conf", metavar="KEY=VALUE", action="append", default=None,
+            help="spark: a Spark setting passed through as it is (repeatable)"),
+    ]
+
+
+def _spark_config(args: argparse.Namespace) -> Any:
+    from fluvial.engine.spark.session import DEFAULT_MASTER, SparkConfig, parse_conf
+
+    master = args.spark_master or os.environ.get(ENV_SPARK_MASTER) or DEFAULT_MASTER
+    return SparkConfig(master=master, conf=parse_conf(args.spark_conf))
+
+
 @subcommand(
     "explain",
     summary="print the lineage of each pipeline of a flow file",
     description="Import FLOW_FILE and print, for each module-level fluvial.Pipeline, its lineage "
                 "(like Spark's toDebugString): every sink with the operators it depends on. "
-                "Nothing is run.",
-    example="fluvial explain flows/wordcount.py",
-    args=_flow_args(),
+                "With --engine spark, Spark's own lineage (toDebugString) of the RDDs the batch "
+                "job compiles to, over the log of the data directory. Nothing is run.",
+    example="fluvial explain flows/wordcount.py\nfluvial explain flows/wordcount.py --engine spark",
+    args=[*_flow_args(), *_engine_args()],
 )
 def explain(args: argparse.Namespace) -> int:
-    for i, pipeline in enumerate(_load(args)):
+    pipelines = _load(args)
+    if args.engine == "spark":
+        return _explain_spark(pipelines, args)
+    for i, pipeline in enumerate(pipelines):
         if i:
             print()
         print(f"pipeline {pipeline.name}:")
         print(pipeline.explain())
+    return 0
+
+
+def _explain_spark(pipelines: list[Pipeline], args: argparse.Namespace) -> int:
+    from fluvial.engine.spark.batch import explain_spark
+
+    config = _spark_config(args)
+    path = data_dir(args)
+    with open_workspace(path) as ws:
+        for i, pipeline in enumerate(pipelines):
+            log = ws.log if _reads_log(pipeline) and (ws.path / "log" / "meta.json").exists() else None
+            if i:
+                print()
+            print(f"pipeline {pipeline.name} (Spark):")
+            print(explain_spark(pipeline, config, log=log))
     return 0
 
 
@@ -167,7 +209,12 @@ and the view store of the data directory.
                (exactly-once, restartable) until Ctrl-C / SIGTERM, which stops
                cleanly after the current micro-batch, or, with
                --until-caught-up, until the log holds nothing new.
-               With -v, prints one line per micro-batch."""
+               With -v, prints one line per micro-batch.
+
+--engine spark runs the batch layer on PySpark (same views as --engine local):
+--spark-master URL (default local[*], or $FLUVIAL_SPARK_MASTER) and
+--spark-conf KEY=VALUE pass-through. The Spark UI address is printed when
+the job starts."""
 
 
 @subcommand(
@@ -175,6 +222,7 @@ and the view store of the data directory.
     summary="run the pipelines of a flow file in batch or stream mode",
     description=_RUN_DESCRIPTION,
     example="fluvial run flows/wordcount.py --mode batch\n"
+            "fluvial run flows/wordcount.py --mode batch --engine spark --spark-master 'local[4]'\n"
             "fluvial run flows/wordcount.py --mode stream --batch-interval-ms 500 -v",
     args=[
         *_flow_args(),
@@ -188,6 +236,7 @@ and the view store of the data directory.
             metavar="N", help="stream: at most N log records per micro-batch (default: %(default)s)"),
         arg("--workers", type=int, default=None, metavar="N",
             help="batch: worker processes for large inputs (default: the number of CPUs)"),
+        *_engine_args(),
     ],
 )
 def run(args: argparse.Namespace) -> int:
@@ -205,9 +254,28 @@ def run(args: argparse.Namespace) -> int:
     return _run_stream(path, pipelines, config, args)
 
 
+def _stream_runner(ws: Workspace, config: StreamConfig, args: argparse.Namespace) -> Any:
+    if getattr(args, "engine", "local") != "spark":
+        return ws.stream_runner(config)
+    try:
+        from fluvial.engine.spark.stream import SparkStreamRunner
+    except ImportError as exc:
+        raise ConfigError(f"--engine spark --mode stream: the Spark stream runner is not available "
+                          f"({exc}); use --mode stream --engine local, or --mode batch --engine spark"
+                          ) from None
+    return SparkStreamRunner(log=ws._lazy_log, store=ws.store, spark=_spark_config(args),
+                             batch_interval_ms=config.batch_interval_ms,
+                             max_batch_records=config.max_batch_records)
+
+
 def _run_batch(ws: Workspace, pipelines: list[Pipeline], args: argparse.Namespace) -> int:
-    options = {} if args.workers is None else {"workers": args.workers}
-    runner = ws.batch_runner(**options)
+    if args.engine == "spark":
+        from fluvial.engine.spark.batch import SparkBatchRunner
+
+        runner: Any = SparkBatchRunner(log=ws._lazy_log, store=ws.store, spark=_spark_config(args))
+    else:
+        options = {} if args.workers is None else {"workers": args.workers}
+        runner = ws.batch_runner(**options)
     for pipeline in pipelines:
         stats = runner.run(pipeline)
         views = ", ".join(f"{name}@v{version}" for name, version in stats.views.items())
@@ -224,7 +292,7 @@ def _run_stream(path: Path, pipelines: list[Pipeline], config: StreamConfig,
     def work(pipeline: Pipeline) -> None:
         try:
             with open_workspace(path) as ws:  # a store per thread (SQLite connections are)
-                _stream_one(ws.stream_runner(config), pipeline, stop, args)
+                _stream_one(_stream_runner(ws, config, args), pipeline, stop, args)
         except BaseException as exc:
             errors.append((pipeline.name, exc))
             stop.set()

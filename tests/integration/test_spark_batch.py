@@ -99,7 +99,7 @@ def test_more_operators_equal_local_batch(spark_ready: None, tmp_path: Path) -> 
 def test_a_failing_user_function_is_a_flow_error(spark_ready: None, tmp_path: Path) -> None:
     p = Pipeline("bad")
     p.from_log("reading").map(lambda e: (e.device, 1 / 0)).aggregate_by_key(Count()).to_view("bad")
-    with pytest.raises(FlowError, match="map at .*the user function failed .*ZeroDivisionError"):
+    with pytest.raises(FlowError, match=r"map at .*the user function failed .*ZeroDivisionError"):
         _spark(p, tmp_path)
 
 

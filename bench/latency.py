@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 VIEW = "latency_counts"
 TARGET_P99_MS = 100.0
@@ -122,7 +122,7 @@ def main() -> None:
     if data_dir.exists():
         shutil.rmtree(data_dir)
     with fluvial.open(data_dir, writer=True) as ws:  # create the log, so that readers can open it
-        ws.log.partitions
+        _ = ws.log.partitions
 
     ctx = mp.get_context("spawn")
     ready_w, ready_r, go, stop = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()

@@ -47,7 +47,7 @@ RUNNERS: dict[str, Runner] = {
     "stream": Runner("stream", lambda p, evs, d: run_stream(p, evs, d, partitions=PARTITIONS,
                                                           max_batch_records=5, appends=3),
                      drops_late=True),
-    "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d), drops_late=False),
+    "spark-batch": Runner("spark-batch", run_spark_batch, drops_late=False),
 }
 
 

@@ -363,9 +363,10 @@ class Executor:
 
         ``partials`` replaces the boundary aggregations' input (phase two of a
         sliced batch run); ``outputs`` gives the output of any other operator,
-        computed elsewhere (by a Spark job), so that it is not evaluated here.  ``stamp`` orders the rows of latest-value views:
-        ``(0, 0)`` for batch runs, ``(1, micro_batch)`` for stream runs, so that
-        realtime rows win over batch rows and later micro-batches over earlier ones.
+        computed elsewhere (by a Spark job), so that it is not evaluated here.
+        ``stamp`` orders the rows of latest-value views: ``(0, 0)`` for batch runs,
+        ``(1, micro_batch)`` for stream runs, so that realtime rows win over batch
+        rows and later micro-batches over earlier ones.
         """
         self._stamp = stamp
         out = BatchOutput()

@@ -115,46 +115,57 @@ class StreamRunner(LazyLog):
                     break
                 self._sleep(tick, stop)
                 continue
-            output = executor.run(inputs, batch_time_ms=batch_time, stamp=(1, cp.micro_batches))
-            if cp.warmup_until is not None:
-                # History the batch views already cover: keep the state, not the
-                # aggregate view changes (latest-value views take the replayed values).
-                for name, spec in plan.views.items():
-                    if spec.source.op == "aggregate":
-                        output.view_merges.pop(name, None)
-                output.late.clear()  # counted when these events were first streamed
-                if all(o >= c for o, c in zip(new_offsets, cp.warmup_until)):
-                    cp.warmup_until = None
-            cp.offsets, cp.sources = new_offsets, new_sources
-            cp.micro_batches += 1
-            with self.store.transaction() as txn:
-                for name, rows in output.view_merges.items():
-                    txn.merge_rows(name, rows, part="realtime")
-                for pos, n in output.late.items():
-                    for name, spec in plan.views.items():
-                        if plan.index[spec.source.id] == pos:
-                            txn.add_late_events(name, n)
-                for node, rows in output.saves:
-                    if node.params["store"] is None:
-                        txn.save_rows(node.params["table"], node.params["columns"], rows,
-                                      key_columns=node.params["key_columns"])
-                txn.set_checkpoint(self.checkpoint_id(pipeline), cp.dumps())
-            for node, rows in output.saves:  # other stores: after the commit, idempotent upserts
-                if node.params["store"] is not None:
-                    with node.params["store"].transaction() as other:
-                        other.save_rows(node.params["table"], node.params["columns"], rows,
-                                        key_columns=node.params["key_columns"])
-            for text in output.prints:
-                out.write(text + "\n")
-            if output.prints:
-                out.flush()
-            stats.micro_batches += 1
-            stats.records_in += records
-            stats.late_events += sum(output.late.values())
+            self.commit_micro_batch(plan, executor, cp, inputs, offsets=new_offsets,
+                                    sources=new_sources, records=records, batch_time_ms=batch_time,
+                                    stats=stats, out=out)
             if records < self.max_batch_records and not until_caught_up:
                 self._sleep(tick, stop)
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def commit_micro_batch(self, plan: Plan, executor: Executor, cp: Checkpoint,
+                           inputs: dict[int, list[Chunk]], *, offsets: list[int], sources: dict[int, int],
+                           records: int, batch_time_ms: int, stats: RunStats, out: TextIO) -> None:
+        """Run one micro-batch and commit it: view changes, ``save_to`` rows, late counts,
+        state and the offsets it consumed, in ONE store transaction (the exactly-once
+        effect); then the idempotent writes to other stores and the prints.  Shared by
+        every stream runner, whatever reads the log for it."""
+        output = executor.run(inputs, batch_time_ms=batch_time_ms, stamp=(1, cp.micro_batches))
+        if cp.warmup_until is not None:
+            # History the batch views already cover: keep the state, not the
+            # aggregate view changes (latest-value views take the replayed values).
+            for name, spec in plan.views.items():
+                if spec.source.op == "aggregate":
+                    output.view_merges.pop(name, None)
+            output.late.clear()  # counted when these events were first streamed
+            if all(o >= c for o, c in zip(offsets, cp.warmup_until)):
+                cp.warmup_until = None
+        cp.offsets, cp.sources = offsets, sources
+        cp.micro_batches += 1
+        with self.store.transaction() as txn:
+            for name, rows in output.view_merges.items():
+                txn.merge_rows(name, rows, part="realtime")
+            for pos, n in output.late.items():
+                for name, spec in plan.views.items():
+                    if plan.index[spec.source.id] == pos:
+                        txn.add_late_events(name, n)
+            for node, rows in output.saves:
+                if node.params["store"] is None:
+                    txn.save_rows(node.params["table"], node.params["columns"], rows,
+                                  key_columns=node.params["key_columns"])
+            txn.set_checkpoint(self.checkpoint_id(plan), cp.dumps())
+        for node, rows in output.saves:  # other stores: after the commit, idempotent upserts
+            if node.params["store"] is not None:
+                with node.params["store"].transaction() as other:
+                    other.save_rows(node.params["table"], node.params["columns"], rows,
+                                    key_columns=node.params["key_columns"])
+        for text in output.prints:
+            out.write(text + "\n")
+        if output.prints:
+            out.flush()
+        stats.micro_batches += 1
+        stats.records_in += records
+        stats.late_events += sum(output.late.values())
 
     # -- internals -----------------------------------------------------------------------
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:

@@ -167,7 +167,7 @@ class _Job:
         def read(split: Split) -> Iterator[tuple[int, Record]]:
             from fluvial.log import LocalLog
 
-            log = LocalLog.open(path, readonly=True) if split.kind == "log" else None
+            log = LocalLog.open(path, readonly=True) if split.kind == "log" and path is not None else None
             try:
                 chunks = read_split(src, split, log)
             finally:

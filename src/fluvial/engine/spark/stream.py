@@ -275,41 +275,8 @@ class _MicroBatches:
         batch_time = int(time.time() * 1000)
         if runner.batch_interval_ms:
             batch_time -= batch_time % runner.batch_interval_ms
-        # From here on: the local StreamRunner's micro-batch, step by step.
-        output = self.executor.run(inputs, batch_time_ms=batch_time, stamp=(1, cp.micro_batches))
-        if cp.warmup_until is not None:
-            for name, spec in plan.views.items():
-                if spec.source.op == "aggregate":
-                    output.view_merges.pop(name, None)
-            output.late.clear()
-            if all(o >= c for o, c in zip(offsets, cp.warmup_until)):
-                cp.warmup_until = None
-        cp.offsets = offsets
-        cp.micro_batches += 1
-        with runner.store.transaction() as txn:
-            for name, merged in output.view_merges.items():
-                txn.merge_rows(name, merged, part="realtime")
-            for pos, n in output.late.items():
-                for name, spec in plan.views.items():
-                    if plan.index[spec.source.id] == pos:
-                        txn.add_late_events(name, n)
-            for node, saved in output.saves:
-                if node.params["store"] is None:
-                    txn.save_rows(node.params["table"], node.params["columns"], saved,
-                                  key_columns=node.params["key_columns"])
-            txn.set_checkpoint(runner.checkpoint_id(plan), cp.dumps())
-        for node, saved in output.saves:
-            if node.params["store"] is not None:
-                with node.params["store"].transaction() as other:
-                    other.save_rows(node.params["table"], node.params["columns"], saved,
-                                    key_columns=node.params["key_columns"])
-        for text in output.prints:
-            self.out.write(text + "\n")
-        if output.prints:
-            self.out.flush()
-        self.stats.micro_batches += 1
-        self.stats.records_in += records
-        self.stats.late_events += sum(output.late.values())
+        runner.commit_micro_batch(plan, self.executor, cp, inputs, offsets=offsets, sources=dict(cp.sources),
+                                  records=records, batch_time_ms=batch_time, stats=self.stats, out=self.out)
 
 
 def _read_range(log: Any, partition: int, start: int, stop: int) -> list[Any]:

@@ -33,12 +33,26 @@ class Runner:
         drops_late: Speed-layer semantics: windowed views hold the on-time
             events only and count the late ones.
         partitions: Partitions of the logs it creates (lateness is per partition).
+        log_only: Reads nothing but the log: it refuses queue, rate and file sources
+            before starting (the Spark stream runner).
     """
 
     name: str
     run: Callable[[Pipeline, Sequence[Event], Path], RunResult]
     drops_late: bool
     partitions: int = PARTITIONS
+    log_only: bool = False
+
+    def run_or_refuse(self, pipeline: Pipeline, tmp_path: Path) -> RunResult | None:
+        """Run a pipeline over in-memory sources; a log-only runner must refuse it,
+        clearly, before starting (then None)."""
+        if self.log_only:
+            from fluvial.errors import UnsupportedOperation
+
+            with pytest.raises(UnsupportedOperation, match="reads the fluvial log only"):
+                self.run(pipeline, [], tmp_path)
+            return None
+        return self.run(pipeline, [], tmp_path)
 
 
 RUNNERS: dict[str, Runner] = {
@@ -47,49 +61,84 @@ RUNNERS: dict[str, Runner] = {
     "stream": Runner("stream", lambda p, evs, d: run_stream(p, evs, d, partitions=PARTITIONS,
                                                           max_batch_records=5, appends=3),
                      drops_late=True),
-    "spark-batch": Runner("spark-batch", run_spark_batch, drops_late=False),
+    # Defined below; the lambdas look the functions up when called.
+    "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d),  # noqa: PLW0108
+                          drops_late=False),
+    # Two appends with a restart between: at least two Structured Streaming micro-batches per flow.
+    "spark-stream": Runner("spark-stream", lambda p, evs, d: run_spark_stream(p, evs, d),  # noqa: PLW0108
+                           drops_late=True, log_only=True),
 }
 
 
-def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
-                    master: str = "local[2]", slice_records: int = 64) -> RunResult:
-    """The Spark batch runner (one SparkSession, ``local[2]``, for the whole test session);
-    small splits, so that each log partition is several Spark partitions."""
-    import io
+def _spark_ready() -> None:
+    """Skip (one line) when PySpark or Java is missing, unless FLUVIAL_REQUIRE_SERVICES=1."""
     import os
-    import shutil
-    import tempfile
 
-    from fluvial.config import LogConfig
     from fluvial.errors import MissingDependency
-    from fluvial.testing import read_results
-    from fluvial.workspace import Workspace
 
     try:
-        from fluvial.engine.spark.batch import SparkBatchRunner
-        from fluvial.engine.spark.session import SparkConfig, require_pyspark
+        from fluvial.engine.spark.session import require_pyspark
 
         require_pyspark()
     except MissingDependency as exc:
         if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
             raise
         pytest.skip(str(exc))
-    ws = Workspace(tempfile.mkdtemp(prefix="spark-batch-", dir=directory), writer=True,
+
+
+def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
+               master: str = "local[2]", slice_records: int = 64, appends: int = 2) -> RunResult:
+    """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session)."""
+    import io
+    import shutil
+    import tempfile
+
+    from fluvial.config import LogConfig
+    from fluvial.testing import read_results
+    from fluvial.workspace import Workspace
+
+    _spark_ready()
+    from fluvial.engine.spark.batch import SparkBatchRunner
+    from fluvial.engine.spark.session import SparkConfig
+    from fluvial.engine.spark.stream import SparkStreamRunner
+
+    ws = Workspace(tempfile.mkdtemp(prefix=f"{kind}-", dir=directory), writer=True,
                    log_config=LogConfig(partitions=PARTITIONS, fsync="never"))
     out = io.StringIO()
     try:
-        if events:
-            ws.log.append(list(events))
-        runner = SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
-                                  slice_records=slice_records, out=out)
-        stats = runner.run(pipeline)
+        result_stats = []
+        if kind == "spark-batch":
+            if events:
+                ws.log.append(list(events))
+            runner = SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
+                                      slice_records=slice_records, out=out)
+            result_stats.append(runner.run(pipeline))
+        else:
+            size = -(-len(events) // appends) if events else 0
+            for i in range(appends):
+                chunk = list(events[i * size:(i + 1) * size])
+                if chunk:
+                    ws.log.append(chunk)
+                runner = SparkStreamRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
+                                           batch_interval_ms=0, out=out)
+                result_stats.append(runner.run(pipeline, until_caught_up=True))
         result = read_results(pipeline, ws.store)
-        result.stats.append(stats)
+        result.stats.extend(result_stats)
         result.printed = out.getvalue()
         return result
     finally:
         ws.close()
         shutil.rmtree(ws.path, ignore_errors=True)
+
+
+def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path) -> RunResult:
+    """The Spark batch runner; small splits, so that each log partition is several Spark partitions."""
+    return _spark_run("spark-batch", pipeline, events, directory)
+
+
+def run_spark_stream(pipeline: Pipeline, events: Sequence[Event], directory: Path) -> RunResult:
+    """The Spark Structured Streaming runner, events appended in two slices with a restart."""
+    return _spark_run("spark-stream", pipeline, events, directory)
 
 
 @pytest.fixture(params=list(RUNNERS))
@@ -102,3 +151,4 @@ def runner(request: pytest.FixtureRequest) -> Runner:
 def all_runners() -> dict[str, Runner]:
     """Every registered runner at once (to compare them with each other)."""
     return dict(RUNNERS)
+

@@ -236,16 +236,22 @@ the job starts."""
             metavar="N", help="stream: at most N log records per micro-batch (default: %(default)s)"),
         arg("--workers", type=int, default=None, metavar="N",
             help="batch: worker processes for large inputs (default: the number of CPUs)"),
+        arg("--from-export", metavar="DIR", default=None,
+            help="batch: read the history from a Parquet export (`fluvial log export --format "
+                 "parquet DIR`) instead of the log; both engines"),
         *_engine_args(),
     ],
 )
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.from_export and args.mode != "batch":
+        raise ConfigError("--from-export is for --mode batch (the batch layer over the master dataset); "
+                          "the speed layer reads the log")
     pipelines = _load(args)
     path = data_dir(args)
     with open_workspace(path) as ws:
-        if any(_reads_log(p) for p in pipelines):
+        if any(_reads_log(p) for p in pipelines) and not args.from_export:
             _ensure_log(ws)
         if args.mode == "batch":
             return _run_batch(ws, pipelines, args)
@@ -269,13 +275,18 @@ def _stream_runner(ws: Workspace, config: StreamConfig, args: argparse.Namespace
 
 
 def _run_batch(ws: Workspace, pipelines: list[Pipeline], args: argparse.Namespace) -> int:
+    log: Any = ws._lazy_log
+    if args.from_export:
+        from fluvial.log.parquet import ParquetLog
+
+        log = ParquetLog.open(args.from_export)
     if args.engine == "spark":
         from fluvial.engine.spark.batch import SparkBatchRunner
 
-        runner: Any = SparkBatchRunner(log=ws._lazy_log, store=ws.store, spark=_spark_config(args))
+        runner: Any = SparkBatchRunner(log=log, store=ws.store, spark=_spark_config(args))
     else:
         options = {} if args.workers is None else {"workers": args.workers}
-        runner = ws.batch_runner(**options)
+        runner = ws.batch_runner(log=log, **options)
     for pipeline in pipelines:
         stats = runner.run(pipeline)
         views = ", ".join(f"{name}@v{version}" for name, version in stats.views.items())

@@ -59,7 +59,8 @@ class SparkBatchRunner(BatchRunner):
     :class:`~fluvial.engine.batch.BatchRunner`.
 
     Args:
-        log: The event log (a :class:`~fluvial.log.LocalLog`: executors open it by path).
+        log: The event log (a :class:`~fluvial.log.LocalLog`) or a Parquet export
+            (:class:`~fluvial.log.parquet.ParquetLog`): executors open it read-only by path.
         store: The serving store views are written to (from the driver).
         spark: Where Spark runs (:class:`SparkConfig`: master and conf).
         slice_records: Log records per split (one Spark partition each).
@@ -96,14 +97,29 @@ class SparkBatchRunner(BatchRunner):
         return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials,
                             outputs=outputs), records
 
-    def _log_path(self, plan: Plan) -> str | None:
+    def _log_path(self, plan: Plan) -> tuple[str, str] | None:
+        """How executors reopen the log: (kind, path) for the embedded log or a
+        Parquet export (``fluvial log export``), both read-only."""
         if not any(n.op == "log" for n in plan.sources):
             return None
         path = getattr(self.log, "path", None)
-        if path is None:
-            raise ConfigError("the Spark batch runner reads the embedded log by its path (executors "
-                              f"open it read-only); {type(self.log).__name__} has none")
-        return str(path)
+        kind = "parquet" if type(self.log).__name__ == "ParquetLog" else "local"
+        if path is None or (kind == "local" and not hasattr(self.log, "append")):
+            raise ConfigError("the Spark batch runner reads the embedded log or a Parquet export by its "
+                              f"path (executors open it read-only); {type(self.log).__name__} is neither")
+        return kind, str(path)
+
+
+def _reopen(where: tuple[str, str]) -> Any:
+    """In an executor: open the driver's log read-only by (kind, path)."""
+    kind, path = where
+    if kind == "parquet":
+        from fluvial.log.parquet import ParquetLog
+
+        return ParquetLog.open(path)
+    from fluvial.log import LocalLog
+
+    return LocalLog.open(path, readonly=True)
 
 
 def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *,
@@ -126,7 +142,8 @@ def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *
 class _Job:
     """The RDDs of one plan: built lazily, run by :meth:`run`, shown by :meth:`explain`."""
 
-    def __init__(self, plan: Plan, sc: Any, log_path: str | None, splits: list[tuple[Split, int]]) -> None:
+    def __init__(self, plan: Plan, sc: Any, log_path: tuple[str, str] | None,
+                 splits: list[tuple[Split, int]]) -> None:
         self.plan, self.sc, self.log_path = plan, sc, log_path
         self.splits = [s for s, _ in splits]
         self.log_records = sum(size for s, size in splits if s.kind == "log")
@@ -165,9 +182,7 @@ class _Job:
         splits, path, counter = self.splits, self.log_path, self.counter
 
         def read(split: Split) -> Iterator[tuple[int, Record]]:
-            from fluvial.log import LocalLog
-
-            log = LocalLog.open(path, readonly=True) if split.kind == "log" and path is not None else None
+            log = _reopen(path) if split.kind == "log" and path is not None else None
             try:
                 chunks = read_split(src, split, log)
             finally:

@@ -84,18 +84,62 @@ class SparkBatchRunner(BatchRunner):
     def explain(self, pipeline: Pipeline) -> str:
         """Spark's lineage (``toDebugString``) of each RDD the run would compute."""
         plan = compile_plan(pipeline)
-        job = _Job(plan, self.session.sparkContext, self._log_path(plan),
-                   plan_splits(plan, self._cutoff(plan, None), slice_records=self.slice_records))
-        return job.explain()
+        splits = plan_splits(plan, self._cutoff(plan, None), slice_records=self.slice_records)
+        if plan.two_phase:
+            labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
+            return f"{labels}:\n{_debug(self._two_phase_rdd(plan, splits, self._log_path(plan)))}"
+        return _Job(plan, self.session.sparkContext, self._log_path(plan), splits).explain()
 
     # -- the run -----------------------------------------------------------------------
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
         splits = plan_splits(plan, cutoff, slice_records=self.slice_records)
+        if plan.two_phase:
+            partials, records = self._two_phase(plan, splits)
+            return Executor(plan, stream=False).run({}, batch_time_ms=_batch_time(plan),
+                                                    partials=partials), records
         job = _Job(plan, self.session.sparkContext, self._log_path(plan), splits)
         partials, outputs, records = job.run()
         executor = Executor(plan, stream=False)
         return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials,
                             outputs=outputs), records
+
+    def _two_phase_rdd(self, plan: Plan, splits: list[tuple[Split, int]],
+                       where: tuple[str, str] | None) -> Any:
+        """Every path from a source meets an aggregation first (the usual plan): one
+        Spark stage per split runs the local runners' own map side on it (the narrow
+        operators, then the partial aggregates, pre-combined in the task), and
+        ``reduceByKey`` merges the partials with each aggregator's ``merge``.  The
+        same two phases as the local batch runner, with Spark's scheduling, retries
+        and recomputation from the log for lost partitions."""
+        sc = self.session.sparkContext
+        aggs = {node.id: node.params["agg"] for node in plan.boundary}
+
+        def map_side(split: Split) -> Iterator[tuple[Any, Any]]:
+            log = _reopen(where) if split.kind == "log" and where is not None else None
+            try:
+                part = Executor(plan, stream=False).map_side(read_split(plan, split, log))
+            finally:
+                if log is not None:
+                    log.close()
+            for node_id, accs in part.items():
+                for key, acc in accs.items():
+                    yield (node_id, key), (node_id, acc)
+
+        def merge(a: tuple[int, Any], b: tuple[int, Any]) -> tuple[int, Any]:
+            return a[0], aggs[a[0]].merge(a[1], b[1])
+
+        parts = sc.parallelize([s for s, _ in splits], max(1, len(splits))).setName("splits")
+        return parts.flatMap(map_side).setName("map side").reduceByKey(merge).setName("partials")
+
+    def _two_phase(self, plan: Plan, splits: list[tuple[Split, int]]) -> tuple[dict[int, Any], int]:
+        merged = _spark_call(self._two_phase_rdd(plan, splits, self._log_path(plan)).collect)
+        partials: dict[int, Any] = {node.id: {} for node in plan.boundary}
+        for (node_id, key), (_, acc) in merged:
+            partials[node_id][key] = acc
+        records = sum(size for split, size in splits if split.kind == "log")
+        if any(split.kind != "log" for split, _ in splits):  # files and queues: count what was read
+            records += _count_elements_read(self.session.sparkContext, plan, splits, self._log_path(plan))
+        return partials, records
 
     def _log_path(self, plan: Plan) -> tuple[str, str] | None:
         """How executors reopen the log: (kind, path) for the embedded log or a
@@ -108,6 +152,18 @@ class SparkBatchRunner(BatchRunner):
             raise ConfigError("the Spark batch runner reads the embedded log or a Parquet export by its "
                               f"path (executors open it read-only); {type(self.log).__name__} is neither")
         return kind, str(path)
+
+
+def _count_elements_read(sc: Any, plan: Plan, splits: list[tuple[Split, int]],
+                         where: tuple[str, str] | None) -> int:
+    """Elements read from file and in-memory sources (log splits are counted by offsets)."""
+
+    def count(split: Split) -> int:
+        chunks = read_split(plan, split, None)
+        return sum(len(c.values) for cs in chunks.values() for c in cs)
+
+    other = [s for s, _ in splits if s.kind != "log"]
+    return int(sc.parallelize(other, max(1, len(other))).map(count).sum()) if other else 0
 
 
 def _reopen(where: tuple[str, str]) -> Any:
@@ -134,6 +190,9 @@ def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *
     cutoff = log.end_offsets() if log is not None and any(n.op == "log" for n in plan.sources) else None
     splits = plan_splits(plan, cutoff, slice_records=slice_records)
     path = runner._log_path(plan) if log is not None else None
+    if plan.two_phase:
+        labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
+        return f"{labels}:\n{_debug(runner._two_phase_rdd(plan, splits, path))}"
     return _Job(plan, runner.session.sparkContext, path, splits).explain()
 
 

@@ -311,7 +311,7 @@ class Max(_Extreme):
     _many = staticmethod(max)
 
 
-class Mean(_Builtin):
+class Mean(Sum):
     """Arithmetic mean, the exact sum divided by the count, correctly rounded.
 
     The accumulator is the one of :class:`Sum` (which counts its inputs);
@@ -324,24 +324,8 @@ class Mean(_Builtin):
     """
 
     name = "mean"
-    has_subtract = True
 
-    def zero(self) -> SumAcc:
-        return SUM_ZERO
-
-    def add(self, acc: SumAcc, value: Any) -> SumAcc:
-        return sum_add(acc, value)
-
-    def add_many(self, acc: SumAcc, values: Iterable[Any]) -> SumAcc:
-        return sum_add_many(acc, values)
-
-    def merge(self, a: SumAcc, b: SumAcc) -> SumAcc:
-        return sum_merge(a, b)
-
-    def subtract(self, a: SumAcc, b: SumAcc) -> SumAcc:
-        return sum_subtract(a, b)
-
-    def result(self, acc: SumAcc) -> float | None:
+    def result(self, acc: SumAcc) -> float | None:  # type: ignore[override]
         return mean_result(acc)
 
 

@@ -15,11 +15,12 @@ import json
 import operator
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 WINDOW_MS = 60_000
 SLIDE_MS = 1_000

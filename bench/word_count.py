@@ -12,11 +12,12 @@ from __future__ import annotations
 import operator
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 T0_MS = 1_700_000_000_000
 DEVICES = 64  # the lines are spread over 64 "devices", so every log partition gets a share

@@ -70,22 +70,6 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
-def _spark_ready() -> None:
-    """Skip (one line) when PySpark or Java is missing, unless FLUVIAL_REQUIRE_SERVICES=1."""
-    import os
-
-    from fluvial.errors import MissingDependency
-
-    try:
-        from fluvial.engine.spark.session import require_pyspark
-
-        require_pyspark()
-    except MissingDependency as exc:
-        if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
-            raise
-        pytest.skip(str(exc))
-
-
 def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
                master: str = "local[2]", slice_records: int = 64, appends: int = 2) -> RunResult:
     """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session)."""
@@ -94,13 +78,11 @@ def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory
     import tempfile
 
     from fluvial.config import LogConfig
-    from fluvial.testing import read_results
-    from fluvial.workspace import Workspace
-
-    _spark_ready()
     from fluvial.engine.spark.batch import SparkBatchRunner
     from fluvial.engine.spark.session import SparkConfig
     from fluvial.engine.spark.stream import SparkStreamRunner
+    from fluvial.testing import read_results
+    from fluvial.workspace import Workspace
 
     ws = Workspace(tempfile.mkdtemp(prefix=f"{kind}-", dir=directory), writer=True,
                    log_config=LogConfig(partitions=PARTITIONS, fsync="never"))
@@ -143,12 +125,15 @@ def run_spark_stream(pipeline: Pipeline, events: Sequence[Event], directory: Pat
 
 @pytest.fixture(params=list(RUNNERS))
 def runner(request: pytest.FixtureRequest) -> Runner:
-    """Each registered runner in turn."""
+    """Each registered runner in turn (Spark runners need the ``spark_ready`` fixture)."""
+    if request.param.startswith("spark"):
+        request.getfixturevalue("spark_ready")
     return RUNNERS[request.param]
 
 
 @pytest.fixture
-def all_runners() -> dict[str, Runner]:
+def all_runners(request: pytest.FixtureRequest) -> dict[str, Runner]:
     """Every registered runner at once (to compare them with each other)."""
+    request.getfixturevalue("spark_ready")
     return dict(RUNNERS)
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import operator
-import os
 import random
 import subprocess
 import sys
@@ -72,18 +71,10 @@ def test_both_batch_runners_over_an_export_equal_the_log(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_spark_batch_runner_over_an_export(tmp_path: Path) -> None:
-    from fluvial.errors import MissingDependency
+def test_spark_batch_runner_over_an_export(spark_ready: None, tmp_path: Path) -> None:
+    from fluvial.engine.spark.batch import SparkBatchRunner
+    from fluvial.engine.spark.session import SparkConfig
 
-    try:
-        from fluvial.engine.spark.batch import SparkBatchRunner
-        from fluvial.engine.spark.session import SparkConfig, require_pyspark
-
-        require_pyspark()
-    except MissingDependency as exc:
-        if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
-            raise
-        pytest.skip(str(exc))
     print(f"seed={SEED}")
     evs = events(2_000)
     with fl.open(tmp_path / "data", writer=True) as ws:

@@ -22,24 +22,12 @@ import pytest
 import fluvial
 from fluvial import Count, Pipeline, Sum, Tumbling
 from fluvial.config import LogConfig
-from fluvial.errors import FlowError, MissingDependency
+from fluvial.errors import FlowError
 from fluvial.testing import make_events, read_results, run_batch
 
 START_MS = 1_700_000_000_000
 EVENTS = make_events(7, 400, devices=5, kinds=["reading", "reading", "status"], start_ms=START_MS,
                      step_ms=300, out_of_order_ms=3_000, duplicate_fraction=0.05)
-
-
-@pytest.fixture(scope="module")
-def spark_ready() -> None:
-    try:
-        from fluvial.engine.spark.session import require_pyspark
-
-        require_pyspark()
-    except MissingDependency as exc:
-        if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
-            raise
-        pytest.skip(str(exc))
 
 
 def _spark(pipeline: Pipeline, tmp_path: Path, master: str = "local[2]"):  # type: ignore[no-untyped-def]

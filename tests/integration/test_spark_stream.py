@@ -7,7 +7,6 @@ batch has no effect twice; what it cannot run is refused before it starts.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -19,21 +18,16 @@ import pytest
 
 from fluvial import Pipeline
 from fluvial.config import LogConfig
-from fluvial.errors import MissingDependency, UnsupportedOperation
+from fluvial.errors import UnsupportedOperation
 from fluvial.testing import make_events, read_results, run_stream
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 from fluvial.workspace import Workspace
 
-try:
-    from fluvial.engine.spark.session import SparkConfig, get_session, require_pyspark
+pytestmark = pytest.mark.usefixtures("spark_ready")
+pytest.importorskip("pyspark", reason="the Spark stream runner needs PySpark: pip install 'fluvial[spark]'")
 
-    require_pyspark()
-except MissingDependency as exc:
-    if os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1":
-        raise
-    pytest.skip(str(exc), allow_module_level=True)
-
-from fluvial.engine.spark.stream import SparkStreamRunner
+from fluvial.engine.spark.session import SparkConfig, get_session  # noqa: E402
+from fluvial.engine.spark.stream import SparkStreamRunner  # noqa: E402
 
 PARTITIONS = 3
 MASTER = "local[2]"

@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/fluvial demo
 
-## test: the whole test suite (unit, property, integration, conformance, doctests)
+## test: the whole test suite (unit, property, integration, conformance), then the doctests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --doctest-modules src/fluvial tests
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --doctest-modules src/fluvial
 
 ## lint: ruff and mypy over the sources
 lint: $(STAMP)

@@ -71,46 +71,21 @@ RUNNERS: dict[str, Runner] = {
 
 
 def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
-               master: str = "local[2]", slice_records: int = 64, appends: int = 2) -> RunResult:
+               master: str = "local[2]", slice_records: int = 64) -> RunResult:
     """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session)."""
-    import io
-    import shutil
-    import tempfile
-
-    from fluvial.config import LogConfig
     from fluvial.engine.spark.batch import SparkBatchRunner
     from fluvial.engine.spark.session import SparkConfig
     from fluvial.engine.spark.stream import SparkStreamRunner
-    from fluvial.testing import read_results
-    from fluvial.workspace import Workspace
+    from fluvial.testing import run_on
 
-    ws = Workspace(tempfile.mkdtemp(prefix=f"{kind}-", dir=directory), writer=True,
-                   log_config=LogConfig(partitions=PARTITIONS, fsync="never"))
-    out = io.StringIO()
-    try:
-        result_stats = []
-        if kind == "spark-batch":
-            if events:
-                ws.log.append(list(events))
-            runner = SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
-                                      slice_records=slice_records, out=out)
-            result_stats.append(runner.run(pipeline))
-        else:
-            size = -(-len(events) // appends) if events else 0
-            for i in range(appends):
-                chunk = list(events[i * size:(i + 1) * size])
-                if chunk:
-                    ws.log.append(chunk)
-                runner = SparkStreamRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
-                                           batch_interval_ms=0, out=out)
-                result_stats.append(runner.run(pipeline, until_caught_up=True))
-        result = read_results(pipeline, ws.store)
-        result.stats.extend(result_stats)
-        result.printed = out.getvalue()
-        return result
-    finally:
-        ws.close()
-        shutil.rmtree(ws.path, ignore_errors=True)
+    config = SparkConfig(master=master)
+    if kind == "spark-batch":
+        return run_on(lambda ws, out: SparkBatchRunner(log=ws.log, store=ws.store, spark=config,
+                                                       slice_records=slice_records, out=out).run(pipeline),
+                      pipeline, events, directory, partitions=PARTITIONS)
+    return run_on(lambda ws, out: SparkStreamRunner(log=ws.log, store=ws.store, spark=config,
+                                                    batch_interval_ms=0, out=out).run(pipeline, until_caught_up=True),
+                  pipeline, events, directory, appends=2, partitions=PARTITIONS)
 
 
 def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path) -> RunResult:

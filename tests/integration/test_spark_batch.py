@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-import fluvial
 from fluvial import Count, Pipeline, Sum, Tumbling
-from fluvial.config import LogConfig
 from fluvial.errors import FlowError
-from fluvial.testing import make_events, read_results, run_batch
+from fluvial.testing import make_events, run_batch, run_on
 
 START_MS = 1_700_000_000_000
 EVENTS = make_events(7, 400, devices=5, kinds=["reading", "reading", "status"], start_ms=START_MS,
@@ -34,19 +32,9 @@ def _spark(pipeline: Pipeline, tmp_path: Path, master: str = "local[2]"):  # typ
     from fluvial.engine.spark.batch import SparkBatchRunner
     from fluvial.engine.spark.session import SparkConfig
 
-    ws = fluvial.open(tmp_path / "spark", writer=True, log_config=LogConfig(partitions=3, fsync="never"))
-    out = io.StringIO()
-    try:
-        ws.log.append(EVENTS)
-        runner = SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
-                                  slice_records=64, out=out)
-        stats = runner.run(pipeline)
-        result = read_results(pipeline, ws.store)
-        result.stats.append(stats)
-        result.printed = out.getvalue()
-        return result
-    finally:
-        ws.close()
+    return run_on(lambda ws, out: SparkBatchRunner(log=ws.log, store=ws.store, spark=SparkConfig(master=master),
+                                                   slice_records=64, out=out).run(pipeline),
+                  pipeline, EVENTS, tmp_path, partitions=3)
 
 
 def _local(pipeline: Pipeline, tmp_path: Path):  # type: ignore[no-untyped-def]

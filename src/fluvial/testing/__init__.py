@@ -3,6 +3,7 @@
 * :func:`events_table` -- readable event fixtures from a small table;
 * :func:`make_events` -- a seeded random generator of events (out of order,
   late, device retries); print the seed in your test;
+* :func:`run_on` -- the harness of every runner (used by the two below and the Spark tests);
 * :func:`run_batch` / :func:`run_stream` -- run a pipeline over events on the
   batch or the stream runner in a throw-away workspace and read back the
   rows of its views and ``save_to`` tables (:class:`RunResult`);
@@ -31,7 +32,7 @@ Example:
 
 from fluvial.testing import brute
 from fluvial.testing.fixtures import COLORS, events_table, make_events
-from fluvial.testing.runs import RunResult, read_results, run_batch, run_stream
+from fluvial.testing.runs import RunResult, read_results, run_batch, run_on, run_stream
 
 __all__ = [
     "COLORS",
@@ -41,5 +42,6 @@ __all__ = [
     "make_events",
     "read_results",
     "run_batch",
+    "run_on",
     "run_stream",
 ]

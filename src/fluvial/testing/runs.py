@@ -6,7 +6,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from fluvial.flow.graph import Pipeline
 from fluvial.serving.base import Row
 from fluvial.workspace import Workspace
 
-__all__ = ["RunResult", "read_results", "run_batch", "run_stream"]
+__all__ = ["RunResult", "read_results", "run_batch", "run_on", "run_stream"]
 
 
 @dataclass
@@ -74,6 +74,40 @@ def _chunks(events: Sequence[Event], appends: int) -> Iterable[Sequence[Event]]:
         yield events[i:i + size]
 
 
+def run_on(start: Callable[[Workspace, io.StringIO], RunStats], pipeline: Pipeline,
+           events: Sequence[Event], tmp_path: str | os.PathLike[str], *, appends: int = 1,
+           partitions: int = 4, keep: bool = False) -> RunResult:
+    """The harness every runner shares: a new workspace under ``tmp_path``; ``events``
+    appended in ``appends`` slices, ``start(ws, out)`` (one run of a runner) after each;
+    then the views, tables, late counts and printed output read back.
+
+    Example:
+        >>> import tempfile
+        >>> from fluvial import Pipeline
+        >>> p = Pipeline("n")
+        >>> p.from_log("k").map(lambda e: (e.device, 1)).reduce_by_key(lambda a, b: a + b).to_view("n")
+        >>> evs = [Event(device="d1", kind="k", ts=t, seq=t, payload={}) for t in (5, 9)]
+        >>> run_on(lambda ws, out: ws.batch_runner(out=out).run(p), p, evs, tempfile.mkdtemp())["n"]
+        [Row(key='d1', window=None, value=2)]
+    """
+    ws = _workspace(tmp_path, "run-", partitions)
+    out = io.StringIO()
+    try:
+        stats = []
+        for chunk in _chunks(events, appends):
+            if chunk:
+                ws.log.append(list(chunk))
+            stats.append(start(ws, out))
+        result = read_results(pipeline, ws.store)
+        result.stats = stats
+        result.printed = out.getvalue()
+        return result
+    finally:
+        ws.close()
+        if not keep:
+            shutil.rmtree(ws.path, ignore_errors=True)
+
+
 def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
               partitions: int = 4, workers: int = 1, slice_records: int = 100_000,
               keep: bool = False) -> RunResult:
@@ -99,21 +133,9 @@ def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.Pa
         >>> run_batch(p, evs, tempfile.mkdtemp())["n"]
         [Row(key='d1', window=None, value=2)]
     """
-    ws = _workspace(tmp_path, "batch-", partitions)
-    out = io.StringIO()
-    try:
-        if events:
-            ws.log.append(list(events))
-        stats = ws.batch_runner(workers=workers, slice_records=slice_records, progress=False,
-                                out=out).run(pipeline)
-        result = read_results(pipeline, ws.store)
-        result.stats.append(stats)
-        result.printed = out.getvalue()
-        return result
-    finally:
-        ws.close()
-        if not keep:
-            shutil.rmtree(ws.path, ignore_errors=True)
+    return run_on(lambda ws, out: ws.batch_runner(workers=workers, slice_records=slice_records,
+                                                  progress=False, out=out).run(pipeline),
+                  pipeline, events, tmp_path, partitions=partitions, keep=keep)
 
 
 def run_stream(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
@@ -133,21 +155,7 @@ def run_stream(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.P
         partitions: Partitions of the new log.
         keep: Keep the workspace directory (default: deleted after reading the results).
     """
-    ws = _workspace(tmp_path, "stream-", partitions)
-    out = io.StringIO()
-    try:
-        config = StreamConfig(batch_interval_ms=0, max_batch_records=max_batch_records)
-        stats = []
-        for chunk in _chunks(events, appends):
-            if chunk:
-                ws.log.append(list(chunk))
-            stats.append(ws.stream_runner(config, out=out).run(pipeline, until_caught_up=True))
-        result = read_results(pipeline, ws.store)
-        result.stats = stats
-        result.printed = out.getvalue()
-        return result
-    finally:
-        ws.close()
-        if not keep:
-            shutil.rmtree(ws.path, ignore_errors=True)
+    config = StreamConfig(batch_interval_ms=0, max_batch_records=max_batch_records)
+    return run_on(lambda ws, out: ws.stream_runner(config, out=out).run(pipeline, until_caught_up=True),
+                  pipeline, events, tmp_path, appends=appends, partitions=partitions, keep=keep)
 

@@ -26,7 +26,8 @@ __all__ = ["COMMAND_MODULES", "ENV_HOME", "build_parser", "main"]
 
 COMMAND_MODULES = ("fluvial.cli.ingest", "fluvial.cli.run", "fluvial.cli.views",
                    "fluvial.cli.log", "fluvial.cli.schema", "fluvial.cli.demo",
-                   "fluvial.cli.export")
+                   "fluvial.cli.export", "fluvial.cli.serve", "fluvial.cli.token",
+                   "fluvial.cli.simulate")
 """Modules whose ``@subcommand`` functions make up the CLI."""
 
 ENV_HOME = "FLUVIAL_HOME"

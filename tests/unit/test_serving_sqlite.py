@@ -502,3 +502,45 @@ def test_process_killed_mid_transaction_leaves_nothing(tmp_path):
         assert store.query("v") == [Row(key="a", window=None, value=1)]
         with store.transaction() as txn:  # the dead writer's lock is gone
             assert txn.get_checkpoint("speed") == b"before"
+
+
+def test_publish_drops_only_the_sealed_realtime_generations(tmp_path):
+    from fluvial.aggregators import Count
+
+    with SqliteStore(tmp_path / "v.db") as store:
+        store.define_view("hits", aggregator=Count())
+        with store.transaction() as txn:
+            txn.merge_rows("hits", [("a", None, 5), ("b", None, 1)])
+        with store.transaction() as txn:
+            sealed = txn.seal_realtime("hits")
+        with store.transaction() as txn:   # committed after the seal: a newer generation
+            txn.merge_rows("hits", [("a", None, 3)])
+        assert {r.key: r.value for r in store.query("hits")} == {"a": 8, "b": 1}
+        version = store.begin_version("hits")
+        with store.transaction() as txn:
+            txn.merge_rows("hits", [("a", None, 5), ("b", None, 1)], part=version)
+        store.publish_version("hits", version, {0: 6}, drop_realtime=True, realtime_through=sealed)
+        assert {r.key: r.value for r in store.query("hits")} == {"a": 8, "b": 1}
+        assert {r.key: r.value for r in store.query("hits", realtime=False)} == {"a": 5, "b": 1}
+        store.publish_version("hits", version, {0: 6}, drop_realtime=True)   # all generations
+        assert {r.key: r.value for r in store.query("hits")} == {"a": 5, "b": 1}
+
+
+def test_a_schema_1_store_is_migrated(tmp_path):
+    import sqlite3
+
+    from fluvial.aggregators import Count
+    from fluvial.serving.sqlite import _SCHEMA
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA:
+        conn.execute(statement.replace(",\n        rt_gen INTEGER NOT NULL DEFAULT 0", ""))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with SqliteStore(path) as store:
+        store.define_view("hits", aggregator=Count())
+        with store.transaction() as txn:
+            txn.merge_rows("hits", [("a", None, 2)])
+        assert [(r.key, r.value) for r in store.query("hits")] == [("a", 2)]

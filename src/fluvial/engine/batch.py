@@ -86,10 +86,10 @@ class BatchRunner(LazyLog):
         """Compute every sink of ``pipeline`` over the whole input; views get a new version."""
         plan = compile_plan(pipeline)
         started = time.perf_counter()
-        cutoff = self._cutoff(plan, cutoff)
+        cutoff, sealed = self._cutoff(plan, cutoff)
         output, records = self._execute(plan, cutoff)
         stats = RunStats(pipeline.name, "batch", records_in=records, micro_batches=1)
-        self._commit(plan, output, cutoff, stats)
+        self._commit(plan, output, cutoff, stats, sealed)
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -97,26 +97,38 @@ class BatchRunner(LazyLog):
         """Run only what ``flow`` needs and return its elements."""
         sink = Node("collect", (flow.node,), {}, "collect")
         plan = compile_plan(flow.pipeline, [sink])
-        output, _ = self._execute(plan, self._cutoff(plan, None))
+        output, _ = self._execute(plan, self._cutoff(plan, None, seal=False)[0])
         return output.collected.get(sink.id, [])
 
     # -- internals ---------------------------------------------------------------------
-    def _cutoff(self, plan: Plan, cutoff: list[int] | None) -> list[int] | None:
-        """Where the batch view ends in the log.  When the pipeline's stream runner
-        has a checkpoint, its committed offsets: the realtime part then holds
-        exactly the events up to the cut-off, and publishing replaces it."""
+    def _cutoff(self, plan: Plan, cutoff: list[int] | None, *, seal: bool = True
+                ) -> tuple[list[int] | None, dict[str, int] | None]:
+        """Where the batch view ends in the log, and the realtime generations it covers.
+
+        When the pipeline's stream runner has a checkpoint, the cut-off is its
+        committed offsets, read in the same store transaction that seals the
+        views' open realtime generations: the sealed generations then hold
+        exactly the realtime events up to the cut-off, and publishing drops
+        those, while what the speed layer commits during this run (a new
+        generation) stays.
+        """
         if not log_sources(plan):
-            return None
+            return None, None
         if self.log is None:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
         if cutoff is not None:
-            return list(cutoff)
+            return list(cutoff), None
         if self.store is not None and plan.views:
             from fluvial.engine.stream import Checkpoint, checkpoint_id
 
+            sealed: dict[str, int] | None = None
+            for name, spec in plan.views.items():
+                self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
             with self.store.transaction() as txn:
                 blob = txn.get_checkpoint(checkpoint_id(plan.name))
+                if seal:
+                    sealed = {name: txn.seal_realtime(name) for name in plan.views}
             if blob is not None:
                 offsets = Checkpoint.loads(blob).offsets
                 ends = self.log.end_offsets()
@@ -127,8 +139,9 @@ class BatchRunner(LazyLog):
                         f"the input of {plan.name!r} ends at offsets {ends}, before its stream "
                         f"checkpoint {offsets}: the batch view would not cover the realtime part it "
                         "replaces. Export the log again (`fluvial log export`) or read the log itself")
-                return offsets
-        return self.log.end_offsets()
+                return offsets, sealed
+            return self.log.end_offsets(), sealed
+        return self.log.end_offsets(), None
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
         executor = Executor(plan, stream=False)
@@ -181,7 +194,8 @@ class BatchRunner(LazyLog):
             bar(None)
         return merged, records
 
-    def _commit(self, plan: Plan, output: BatchOutput, cutoff: list[int] | None, stats: RunStats) -> None:
+    def _commit(self, plan: Plan, output: BatchOutput, cutoff: list[int] | None, stats: RunStats,
+                sealed: dict[str, int] | None = None) -> None:
         out = self.out or sys.stdout
         for text in output.prints:
             out.write(text + "\n")
@@ -199,9 +213,10 @@ class BatchRunner(LazyLog):
             version = store.begin_version(name)
             with store.transaction() as txn:
                 txn.merge_rows(name, output.view_merges.get(name, []), part=version)
-            # The realtime part holds what the stream runner committed up to the
-            # cut-off (see _cutoff): the new version covers it.
-            store.publish_version(name, version, cut, drop_realtime=True)
+            # The sealed realtime generations hold what the stream runner committed up
+            # to the cut-off (see _cutoff): the new version covers them.
+            store.publish_version(name, version, cut, drop_realtime=True,
+                                  realtime_through=None if sealed is None else sealed.get(name))
             stats.views[name] = version
         for node, rows in output.saves:
             target = node.params["store"] or store

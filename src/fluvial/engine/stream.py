@@ -68,11 +68,23 @@ class StreamRunner(LazyLog):
         max_batch_records: At most this many log records per micro-batch.
         runner_id: Names the checkpoint (default: the pipeline's name).
         out: Where ``print()`` sinks write.
+        view_parts: Write these views into a batch version (view -> version number)
+            instead of their realtime part: Kappa reprocessing builds ``name@vN+1``
+            this way while ``name@vN`` keeps serving.
+        start_offsets: Where a runner without a checkpoint starts in the log (default:
+            the cut-off of the views' batch versions, or the beginning).
+
+    Attributes:
+        progress: After each micro-batch: ``offsets`` (committed, per partition),
+            ``micro_batches``, ``records``, ``late_events``, ``last_batch_ms``
+            (wall time of the last micro-batch) and ``committed_at`` (epoch s).
+            Read by ``fluvial serve`` for lag and metrics.
     """
 
     def __init__(self, *, log: Any = None, store: Any = None, batch_interval_ms: int = 1000,
                  max_batch_records: int = 250_000, runner_id: str | None = None,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, view_parts: dict[str, int] | None = None,
+                 start_offsets: list[int] | None = None) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
         self._log = log
@@ -81,6 +93,9 @@ class StreamRunner(LazyLog):
         self.max_batch_records = max_batch_records
         self.runner_id = runner_id
         self.out = out
+        self.view_parts = dict(view_parts or {})
+        self.start_offsets = None if start_offsets is None else list(start_offsets)
+        self.progress: dict[str, Any] = {}
 
     def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
         """The key of this runner's checkpoint in the store."""
@@ -103,6 +118,8 @@ class StreamRunner(LazyLog):
         cp = self._load(plan, reads_log)
         executor = Executor(plan, stream=True, state=cp.state)
         stats = RunStats(pipeline.name, "stream")
+        self.progress = {"offsets": list(cp.offsets), "micro_batches": 0, "records": 0, "late_events": 0,
+                         "last_batch_ms": 0.0, "committed_at": time.time()}
         started = time.perf_counter()
         out = self.out or sys.stdout
         while not (stop is not None and stop.is_set()):
@@ -118,6 +135,9 @@ class StreamRunner(LazyLog):
             self.commit_micro_batch(plan, executor, cp, inputs, offsets=new_offsets,
                                     sources=new_sources, records=records, batch_time_ms=batch_time,
                                     stats=stats, out=out)
+            self.progress = {"offsets": list(cp.offsets), "micro_batches": stats.micro_batches,
+                             "records": stats.records_in, "late_events": stats.late_events,
+                             "last_batch_ms": (time.monotonic() - tick) * 1000, "committed_at": time.time()}
             if records < self.max_batch_records and not until_caught_up:
                 self._sleep(tick, stop)
         stats.seconds = time.perf_counter() - started
@@ -144,7 +164,7 @@ class StreamRunner(LazyLog):
         cp.micro_batches += 1
         with self.store.transaction() as txn:
             for name, rows in output.view_merges.items():
-                txn.merge_rows(name, rows, part="realtime")
+                txn.merge_rows(name, rows, part=self.view_parts.get(name, "realtime"))
             for pos, n in output.late.items():
                 for name, spec in plan.views.items():
                     if plan.index[spec.source.id] == pos:
@@ -191,6 +211,12 @@ class StreamRunner(LazyLog):
         cut-off.  A pipeline with per-key state first replays the history up to
         the cut-off to rebuild that state, without touching its views."""
         cp = Checkpoint(plan.fingerprint, [0] * partitions)
+        if self.start_offsets is not None:
+            if len(self.start_offsets) != partitions:
+                raise ConfigError(f"start_offsets has {len(self.start_offsets)} partitions, the log has "
+                                  f"{partitions}")
+            cp.offsets = list(self.start_offsets)
+            return cp
         cutoffs = {json_key(self.store.view(name).cutoff) for name in plan.views}
         cutoffs.discard(None)
         if not cutoffs or not partitions:

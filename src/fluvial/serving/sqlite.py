@@ -47,7 +47,8 @@ from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowS
 NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
 REALTIME_PART = 0
-SCHEMA_VERSION = 1
+"""Realtime generation ``g`` is stored as part ``-g`` (generation 0 is part 0); batch versions are parts >= 1."""
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -64,7 +65,8 @@ _SCHEMA = [
         next_version INTEGER NOT NULL DEFAULT 1,
         created_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,
-        late_events INTEGER NOT NULL DEFAULT 0)""",
+        late_events INTEGER NOT NULL DEFAULT 0,
+        rt_gen INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS fluvial_versions (
         view_id INTEGER NOT NULL,
         version INTEGER NOT NULL,
@@ -90,6 +92,8 @@ _SCHEMA = [
 
 _VIEW_COLUMNS = ("view_id, name, agg_rev, agg_spec, window_spec, alias_version, previous_version, "
                  "created_ms, updated_ms, late_events")
+_MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL DEFAULT 0"]}
+"""Statements taking a store from schema version N to N + 1."""
 
 
 def _now_ms() -> int:
@@ -104,6 +108,7 @@ class _Meta:
     shape: WindowShape | None
     alias: int | None
     previous: int | None
+    rt_gen: int
 
 
 class _MergeFailed(Exception):
@@ -155,8 +160,13 @@ class SqliteStore:
             raise StoreError(f"{self.path!r} has view store schema {current}; this fluvial knows "
                              f"{SCHEMA_VERSION}: upgrade fluvial")
         with self._write():
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
+            if current == 0:
+                for statement in _SCHEMA:
+                    self._conn.execute(statement)
+            else:
+                for version in range(current, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[version]:
+                        self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -219,12 +229,12 @@ class SqliteStore:
 
     def _meta(self, name: str) -> _Meta:
         row = self._conn.execute(
-            "SELECT view_id, agg_rev, window_spec, alias_version, previous_version "
+            "SELECT view_id, agg_rev, window_spec, alias_version, previous_version, rt_gen "
             "FROM fluvial_views WHERE name = ?", (name,)).fetchone()
         if row is None:
             check_view_name(name)
             raise self._not_found(name)
-        view_id, rev, window_spec, alias, previous = row
+        view_id, rev, window_spec, alias, previous, rt_gen = row
         cached = self._aggs.get(view_id)
         if cached is None or cached[0] != rev:
             (blob,) = self._conn.execute("SELECT aggregator FROM fluvial_views WHERE view_id = ?",
@@ -236,7 +246,7 @@ class SqliteStore:
                                  "module that defines it importable in this process?)") from exc
             cached = self._aggs[view_id] = (rev, agg)
         shape = shape_from_spec(json.loads(window_spec)) if window_spec is not None else None
-        return _Meta(view_id, name, cached[1], shape, alias, previous)
+        return _Meta(view_id, name, cached[1], shape, alias, previous, rt_gen)
 
     def _versions(self, view_id: int) -> dict[int, dict[int, int] | None]:
         out: dict[int, dict[int, int] | None] = {}
@@ -249,7 +259,7 @@ class SqliteStore:
 
     def _part_no(self, meta: _Meta, part: Part) -> int:
         if part == REALTIME:
-            return REALTIME_PART
+            return -meta.rt_gen  # the open realtime generation
         if isinstance(part, int) and not isinstance(part, bool) and part >= 1:
             if self._conn.execute("SELECT 1 FROM fluvial_versions WHERE view_id = ? AND version = ?",
                                   (meta.view_id, part)).fetchone():
@@ -383,35 +393,28 @@ class SqliteStore:
         return int(version)
 
     def publish_version(self, view: str, version: int, cutoff: Mapping[int, int], *,
-                        drop_realtime: bool = False) -> None:
+                        drop_realtime: bool = False, realtime_through: int | None = None) -> None:
         """Atomically make ``version`` the current batch version of ``view``.
 
         ``cutoff`` is the log position it covers (partition -> offset).  The
         previous current version is kept for :meth:`rollback`; older ones are
         dropped.  Readers see the old version or the new one, never a mix.
         With ``drop_realtime`` the realtime part, which the new version now
-        covers, is emptied in the same transaction.
+        covers, is emptied in the same transaction: all of it, or with
+        ``realtime_through=g`` the generations up to ``g`` (see
+        :meth:`SqliteTxn.seal_realtime`), keeping what the speed layer
+        committed after the batch run read its cut-off.
         """
-        try:
-            cutoff_json = json.dumps({str(int(p)): int(o) for p, o in dict(cutoff).items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"cutoff must map partition numbers to offsets, got {cutoff!r}") from exc
-        with self._write() as conn:
-            meta = self._meta(view)
-            self._part_no(meta, version)
-            conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ? "
-                         "WHERE view_id = ? AND version = ?",
-                         (cutoff_json, _now_ms(), meta.view_id, version))
-            if meta.alias != version:
-                conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, "
-                             "updated_ms = ? WHERE view_id = ?",
-                             (version, meta.alias, _now_ms(), meta.view_id))
-            if drop_realtime:
-                conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
-                             (meta.view_id, REALTIME_PART))
-        # Drop what is older than the kept previous version, in a second transaction
-        # so that the switch itself stays short (an interrupted drop is redone next time).
-        with self._write() as conn:
+        with self.transaction() as txn:
+            txn.publish(view, version, cutoff, drop_realtime=drop_realtime,
+                        realtime_through=realtime_through)
+        self.drop_older_versions(view)
+
+    def drop_older_versions(self, view: str) -> None:
+        """Drop the versions older than the kept previous one (a second, short transaction
+        after a switch, so that the switch itself stays short; an interrupted drop is
+        redone next time)."""
+        with self._write():
             meta = self._meta(view)
             if meta.previous is not None:
                 for old in [v for v in self._versions(meta.view_id)
@@ -482,8 +485,10 @@ class SqliteStore:
                 parts.append(self._part_no(meta, version))
             elif meta.alias is not None:
                 parts.append(meta.alias)
-            if realtime:
-                parts.append(REALTIME_PART)
+            if realtime:  # every realtime generation not yet covered by a batch version
+                parts.extend(p for (p,) in conn.execute(
+                    "SELECT DISTINCT part FROM fluvial_rows WHERE view_id = ? AND part <= 0",
+                    (meta.view_id,)))
             sql = "SELECT key, wstart, wend, acc FROM fluvial_rows WHERE view_id = ? AND part = ?"
             extra: list[Any] = []
             if key is not UNSET:
@@ -596,13 +601,55 @@ class SqliteTxn:
         return counter[0]
 
     def delete_part(self, view: str, part: Part) -> int:
-        """Delete every row of a part (the version itself stays); returns the count."""
+        """Delete every row of a part (the version itself stays; ``"realtime"``: every
+        realtime generation); returns the count."""
         self._check_open()
         meta = self._store._meta(view)
-        cursor = self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
-                                    (meta.view_id, self._store._part_no(meta, part)))
+        if part == REALTIME:
+            cursor = self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part <= 0",
+                                        (meta.view_id,))
+        else:
+            cursor = self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
+                                        (meta.view_id, self._store._part_no(meta, part)))
         self._store._touch(meta.view_id)
         return cursor.rowcount
+
+    def seal_realtime(self, view: str) -> int:
+        """Close the open realtime generation of ``view`` and return its number.
+
+        Later ``merge_rows(part="realtime")`` go to a new generation.  A batch
+        run seals in the same transaction in which it reads the speed layer's
+        checkpoint (its cut-off): every generation up to the sealed one holds
+        events before the cut-off, and publishing with ``realtime_through``
+        drops exactly those, even while the speed layer keeps committing.
+        """
+        self._check_open()
+        meta = self._store._meta(view)
+        self._conn.execute("UPDATE fluvial_views SET rt_gen = rt_gen + 1 WHERE view_id = ?", (meta.view_id,))
+        return meta.rt_gen
+
+    def publish(self, view: str, version: int, cutoff: Mapping[int, int], *,
+                drop_realtime: bool = False, realtime_through: int | None = None) -> None:
+        """The switch of :meth:`SqliteStore.publish_version`, inside this transaction
+        (so that it commits together with, e.g., a stream checkpoint)."""
+        self._check_open()
+        try:
+            cutoff_json = json.dumps({str(int(p)): int(o) for p, o in dict(cutoff).items()})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cutoff must map partition numbers to offsets, got {cutoff!r}") from exc
+        store, conn = self._store, self._conn
+        meta = store._meta(view)
+        store._part_no(meta, version)
+        now = _now_ms()
+        conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ? WHERE view_id = ? AND version = ?",
+                     (cutoff_json, now, meta.view_id, version))
+        if meta.alias != version:
+            conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, updated_ms = ? "
+                         "WHERE view_id = ?", (version, meta.alias, now, meta.view_id))
+        if drop_realtime:
+            lowest = -(2**62) if realtime_through is None else -int(realtime_through)
+            conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part <= 0 AND part >= ?",
+                         (meta.view_id, lowest))
 
     def set_checkpoint(self, runner_id: str, blob: bytes) -> None:
         self._check_open()

@@ -85,7 +85,7 @@ class SparkBatchRunner(BatchRunner):
     def explain(self, pipeline: Pipeline) -> str:
         """Spark's lineage (``toDebugString``) of each RDD the run would compute."""
         plan = compile_plan(pipeline)
-        splits = plan_splits(plan, self._cutoff(plan, None), slice_records=self.slice_records)
+        splits = plan_splits(plan, self._cutoff(plan, None, seal=False)[0], slice_records=self.slice_records)
         if plan.two_phase:
             labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
             return f"{labels}:\n{_debug(self._two_phase_rdd(plan, splits, self._log_path(plan)))}"

@@ -85,10 +85,17 @@ class BatchRunner(LazyLog):
     def run(self, pipeline: Pipeline, *, cutoff: list[int] | None = None) -> RunStats:
         """Compute every sink of ``pipeline`` over the whole input; views get a new version."""
         plan = compile_plan(pipeline)
+        exclusive = getattr(self.store, "exclusive", None)
+        if exclusive is None or not plan.views:
+            return self._run(plan, cutoff)
+        with exclusive(f"batch-{plan.name}"):  # two runs publishing in turn could drop realtime rows
+            return self._run(plan, cutoff)
+
+    def _run(self, plan: Plan, cutoff: list[int] | None) -> RunStats:
         started = time.perf_counter()
         cutoff, sealed = self._cutoff(plan, cutoff)
         output, records = self._execute(plan, cutoff)
-        stats = RunStats(pipeline.name, "batch", records_in=records, micro_batches=1)
+        stats = RunStats(plan.name, "batch", records_in=records, micro_batches=1)
         self._commit(plan, output, cutoff, stats, sealed)
         stats.seconds = time.perf_counter() - started
         return stats

@@ -25,7 +25,9 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import pickle
 import sqlite3
 import time
@@ -378,6 +380,34 @@ class SqliteStore:
                 txn._open = False
                 self._txn = None
 
+    @contextmanager
+    def exclusive(self, name: str, *, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold a named lock shared by every process using this store (an flock on
+        ``<store>.<name>.lock``), e.g. one batch run of a pipeline at a time.
+
+        Raises:
+            StoreError: Another process holds it for longer than ``wait_s``.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        check_identifier("lock", name.replace("-", "_").replace(":", "_").replace(".", "_"))
+        fd = os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(f"{name} is held by another run (lock {self.path}.{name}.lock): "
+                                         "wait for it to finish") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
     # -- versions ---------------------------------------------------------------
 
     def begin_version(self, view: str) -> int:
@@ -459,6 +489,13 @@ class SqliteStore:
         self._touch(view_id)
 
     # -- queries ----------------------------------------------------------------
+
+    def query_with_version(self, view: str, **filters: Any) -> tuple[int | None, list[Row]]:
+        """:meth:`query`, and the batch version it read, from one snapshot."""
+        with self._read():
+            rows = self.query(view, **filters)
+            version = filters.get("version")
+            return (self._meta(view).alias if version is None else version), rows
 
     def query(self, view: str, *, key: Key = UNSET, from_ms: int | None = None,
               to_ms: int | None = None, version: int | None = None,
@@ -659,6 +696,10 @@ class SqliteTxn:
             "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms) VALUES (?, ?, ?) "
             "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
             (runner_id, bytes(blob), _now_ms()))
+
+    def delete_checkpoint(self, runner_id: str) -> None:
+        self._check_open()
+        self._conn.execute("DELETE FROM fluvial_checkpoints WHERE runner_id = ?", (runner_id,))
 
     def get_checkpoint(self, runner_id: str) -> bytes | None:
         self._check_open()

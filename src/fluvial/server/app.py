@@ -1,0 +1,367 @@
+"""The HTTP API of ``fluvial serve`` (Starlette on uvicorn).
+
+======  ================================  =======================================================
+POST    /v1/events                        ingest events (JSON array, NDJSON, MessagePack; gzip)
+GET     /v1/views                         every view: version, batch cut-off, realtime lag, late events
+GET     /v1/views/{name}                  rows, always batch ⊕ realtime (filters: key, from, to)
+POST    /v1/views/{name}/batch            run the batch layer now (202 + job)
+POST    /v1/views/{name}/reprocess        Kappa reprocessing into a new version (202 + job)
+POST    /v1/views/{name}/rollback         switch the alias back to the previous version
+GET     /v1/jobs, /v1/jobs/{id}           batch runs, reprocessings
+GET     /v1/metrics, /metrics             metrics as JSON, and in Prometheus text format
+GET     /healthz                          liveness and readiness
+GET     /openapi.json, /docs              the API description
+======  ================================  =======================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from fluvial.errors import ConfigError, FluvialError, StoreError, ViewNotFound
+from fluvial.server.auth import AuthError, authorize, parse_bearer
+from fluvial.server.core import Server
+from fluvial.server.ingest import IngestError, decompress, parse_body
+
+__all__ = ["build_app"]
+
+_logger = logging.getLogger("fluvial.server")
+
+_enc = msgspec.json.Encoder()
+
+
+class MsgspecJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _enc.encode(content)
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    return MsgspecJSON({"error": reason, "status": status, **extra}, status_code=status, headers=headers)
+
+
+def build_app(server: Server) -> Starlette:
+    """The ASGI application of ``server``."""
+
+    def guard(action: str) -> Callable[[Callable[[Request], Awaitable[Response]]],
+                                       Callable[[Request], Awaitable[Response]]]:
+        def wrap(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    if server.auth:
+                        grant = server.tokens.verify(parse_bearer(request.headers.get("authorization")) or "")
+                        authorize(grant, action)  # type: ignore[arg-type]
+                        request.state.grant = grant
+                    else:
+                        request.state.grant = None
+                    response = await handler(request)
+                except AuthError as exc:
+                    response = _error(exc.status, exc.reason,
+                                      {"WWW-Authenticate": 'Bearer realm="fluvial"'} if exc.status == 401 else None)
+                except ViewNotFound as exc:
+                    response = _error(404, str(exc))
+                except (ConfigError, StoreError) as exc:
+                    response = _error(400 if isinstance(exc, ConfigError) else 409, str(exc))
+                except FluvialError as exc:
+                    response = _error(400, str(exc))
+                except Exception as exc:  # a bug: say so, keep serving
+                    _logger.exception("%s %s failed", request.method, request.url.path)
+                    response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+                server.metrics.request(response.status_code)
+                return response
+            return endpoint
+        return wrap
+
+    # -- ingest -------------------------------------------------------------------------------
+    @guard("ingest")
+    async def post_events(request: Request) -> Response:
+        limits = server.settings.server
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            if not length.isdigit():
+                return _error(400, f"invalid Content-Length {length[:40]!r}")
+            return _error(413, f"the body is {length} bytes; the server takes at most {limits.max_body_bytes} "
+                               "(max_body_bytes): send fewer events per request")
+        if server.pending_bytes > limits.max_pending_bytes:
+            server.metrics.throttled += 1
+            return _error(429, f"ingest is {server.pending_bytes} bytes behind (limit {limits.max_pending_bytes})",
+                          {"Retry-After": "1"})
+        busy = server.overloaded()
+        if busy is not None:
+            server.metrics.throttled += 1
+            return _error(503, busy, {"Retry-After": "1"})
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                return _error(413, f"the body exceeds {limits.max_body_bytes} bytes (max_body_bytes): "
+                                   "send fewer events per request")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        server.metrics.bytes_in += size
+        server.pending_bytes += size
+        try:
+            return await _ingest(request, body)
+        finally:
+            server.pending_bytes -= size
+
+    async def _ingest(request: Request, body: bytes) -> Response:
+        from fluvial.log.deadletter import DeadLetter
+        from fluvial.server.ingest import _AllRejected
+
+        limits = server.settings.server
+        grant = request.state.grant
+        try:
+            data = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
+            parsed = parse_body(data, request.headers.get("content-type"), server.schemas,
+                                max_events=limits.max_events_per_request)
+        except _AllRejected as exc:
+            parsed = exc.parsed
+            if grant is not None and grant.role == "device":
+                _check_devices(grant, parsed)
+            await asyncio.wrap_future(server.writer.submit([], parsed.letters))
+            server.metrics.events_rejected += len(parsed.rejected)
+            server.metrics.dead_letters += len(parsed.letters)
+            return MsgspecJSON({"error": exc.reason, "status": 422, "accepted": 0, "duplicates": 0,
+                                "rejected": [{"index": i, "reason": r} for i, r in parsed.rejected]},
+                               status_code=422)
+        except IngestError as exc:
+            if exc.raw is not None:
+                source = "http" if grant is None else f"http:{grant.role}:{grant.device or grant.token_id}"
+                letter = DeadLetter(reason=f"{exc.status}: {exc.reason}", source=source, line=None,
+                                    raw=exc.raw, at_ms=time.time_ns() // 1_000_000)
+                await asyncio.wrap_future(server.writer.submit([], [letter]))
+                server.metrics.dead_letters += 1
+            return _error(exc.status, exc.reason)
+        if grant is not None and grant.role == "device":
+            _check_devices(grant, parsed)
+        try:
+            appended = await asyncio.wrap_future(server.writer.submit(parsed.events, parsed.letters))
+        except Exception as exc:
+            return _error(503, f"the log could not take the events: {exc}; retry later", {"Retry-After": "5"})
+        server.metrics.accepted(appended.accepted)
+        server.metrics.events_duplicate += appended.duplicates
+        server.metrics.events_rejected += len(parsed.rejected)
+        server.metrics.dead_letters += len(parsed.letters)
+        return MsgspecJSON({"accepted": appended.accepted, "duplicates": appended.duplicates,
+                            "rejected": [{"index": i, "reason": r} for i, r in parsed.rejected]})
+
+    def _check_devices(grant: Any, parsed: Any) -> None:
+        from fluvial.server.ingest import devices_of
+
+        for index, device in devices_of(parsed):
+            if device != grant.device:
+                raise AuthError(403, f"device token for {grant.device!r} cannot write events of device "
+                                     f"{device!r} (event {index}); nothing was written")
+
+    # -- queries --------------------------------------------------------------------------------
+    @guard("query")
+    async def list_views(request: Request) -> Response:
+        return MsgspecJSON({"views": await server.in_query_pool(server.view_infos)})
+
+    @guard("query")
+    async def get_view(request: Request) -> Response:
+        from fluvial.cli.fmt import json_arg, time_arg
+        from fluvial.serving.base import UNSET
+
+        name = request.path_params["name"]
+        params = request.query_params
+        unknown = set(params) - {"key", "from", "to", "version"}
+        if unknown:
+            return _error(400, f"unknown query parameters {sorted(unknown)}; use key, from, to, version")
+        try:
+            key = json_arg(params["key"]) if "key" in params else UNSET
+            from_ms = time_arg(params["from"]) if "from" in params else None
+            to_ms = time_arg(params["to"]) if "to" in params else None
+            version = int(params["version"]) if "version" in params else None
+        except (ValueError, TypeError, Exception) as exc:
+            return _error(400, f"bad query parameter: {exc}")
+        filters: dict[str, Any] = {"key": key, "from_ms": from_ms, "to_ms": to_ms}
+        if version is not None:
+            filters.update(version=version, realtime=False)
+        store_version, rows = await server.in_query_pool(
+            lambda: server.store().query_with_version(name, **filters))
+        return MsgspecJSON({"view": name, "version": store_version, "rows": rows})
+
+    # -- admin ------------------------------------------------------------------------------------
+    @guard("admin")
+    async def batch_view(request: Request) -> Response:
+        name = request.path_params["name"]
+        await server.in_query_pool(lambda: server.store().view(name))
+        job = server.start_batch(request.path_params["name"])
+        return MsgspecJSON(_job(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @guard("admin")
+    async def reprocess_view(request: Request) -> Response:
+        body = await _json_body(request)
+        known = {"from", "flow", "dry_run", "keep_old", "grace_s"}
+        if not isinstance(body, dict) or set(body) - known:
+            return _error(400, f"the body must be a JSON object with keys among {sorted(known)}")
+        job = server.start_reprocess(request.path_params["name"], start=str(body.get("from", "earliest")),
+                                     flow_file=body.get("flow"), dry_run=bool(body.get("dry_run", False)),
+                                     keep_old=body.get("keep_old"), grace_s=body.get("grace_s"))
+        return MsgspecJSON(_job(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @guard("admin")
+    async def rollback_view(request: Request) -> Response:
+        versions = await asyncio.get_running_loop().run_in_executor(
+            None, server.rollback, request.path_params["name"])
+        return MsgspecJSON({"view": request.path_params["name"], "versions": versions})
+
+    @guard("query")
+    async def list_jobs(request: Request) -> Response:
+        return MsgspecJSON({"jobs": [_job(j) for j in server.jobs.values()]})
+
+    @guard("query")
+    async def get_job(request: Request) -> Response:
+        job = server.jobs.get(request.path_params["id"])
+        if job is None:
+            return _error(404, f"no job {request.path_params['id']!r} (jobs are kept until the server restarts)")
+        return MsgspecJSON(_job(job))
+
+    # -- operations ---------------------------------------------------------------------------------
+    @guard("query")
+    async def metrics_json(request: Request) -> Response:
+        return MsgspecJSON(_metrics(server))
+
+    @guard("query")
+    async def metrics_prometheus(request: Request) -> Response:
+        return Response(_prometheus(_metrics(server)), media_type="text/plain; version=0.0.4")
+
+    async def healthz(request: Request) -> Response:
+        problems = []
+        if server.writer.failed:
+            problems.append(f"log writer: {server.writer.failed}")
+        for name, runner in server.speed.items():
+            if not runner.alive:
+                problems.append(f"speed layer {name}: stopped")
+        body = {"status": "ok" if not problems else "degraded", "problems": problems,
+                "uptime_s": round(time.time() - server.metrics.started, 1)}
+        return MsgspecJSON(body, status_code=200 if not problems else 503)
+
+    async def openapi(request: Request) -> Response:
+        from fluvial.server.openapi import document
+
+        return MsgspecJSON(document())
+
+    async def docs(request: Request) -> Response:
+        from fluvial.server.openapi import docs_html
+
+        return HTMLResponse(docs_html())
+
+    async def index(request: Request) -> Response:
+        return MsgspecJSON({"service": "fluvial", "docs": "/docs", "openapi": "/openapi.json",
+                            "views": "/v1/views", "events": "/v1/events", "metrics": "/v1/metrics",
+                            "health": "/healthz"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        await server.start_background()
+        yield
+        await server.stop()
+
+    routes = [
+        Route("/", index), Route("/healthz", healthz), Route("/openapi.json", openapi), Route("/docs", docs),
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/v1/views", list_views), Route("/v1/views/{name}", get_view),
+        Route("/v1/views/{name}/batch", batch_view, methods=["POST"]),
+        Route("/v1/views/{name}/reprocess", reprocess_view, methods=["POST"]),
+        Route("/v1/views/{name}/rollback", rollback_view, methods=["POST"]),
+        Route("/v1/jobs", list_jobs), Route("/v1/jobs/{id}", get_job),
+        Route("/v1/metrics", metrics_json), Route("/metrics", metrics_prometheus),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > 1 << 20:
+        raise ConfigError("the request body is larger than 1 MiB")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"the body is not JSON: {exc}") from None
+
+
+def _job(job: Any) -> dict[str, Any]:
+    out = job.to_dict()
+    out["progress"] = {k: v for k, v in out["progress"].items() if not k.startswith("_")}
+    return out
+
+
+def _metrics(server: Server) -> dict[str, Any]:
+    m = server.metrics
+    runners = {}
+    for name, runner in server.speed.items():
+        p = runner.progress
+        runners[name] = {"micro_batches": p.get("micro_batches", 0), "records": p.get("records", 0),
+                         "last_batch_ms": round(p.get("last_batch_ms", 0.0), 3),
+                         "lag_events": server.lag.get(name), "late_events": p.get("late_events", 0),
+                         "errors": runner.errors}
+    return {
+        "uptime_s": round(time.time() - m.started, 1),
+        "events": {"accepted": m.events_accepted, "duplicates": m.events_duplicate,
+                   "rejected": m.events_rejected, "per_second": round(m.rate(), 1)},
+        "dead_letters": m.dead_letters, "bytes_in": m.bytes_in, "throttled": m.throttled,
+        "requests": {str(k): v for k, v in sorted(m.requests.items())},
+        "log_appends": server.writer.appends, "pending_bytes": server.pending_bytes,
+        "speed_layer": runners, "batch_layer": server.batch_stats,
+    }
+
+
+def _prometheus(m: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
+        lines.append(f"# HELP fluvial_{name} {help_}")
+        lines.append(f"# TYPE fluvial_{name} {kind}")
+        for labels, value in samples:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"fluvial_{name}{{{text}}} {value}" if text else f"fluvial_{name} {value}")
+
+    ev = m["events"]
+    metric("events_accepted_total", "counter", "Events appended to the log.", [({}, ev["accepted"])])
+    metric("events_duplicate_total", "counter", "Events acknowledged as duplicates (device, seq).",
+           [({}, ev["duplicates"])])
+    metric("events_rejected_total", "counter", "Events refused by validation.", [({}, ev["rejected"])])
+    metric("events_per_second", "gauge", "Accepted events per second over the last 10 s.", [({}, ev["per_second"])])
+    metric("dead_letters_total", "counter", "Records written to the dead-letter log.", [({}, m["dead_letters"])])
+    metric("ingest_bytes_total", "counter", "Request body bytes received.", [({}, m["bytes_in"])])
+    metric("throttled_total", "counter", "Ingest requests answered 429/503.", [({}, m["throttled"])])
+    metric("http_requests_total", "counter", "HTTP requests by status.",
+           [({"status": s}, n) for s, n in m["requests"].items()])
+    sl = m["speed_layer"]
+    metric("speed_micro_batches_total", "counter", "Micro-batches committed.",
+           [({"pipeline": p}, r["micro_batches"]) for p, r in sl.items()])
+    metric("speed_batch_duration_ms", "gauge", "Duration of the last micro-batch.",
+           [({"pipeline": p}, r["last_batch_ms"]) for p, r in sl.items()])
+    metric("speed_lag_events", "gauge", "Events in the log the speed layer has not processed.",
+           [({"pipeline": p}, r["lag_events"]) for p, r in sl.items()])
+    metric("speed_late_events_total", "counter", "Events later than the allowed lateness.",
+           [({"pipeline": p}, r["late_events"]) for p, r in sl.items()])
+    bl = m["batch_layer"]
+    metric("batch_runs_total", "counter", "Batch-layer runs.", [({"pipeline": p}, r["runs"]) for p, r in bl.items()])
+    metric("batch_duration_seconds", "gauge", "Duration of the last batch-layer run.",
+           [({"pipeline": p}, r.get("last_duration_s")) for p, r in bl.items()])
+    return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,397 @@
+"""The server: one process hosting ingest, the speed layer, the batch layer and queries.
+
+Threads and processes:
+
+* the asyncio event loop (HTTP) decodes and validates request bodies;
+* one log-writer thread appends them with group commit (:mod:`.writer`);
+* one thread per pipeline runs its stream runner (the speed layer);
+* batch-layer runs are child processes (``fluvial batch``): they use the
+  other cores, and a crash there cannot take the server down;
+* queries run on a small thread pool, each thread with its own store connection;
+* reprocessing runs in a thread of its own.
+
+The store (SQLite in WAL mode) is what they share: a query reads one snapshot,
+so it sees a whole version switch or none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluvial.errors import ConfigError
+from fluvial.server.layers import FlowSet, Registered, SpeedRunner
+from fluvial.server.writer import LogWriter
+
+__all__ = ["SERVER_FILE", "Job", "Metrics", "Server"]
+
+SERVER_FILE = "server.json"
+"""Written in the data directory while a server runs: its URL and pid (for the CLI)."""
+_logger = logging.getLogger("fluvial.server")
+
+
+@dataclass
+class Job:
+    """A batch run, a reprocessing or a rollback started through the API."""
+
+    id: str
+    kind: str
+    view: str
+    pipeline: str
+    status: str = "running"          # running | done | failed
+    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    finished_ms: int | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class Metrics:
+    """Counters of the ingest edge and a 10 s window for the event rate."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.events_accepted = 0
+        self.events_duplicate = 0
+        self.events_rejected = 0
+        self.dead_letters = 0
+        self.bytes_in = 0
+        self.requests: dict[int, int] = {}
+        self.throttled = 0
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def request(self, status: int) -> None:
+        self.requests[status] = self.requests.get(status, 0) + 1
+
+    def accepted(self, n: int) -> None:
+        self.events_accepted += n
+        now = time.monotonic()
+        self._recent.append((now, n))
+        self._trim(now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        self._trim(now)
+        if not self._recent:
+            return 0.0
+        span = max(1.0, min(self.WINDOW_S, now - self._recent[0][0]))
+        return sum(n for _, n in self._recent) / span
+
+    def _trim(self, now: float) -> None:
+        while self._recent and now - self._recent[0][0] > self.WINDOW_S:
+            self._recent.popleft()
+
+
+class Server:
+    """Everything ``fluvial serve`` runs, minus HTTP (see :mod:`fluvial.server.app`).
+
+    Args:
+        settings: A :class:`fluvial.settings.Settings`.
+        flows: The pipelines to run (default: loaded from ``settings.flows``).
+    """
+
+    def __init__(self, settings: Any, flows: FlowSet | None = None) -> None:
+        from fluvial.server.auth import TOKENS_FILE, TokenStore
+        from fluvial.workspace import Workspace
+
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.ws = Workspace(self.data_dir, writer=True, log_config=settings.log)
+        self.log = self.ws.log
+        self.dead_letters = self.ws.dead_letters
+        self.schemas = self.ws.schemas
+        self.flows = flows if flows is not None else FlowSet.load(
+            self.data_dir, [(f.file, f.architecture,
+                             f.batch_every_s if f.batch_every_s is not None else settings.batch.every_s)
+                            for f in settings.flows])
+        self.tokens = TokenStore(self.data_dir / TOKENS_FILE)
+        self.auth = settings.server.auth_enabled
+        self.metrics = Metrics()
+        self.writer = LogWriter(self.log, self.dead_letters)
+        self.speed: dict[str, SpeedRunner] = {}
+        self.jobs: dict[str, Job] = {}
+        self.batch_running: dict[str, Job] = {}
+        self.batch_stats: dict[str, dict[str, Any]] = {}
+        self.pending_bytes = 0
+        self.lag: dict[str, int] = {}
+        self.url: str | None = None
+        self._local = threading.local()
+        self._queries = ThreadPoolExecutor(2, thread_name_prefix="fluvial-query")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._timers: list[threading.Timer] = []
+        self._stopping = False
+        self._switch_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the speed layer (call before serving requests)."""
+        for reg in self.flows.pipelines.values():
+            self._start_speed(reg)
+
+    async def start_background(self) -> None:
+        """Start the lag monitor and the batch schedules (inside the event loop)."""
+        self._tasks.append(asyncio.create_task(self._monitor()))
+        for reg in self.flows.pipelines.values():
+            if reg.architecture == "lambda" and reg.batch_every_s > 0:
+                self._tasks.append(asyncio.create_task(self._schedule(reg.name)))
+
+    def announce(self, url: str) -> None:
+        self.url = url
+        (self.data_dir / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for job in list(self.batch_running.values()):
+            proc = job.progress.get("_proc")
+            if proc is not None and proc.returncode is None:
+                proc.terminate()
+        self.close()
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for runner in self.speed.values():
+            runner.stop()
+        self.writer.close()
+        self._queries.shutdown(wait=True)
+        with contextlib.suppress(FileNotFoundError):
+            info = json.loads((self.data_dir / SERVER_FILE).read_text())
+            if info.get("pid") == os.getpid():
+                (self.data_dir / SERVER_FILE).unlink()
+        self.tokens.close()
+        self.ws.close()
+
+    # -- speed layer ----------------------------------------------------------------------
+    def _start_speed(self, reg: Registered) -> None:
+        stream = self.settings.stream
+        self.speed[reg.name] = SpeedRunner(reg, self.data_dir, batch_interval_ms=stream.batch_interval_ms,
+                                           max_batch_records=stream.max_batch_records,
+                                           log_config=self.settings.log).start()
+
+    def _stop_speed(self, name: str) -> None:
+        runner = self.speed.pop(name, None)
+        if runner is not None:
+            runner.stop()
+
+    def runner_lag(self, name: str, ends: list[int] | None = None) -> int | None:
+        runner = self.speed.get(name)
+        offsets = runner.progress.get("offsets") if runner is not None else None
+        if offsets is None:
+            return None
+        ends = ends if ends is not None else self.log.end_offsets()
+        return sum(max(0, e - o) for e, o in zip(ends, offsets))
+
+    async def _monitor(self) -> None:
+        while True:
+            ends = self.log.end_offsets()
+            self.lag = {name: lag for name in list(self.speed)
+                        if (lag := self.runner_lag(name, ends)) is not None}
+            await asyncio.sleep(0.1)
+
+    def overloaded(self) -> str | None:
+        """Why ingest should push back now (``None``: it should not)."""
+        limit = self.settings.max_lag_records
+        for name, lag in self.lag.items():
+            if lag > limit:
+                return f"the speed layer of {name!r} is {lag} events behind the log (limit {limit})"
+        return None
+
+    # -- queries --------------------------------------------------------------------------
+    def store(self) -> Any:
+        """This thread's store connection."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            from fluvial.serving import SqliteStore
+
+            store = self._local.store = SqliteStore(self.data_dir / "views.db")
+        return store
+
+    async def in_query_pool(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._queries, lambda: fn(*args, **kwargs))
+
+    def view_infos(self) -> list[dict[str, Any]]:
+        out = []
+        for info in self.store().views():
+            reg = self.flows.pipeline_of(info.name, missing_ok=True)
+            lag = self.lag.get(reg.name) if reg is not None else None
+            runner = self.speed.get(reg.name) if reg is not None else None
+            out.append({
+                "name": info.name, "version": info.alias_version, "versions": info.versions,
+                "previous_version": info.previous_version,
+                "batch_cutoff": ({str(p): o for p, o in info.cutoff.items()} if info.cutoff else None),
+                "realtime_lag_events": lag, "late_events": info.late_events,
+                "pipeline": reg.name if reg is not None else None,
+                "architecture": reg.architecture if reg is not None else None,
+                "window": info.window, "aggregator": info.aggregator, "updated_ms": info.updated_ms,
+                "speed_layer": None if runner is None else {
+                    "micro_batches": runner.progress.get("micro_batches", 0),
+                    "last_batch_ms": round(runner.progress.get("last_batch_ms", 0.0), 2),
+                    "errors": runner.errors, "last_error": runner.last_error},
+            })
+        return out
+
+    # -- batch layer ----------------------------------------------------------------------
+    async def _schedule(self, name: str) -> None:
+        while True:
+            reg = self.flows.pipelines.get(name)
+            if reg is None:
+                return
+            await asyncio.sleep(reg.batch_every_s)
+            if name not in self.batch_running:
+                await self.run_batch(name)
+
+    def start_batch(self, view: str) -> Job:
+        """Start a batch-layer run of the pipeline writing ``view`` (or return the running one)."""
+        reg = self.flows.pipeline_of(view)
+        assert reg is not None
+        if reg.architecture == "kappa":
+            raise ConfigError(f"view {view!r} belongs to a kappa flow ({reg.name!r}): it has no batch layer; "
+                              "recompute it with reprocess")
+        running = self.batch_running.get(reg.name)
+        if running is not None:
+            return running
+        job = self._job("batch", view, reg.name)
+        self.batch_running[reg.name] = job
+        self._tasks.append(asyncio.create_task(self.run_batch(reg.name, job)))
+        return job
+
+    async def run_batch(self, name: str, job: Job | None = None) -> Job:
+        reg = self.flows.pipelines[name]
+        if job is None:
+            job = self._job("batch", reg.views[0] if reg.views else name, name)
+            self.batch_running[name] = job
+        batch = self.settings.batch
+        cmd = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.data_dir), "batch",
+               "--flow", str(reg.file), "--pipeline", name, "--format", "json",
+               "--engine", batch.engine, "--workers", str(batch.workers)]
+        if batch.engine == "spark":
+            cmd += ["--spark-master", batch.spark_master]
+            for k, v in batch.spark_conf.items():
+                cmd += ["--spark-conf", f"{k}={v}"]
+        started = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            job.progress["_proc"] = proc
+            out, err = await proc.communicate()
+            if proc.returncode != 0:
+                lines = err.decode(errors="replace").strip().splitlines()
+                raise RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}")
+            job.result = json.loads(out.decode().strip().splitlines()[-1])
+            job.status = "done"
+        except Exception as exc:
+            job.status, job.error = "failed", str(exc)
+            _logger.error("batch layer run of %s failed: %s", name, exc)
+        finally:
+            job.progress.pop("_proc", None)
+            job.finished_ms = time.time_ns() // 1_000_000
+            self.batch_running.pop(name, None)
+            stats = self.batch_stats.setdefault(name, {"runs": 0, "failures": 0})
+            stats["runs"] += 1
+            stats["failures"] += job.status == "failed"
+            stats["last_duration_s"] = round(time.perf_counter() - started, 3)
+            stats["last_status"] = job.status
+            stats["last_finished_ms"] = job.finished_ms
+        return job
+
+    # -- reprocessing and rollback ----------------------------------------------------------
+    def start_reprocess(self, view: str, *, start: str, flow_file: str | None, dry_run: bool,
+                        keep_old: bool | None, grace_s: float | None) -> Job:
+        from fluvial.server.layers import load_flow_file
+
+        reg = self.flows.pipeline_of(view)
+        assert reg is not None
+        pipeline = None
+        file = None
+        if flow_file:
+            file = Path(flow_file).resolve()
+            pipeline = next((p for p in load_flow_file(file) if p.name == reg.name), None)
+            if pipeline is None:
+                raise ConfigError(f"{flow_file} defines no pipeline named {reg.name!r} (the writer of {view!r})")
+        keep = self.settings.reprocess.keep_old if keep_old is None else keep_old
+        grace = self.settings.reprocess.grace_s if grace_s is None else grace_s
+        job = self._job("reprocess", view, reg.name)
+        threading.Thread(target=self._reprocess, name=f"fluvial-reprocess-{reg.name}", daemon=True,
+                         args=(job, view, start, pipeline, file, dry_run, keep, grace)).start()
+        return job
+
+    def _reprocess(self, job: Job, view: str, start: str, pipeline: Any, file: Path | None, dry_run: bool,
+                   keep_old: bool, grace_s: float) -> None:
+        from fluvial.server.reprocess import reprocess
+        from fluvial.workspace import Workspace
+
+        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        try:
+            with self._switch_lock:
+                result = reprocess(ws, self.flows, view, start=start, pipeline=pipeline, flow_file=file,
+                                   dry_run=dry_run, max_batch_records=self.settings.stream.max_batch_records,
+                                   stop_live=self._stop_speed, start_live=self._start_speed,
+                                   progress=job.progress.update)
+            job.result = result.to_dict()
+            job.status = "done"
+            if result.switched and not keep_old:
+                timer = threading.Timer(grace_s, self._drop_old, args=(job, result))
+                timer.daemon = True
+                self._timers.append(timer)
+                timer.start()
+        except Exception as exc:
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            _logger.error("reprocessing of %s failed: %s", view, exc)
+        finally:
+            job.finished_ms = time.time_ns() // 1_000_000
+            ws.close()
+
+    def _drop_old(self, job: Job, result: Any) -> None:
+        from fluvial.server.reprocess import drop_old
+        from fluvial.workspace import Workspace
+
+        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        try:
+            with self._switch_lock:
+                drop_old(ws, result)
+            if job.result is not None:
+                job.result["dropped_old"] = result.dropped_old
+        except Exception as exc:
+            _logger.error("dropping the old versions of %s failed: %s", result.view, exc)
+        finally:
+            ws.close()
+
+    def rollback(self, view: str) -> dict[str, int]:
+        from fluvial.server.reprocess import rollback
+        from fluvial.workspace import Workspace
+
+        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        try:
+            with self._switch_lock:
+                return rollback(ws, self.flows, view, stop_live=self._stop_speed, start_live=self._start_speed)
+        finally:
+            ws.close()
+
+    def _job(self, kind: str, view: str, pipeline: str) -> Job:
+        job = Job(uuid.uuid4().hex[:12], kind, view, pipeline)
+        self.jobs[job.id] = job
+        if len(self.jobs) > 200:  # keep the latest
+            for old in list(self.jobs)[:-200]:
+                if self.jobs[old].status != "running":
+                    del self.jobs[old]
+        return job

@@ -1,0 +1,215 @@
+"""The ingest edge of ``fluvial serve``: request bodies -> validated events + dead letters.
+
+``POST /v1/events`` takes many events per request, as a JSON array (or one
+object), NDJSON, or MessagePack (an array or concatenated objects), optionally
+gzip-compressed.  Every event is an envelope ``{device, kind, ts, seq,
+payload}`` whose payload must match its kind's schema.  Bad input gets a
+precise reason and is kept, never silently dropped:
+
+* a body that cannot be read at all (malformed JSON, invalid gzip, a content
+  type we do not speak) is refused as a whole (400/415) and kept in the
+  dead-letter log as received;
+* invalid events of an otherwise readable body are refused one by one (index
+  and reason in the response) and kept in the dead-letter log; the valid ones
+  are appended;
+* an oversized body (413) is refused before it is read, so there is nothing
+  to keep.
+
+The common case (every event valid) decodes straight into :class:`Event`
+structs with msgspec and checks each payload against its schema; only a
+body with a bad event takes the slower per-item path that finds which.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from fluvial.errors import DecodeError, FluvialError, SchemaError, ValidationError
+from fluvial.events.codec import decode_json_items, decode_msgpack_items
+from fluvial.events.envelope import Event
+from fluvial.events.schema import SchemaRegistry
+from fluvial.log.deadletter import DeadLetter
+
+__all__ = ["JSON_TYPES", "MSGPACK_TYPES", "IngestError", "ParsedBody", "decompress", "parse_body"]
+
+JSON_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson",
+                        "application/jsonl", "application/x-jsonlines", "text/plain"})
+MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"})
+MAX_REASON_CHARS = 500
+
+_json_events = msgspec.json.Decoder(list[Event])
+_msgpack_events = msgspec.msgpack.Decoder(list[Event])
+_json_enc = msgspec.json.Encoder()
+
+
+class IngestError(FluvialError):
+    """A request refused as a whole.
+
+    Attributes:
+        status: The HTTP status (400, 403, 413, 415, 422...).
+        reason: What was wrong, and how to fix it.
+        raw: The bytes to keep in the dead-letter log (``None``: nothing to keep).
+    """
+
+    def __init__(self, status: int, reason: str, raw: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.raw = raw
+
+
+@dataclass
+class ParsedBody:
+    """A readable body: the valid events (with their index in the body) and the rejected ones."""
+
+    events: list[Event] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    total: int = 0
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding: gzip`` (or ``identity``), refusing bodies that inflate past ``max_bytes``.
+
+    Raises:
+        IngestError: 415 for another encoding, 400 for invalid gzip, 413 past the limit.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise IngestError(415, f"Content-Encoding {content_encoding!r} is not supported: send gzip or "
+                               "no Content-Encoding", raw=body)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise IngestError(400, f"invalid gzip body: {exc}", raw=body) from None
+    if len(out) > max_bytes:
+        raise IngestError(413, f"the body inflates to more than {max_bytes} bytes (the server's "
+                               "max_body_bytes): send fewer events per request")
+    if not inflater.eof:
+        raise IngestError(400, "invalid gzip body: the compressed stream ends early (truncated)", raw=body)
+    if inflater.unused_data:
+        raise IngestError(400, "invalid gzip body: bytes after the end of the gzip stream", raw=body)
+    return out
+
+
+def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, *,
+               max_events: int, source: str = "http") -> ParsedBody:
+    """Decode and validate the events of a (decompressed) body.
+
+    Raises:
+        IngestError: 415 for an unknown content type, 400 when the body is not
+            readable, 413 for too many events, 422 when no event is valid.
+    """
+    mtype = media_type(content_type)
+    fast: Any
+    if mtype in JSON_TYPES or mtype == "":
+        fast, slow, what = _json_events, decode_json_items, "JSON"
+    elif mtype in MSGPACK_TYPES:
+        fast, slow, what = _msgpack_events, decode_msgpack_items, "MessagePack"
+    else:
+        raise IngestError(415, f"Content-Type {content_type!r} is not supported: send application/json "
+                               "(an array of events), application/x-ndjson or application/msgpack", raw=body)
+    if not body.strip():
+        raise IngestError(400, "empty body: send one or more events")
+    parsed = ParsedBody()
+    try:
+        events = fast.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        events = None  # not a plain array of well-formed envelopes: find out which items fail
+    if events is not None:
+        parsed.total = len(events)
+        _check_count(parsed.total, max_events)
+        for i, ev in enumerate(events):
+            _accept(parsed, registry, i, ev, ev, source)
+        return _done(parsed)
+    try:
+        items = slow(body)
+    except DecodeError as exc:
+        raise IngestError(400, f"the body is not valid {what}: {exc}", raw=body) from None
+    parsed.total = len(items)
+    _check_count(parsed.total, max_events)
+    for i, item in enumerate(items):
+        try:
+            ev = registry.validate(item)
+        except ValidationError as exc:
+            _reject(parsed, i, f"{exc.path}: {exc.reason}", item, source)
+            continue
+        _accept(parsed, registry, i, ev, item, source)
+    return _done(parsed)
+
+
+def devices_of(body_events: ParsedBody) -> Iterable[tuple[int, str | None]]:
+    """``(index, device)`` of every event of a body, valid or not (for device tokens)."""
+    for i, ev in zip(body_events.indices, body_events.events):
+        yield i, ev.device
+    for letter_index, letter in zip((i for i, _ in body_events.rejected), body_events.letters):
+        device = None
+        try:
+            item = msgspec.json.decode(letter.raw)
+            if isinstance(item, dict) and isinstance(item.get("device"), str):
+                device = item["device"]
+        except msgspec.DecodeError:
+            pass
+        yield letter_index, device
+
+
+def _check_count(n: int, max_events: int) -> None:
+    if n > max_events:
+        raise IngestError(413, f"{n} events in one request; the server takes at most {max_events} "
+                               "(max_events_per_request): split the batch")
+
+
+def _accept(parsed: ParsedBody, registry: SchemaRegistry, i: int, ev: Event, item: Any, source: str) -> None:
+    try:
+        registry.get(ev.kind).validate_payload(ev.payload)
+    except SchemaError:
+        _reject(parsed, i, f"$.kind: unknown kind {ev.kind!r}; registered kinds: "
+                           f"{', '.join(registry.kinds())} (register it: `fluvial schema add`)", item, source)
+        return
+    except ValidationError as exc:
+        _reject(parsed, i, f"{exc.path}: {exc.reason}", item, source)
+        return
+    parsed.events.append(ev)
+    parsed.indices.append(i)
+
+
+def _reject(parsed: ParsedBody, i: int, reason: str, item: Any, source: str) -> None:
+    reason = reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
+    parsed.rejected.append((i, reason))
+    try:
+        raw = _json_enc.encode(item)
+    except (TypeError, msgspec.EncodeError):  # MessagePack items JSON cannot hold (bytes keys...)
+        raw = msgspec.msgpack.encode(item)
+    parsed.letters.append(DeadLetter(reason=f"event {i}: {reason}", source=source, line=i, raw=raw,
+                                     at_ms=time.time_ns() // 1_000_000))
+
+
+def _done(parsed: ParsedBody) -> ParsedBody:
+    if parsed.total and not parsed.events:
+        first = parsed.rejected[0]
+        more = f" (and {len(parsed.rejected) - 1} more)" if len(parsed.rejected) > 1 else ""
+        raise _AllRejected(parsed, f"no valid event in the body; event {first[0]}: {first[1]}{more}")
+    return parsed
+
+
+class _AllRejected(IngestError):
+    """Every event of a readable body is invalid (422); they go to the dead-letter log one by one."""
+
+    def __init__(self, parsed: ParsedBody, reason: str) -> None:
+        super().__init__(422, reason)
+        self.parsed = parsed

@@ -1,0 +1,210 @@
+"""The flows a server runs, and its speed layer: one stream runner thread per pipeline.
+
+A *flow file* defines pipelines; each pipeline writes views.  A server runs
+every pipeline of its flow files continuously on the local stream runner
+(the speed layer) and, for ``lambda`` flows, on the batch runner on a
+schedule.  After a Kappa reprocessing switches a pipeline to new code, the
+new flow file is remembered in ``DATA_DIR/flows.json`` so that a restarted
+server runs the code that wrote the current views.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluvial.engine.plan import compile_plan
+from fluvial.errors import ConfigError
+from fluvial.flow.graph import Pipeline
+
+__all__ = ["FLOWS_FILE", "FlowSet", "Registered", "SpeedRunner"]
+
+FLOWS_FILE = "flows.json"
+ARCHITECTURES = ("lambda", "kappa")
+_logger = logging.getLogger("fluvial.server")
+
+
+@dataclass
+class Registered:
+    """A pipeline the server runs: its code, the file it came from and its architecture."""
+
+    pipeline: Pipeline
+    file: Path
+    architecture: str
+    batch_every_s: float
+    views: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+
+def load_flow_file(file: Path) -> list[Pipeline]:
+    from fluvial.cli.run import load_pipelines
+
+    return load_pipelines(str(file))
+
+
+@dataclass
+class FlowSet:
+    """Every pipeline of the server's flow files, by name, and which pipeline writes each view."""
+
+    data_dir: Path
+    pipelines: dict[str, Registered] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, data_dir: Path, flows: list[tuple[Path, str, float]]) -> FlowSet:
+        """``flows``: ``(file, architecture, batch_every_s)`` per flow file."""
+        out = cls(data_dir)
+        overrides = out._overrides()
+        for file, architecture, every in flows:
+            if architecture not in ARCHITECTURES:
+                raise ConfigError(f"flow {file}: architecture must be 'lambda' or 'kappa', got {architecture!r}")
+            for loaded in load_flow_file(file):
+                override = overrides.get(loaded.name)
+                source, code = file, loaded
+                if override is not None and Path(override["file"]) != file.resolve():
+                    source = Path(override["file"])
+                    code = out._pipeline_from(source, loaded.name)
+                out.add(code, source, architecture, every)
+        return out
+
+    def add(self, pipeline: Pipeline, file: Path, architecture: str, every: float) -> Registered:
+        if pipeline.name in self.pipelines and self.pipelines[pipeline.name].file != file:
+            raise ConfigError(f"two flow files define pipeline {pipeline.name!r}: "
+                              f"{self.pipelines[pipeline.name].file} and {file}; pipeline names must be unique")
+        views = tuple(compile_plan(pipeline).views)
+        for name in views:
+            other = self.pipeline_of(name, missing_ok=True)
+            if other is not None and other.name != pipeline.name:
+                raise ConfigError(f"view {name!r} is written by two pipelines, {other.name!r} and "
+                                  f"{pipeline.name!r}: a view has one writer")
+        reg = Registered(pipeline, file.resolve(), architecture, every, views)
+        self.pipelines[pipeline.name] = reg
+        return reg
+
+    def pipeline_of(self, view: str, *, missing_ok: bool = False) -> Registered | None:
+        """The registered pipeline that writes ``view``."""
+        for reg in self.pipelines.values():
+            if view in reg.views:
+                return reg
+        if missing_ok:
+            return None
+        known = sorted(v for reg in self.pipelines.values() for v in reg.views)
+        raise ConfigError(f"no flow of this server writes view {view!r}; its views: {known or 'none'} "
+                          "(add the flow file with --flow FILE or in fluvial.toml)")
+
+    def replace(self, name: str, pipeline: Pipeline, file: Path) -> Registered:
+        """Switch pipeline ``name`` to new code (after a reprocessing) and remember it."""
+        old = self.pipelines[name]
+        reg = Registered(pipeline, file.resolve(), old.architecture, old.batch_every_s,
+                         tuple(compile_plan(pipeline).views))
+        self.pipelines[name] = reg
+        overrides = self._overrides()
+        overrides[name] = {"file": str(reg.file), "previous": str(old.file)}
+        self._save_overrides(overrides)
+        return reg
+
+    def previous_file(self, name: str) -> Path | None:
+        entry = self._overrides().get(name)
+        return Path(entry["previous"]) if entry and entry.get("previous") else None
+
+    def _pipeline_from(self, file: Path, name: str) -> Pipeline:
+        for pipeline in load_flow_file(file):
+            if pipeline.name == name:
+                return pipeline
+        raise ConfigError(f"{self.data_dir / FLOWS_FILE} says pipeline {name!r} runs the code of {file}, "
+                          "which no longer defines it; fix or delete that entry")
+
+    def _overrides(self) -> dict[str, dict[str, str]]:
+        path = self.data_dir / FLOWS_FILE
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}; delete it to run the configured flow files") from exc
+        return data if isinstance(data, dict) else {}
+
+    def _save_overrides(self, overrides: dict[str, dict[str, str]]) -> None:
+        path = self.data_dir / FLOWS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(overrides, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+
+class SpeedRunner:
+    """One pipeline on the local stream runner, in a thread, until stopped.
+
+    The thread opens its own store connection and a read-only view of the log.
+    If a micro-batch fails, the error is kept (``last_error``) and the runner
+    restarts from its checkpoint after ``retry_s``: committed work is never
+    redone twice, uncommitted work is redone.
+    """
+
+    def __init__(self, reg: Registered, data_dir: Path, *, batch_interval_ms: int, max_batch_records: int,
+                 log_config: Any, retry_s: float = 1.0) -> None:
+        self.reg = reg
+        self.data_dir = data_dir
+        self.batch_interval_ms = batch_interval_ms
+        self.max_batch_records = max_batch_records
+        self.log_config = log_config
+        self.retry_s = retry_s
+        self.runner: Any = None
+        self.last_error: str | None = None
+        self.errors = 0
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"fluvial-speed-{reg.name}", daemon=True)
+
+    def start(self) -> SpeedRunner:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return dict(self.runner.progress) if self.runner is not None else {}
+
+    def _loop(self) -> None:
+        from fluvial.config import StreamConfig
+        from fluvial.workspace import Workspace
+
+        config = StreamConfig(batch_interval_ms=self.batch_interval_ms, max_batch_records=self.max_batch_records)
+        while not self._stop.is_set():
+            ws = Workspace(self.data_dir, log_config=self.log_config)
+            try:
+                self.runner = ws.stream_runner(config, out=_NullOut())
+                self.runner.run(self.reg.pipeline, stop=self._stop)
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                _logger.error("speed layer of %s failed, restarting from its checkpoint: %s\n%s",
+                              self.reg.name, self.last_error, traceback.format_exc())
+                self._stop.wait(self.retry_s)
+            finally:
+                ws.close()
+
+
+class _NullOut:
+    """``print()`` sinks of served flows: the server has no terminal to print to."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,spark,parquet]'
 	touch $(STAMP)
 
-## demo: ingest generated tweets and readings, run the example flows, print the views
+## demo: fluvial serve with the example flows and simulated devices; live views until Ctrl-C
 demo: $(STAMP)
 	$(BIN)/fluvial demo
 

@@ -43,7 +43,7 @@ and key in it. A complete file with the defaults::
     batch_every_s = 300                  # optional, lambda only: overrides [batch].every_s
 
 Errors are :class:`~fluvial.errors.ConfigError` naming the file and the key
-(``fluvial.toml: [server].port must be between 1 and 65535, got 0``). This
+(``fluvial.toml: [server].port must be between 0 (any free port) and 65535, got -1``). This
 module reads no environment variable (that is :mod:`fluvial.cli`'s job) and
 does not expand ``~`` (that would read ``HOME``).
 """
@@ -150,7 +150,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         _require(bool(self.host) and self.host.isprintable() and not any(c.isspace() for c in self.host),
                  "host", "an address or a host name", self.host)
-        _require(1 <= self.port <= 65535, "port", "between 1 and 65535", self.port)
+        _require(0 <= self.port <= 65535, "port", "between 0 (any free port) and 65535", self.port)
         _check_choice("auth", self.auth, AUTH_MODES)
         _check_positive("max_body_bytes", self.max_body_bytes)
         _check_positive("max_events_per_request", self.max_events_per_request)

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_shows_the_lambda_cycle(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "fluvial.cli.main", "demo", "--tweets", "3000", "--readings", "8000",
+        [sys.executable, "-m", "fluvial.cli.main", "demo", "--offline", "--tweets", "3000", "--readings", "8000",
          "--seed", "3", "--demo-dir", str(tmp_path / "demo"), "--examples", str(REPO / "examples")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -41,3 +41,51 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> Non
                           str(tmp_path / "precious")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "not a demo directory" in out.stderr
     assert (tmp_path / "precious" / "data.txt").read_text() == "keep me"
+
+
+def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -> None:
+    """`fluvial demo` as a new user runs it: a server, simulated devices, live views, a guide."""
+    import json
+    import time
+    import urllib.request
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "fluvial.cli.main", "demo", "--seconds", "14", "--port", "0", "--devices", "20",
+         "--rate", "600", "--batch-every", "6", "--demo-dir", str(tmp_path / "demo"),
+         "--examples", str(REPO / "examples")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first + proc.stderr.read() if proc.stderr else first
+        url = match.group(1)
+        lines = [first]
+        seen_views = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("[") and len(seen_views) < 2:   # while it runs, the printed curl commands work
+                with urllib.request.urlopen(f"{url}/v1/views/device_stats") as r:
+                    seen_views.append(json.loads(r.read()))
+                with urllib.request.urlopen(f"{url}/v1/views") as r:
+                    names = {v["name"] for v in json.loads(r.read())["views"]}
+                assert names == {"device_stats", "hashtag_top10"}
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    out = "".join(lines)
+    assert "Try, in another terminal:" in out and f"curl -s {url}/v1/views" in out
+    counted = [int(m.replace(",", "")) for m in re.findall(r"device_stats: ([\d,]+) readings", out)]
+    assert len(counted) >= 2 and counted[-1] > counted[0] > 0, out   # live, changing views
+    totals = [sum(r["value"]["count"] for r in v["rows"]) for v in seen_views]
+    assert len(totals) == 2 and totals[1] > totals[0] > 0
+    assert re.search(r"device_stats: [\d,]+ readings in [\d,]+ rows, v\d", out), out  # the batch layer ran
+    data = tmp_path / "demo" / "data"
+    query = re.search(r"(\S*fluvial) --data-dir (\S+) query hashtag_top10 --format jsonl", out)
+    assert query and Path(query.group(2)) == data.resolve()
+    q = subprocess.run([sys.executable, "-m", "fluvial.cli.main", "--data-dir", query.group(2), "query",
+                        "hashtag_top10", "--format", "jsonl"], capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0
+    last = json.loads(q.stdout.splitlines()[-1])
+    assert last["window"][1] - last["window"][0] == 60_000 and len(last["value"]) >= 1

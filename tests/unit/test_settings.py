@@ -250,8 +250,8 @@ def test_wrong_types(tmp_path: Path, text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("[server]\nport = 0\n", "[server].port must be between 1 and 65535, got 0"),
-    ("[server]\nport = 65536\n", "[server].port must be between 1 and 65535, got 65536"),
+    ("[server]\nport = -1\n", "[server].port must be between 0 (any free port) and 65535, got -1"),
+    ("[server]\nport = 65536\n", "[server].port must be between 0 (any free port) and 65535, got 65536"),
     ('[server]\nhost = ""\n', "[server].host must be an address or a host name, got ''"),
     ('[server]\nhost = "a b"\n', "[server].host must be an address or a host name, got 'a b'"),
     ("[server]\nmax_body_bytes = 0\n", "[server].max_body_bytes must be > 0, got 0"),
@@ -308,8 +308,9 @@ def test_paths_with_control_characters_or_a_tilde(tmp_path: Path) -> None:
 
 
 def test_messages_name_the_file_as_given(tmp_path: Path) -> None:
-    message = load_error(tmp_path, "[server]\nport = 0\n", name="prod.toml")
-    assert message == f"{tmp_path / 'prod.toml'}: [server].port must be between 1 and 65535, got 0 (an integer)"
+    message = load_error(tmp_path, "[server]\nport = -1\n", name="prod.toml")
+    assert message == (f"{tmp_path / 'prod.toml'}: [server].port must be between 0 (any free port) and 65535, "
+                       "got -1 (an integer)")
 
 
 # Auth -----------------------------------------------------------------------------------------------------
@@ -373,8 +374,8 @@ def test_with_overrides_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     flow_files(tmp_path, "f.py")
     s = Settings()
-    with pytest.raises(ConfigError, match="port must be between 1 and 65535, got 0"):
-        with_overrides(s, port=0)
+    with pytest.raises(ConfigError, match="port must be between 0 \\(any free port\\) and 65535, got -1"):
+        with_overrides(s, port=-1)
     with pytest.raises(ConfigError, match="auth must be one of auto, tokens, none"):
         with_overrides(s, auth="open")
     with pytest.raises(ConfigError, match=r"flow file 'nope\.py' does not exist"):

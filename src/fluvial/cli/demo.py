@@ -1,9 +1,16 @@
-"""``fluvial demo``: the Lambda architecture in one minute, on generated data.
+"""``fluvial demo``: the Lambda architecture, live.
 
-Tweets and IoT readings are generated (seeded), the first part is ingested and
-the batch layer computes the views; then new events arrive and the speed layer
-adds them (queries merge batch ⊕ realtime, late events are counted); finally a
-second batch run gives "the final answer", late events included.
+Starts ``fluvial serve`` on the embedded defaults (a fresh data directory)
+with the example flows ``hashtag_top10`` and ``device_stats``, and simulated
+devices posting readings and tweets to it over HTTP; some devices go offline
+and flush their backlog later (out-of-order and very late events).  Every 5 s
+it prints what came in and what the views say now; the batch layer runs on a
+schedule and gives "the final answer", late events included.  Prints the URL
+and commands to try; runs until Ctrl-C or --seconds N.
+
+``--offline``: the same cycle without a server, on generated files: ingest
+history, batch layer, new events through the speed layer (batch ⊕ realtime),
+batch layer again.
 """
 
 from __future__ import annotations
@@ -97,29 +104,141 @@ def _show(ws: Workspace, title: str, readings: int) -> None:
 
 @subcommand(
     "demo",
-    summary="generate data, then run the batch and speed layers and show merged views",
+    summary="run fluvial serve with the example flows and simulated devices, and show the live views",
     description=__doc__ or "",
-    example="fluvial demo\nfluvial demo --tweets 100000 --readings 200000",
+    example="fluvial demo                 # until Ctrl-C\nfluvial demo --seconds 60 --devices 200 --rate 3000\n"
+            "fluvial demo --offline       # the batch/speed cycle on generated files, no server",
     args=[
         arg("--demo-dir", default=".fluvial-demo", metavar="DIR",
             help="data directory of the demo, emptied first (default: %(default)s)"),
         arg("--examples", metavar="DIR", help="where hashtag_top10.py and device_stats.py are "
                                               "(default: ./examples)"),
-        arg("--tweets", type=int, default=20_000, help="tweets to generate (default: %(default)s)"),
-        arg("--readings", type=int, default=50_000, help="readings to generate (default: %(default)s)"),
-        arg("--seed", type=int, default=7, help="random seed of the generator (default: %(default)s)"),
+        arg("--seconds", type=float, default=None, metavar="N", help="stop after N seconds (default: Ctrl-C)"),
+        arg("--port", type=int, default=8470, help="port of the server (default: %(default)s; 0: a free one)"),
+        arg("--devices", type=int, default=100, help="simulated devices (default: %(default)s)"),
+        arg("--rate", type=float, default=1000, help="simulated events per second (default: %(default)s)"),
+        arg("--batch-every", type=float, default=20, metavar="S",
+            help="seconds between batch-layer runs (default: %(default)s)"),
+        arg("--offline", action="store_true",
+            help="instead: generate files, run the batch layer, the speed layer, the batch layer again"),
+        arg("--tweets", type=int, default=20_000, help="--offline: tweets to generate (default: %(default)s)"),
+        arg("--readings", type=int, default=50_000, help="--offline: readings to generate (default: %(default)s)"),
+        arg("--seed", type=int, default=7, help="random seed of the generators (default: %(default)s)"),
     ],
 )
 def demo(args: argparse.Namespace) -> int:
-    if args.tweets < 10 or args.readings < 10:
-        raise ConfigError("--tweets and --readings must be at least 10")
-    home = Path(args.demo_dir)
+    if args.offline:
+        return _offline(args)
+    return _live(args)
+
+
+def _fresh_dir(path: str) -> Path:
+    home = Path(path)
     if home.exists():
         if not (home / MARKER).exists():
             raise ConfigError(f"{home} exists and is not a demo directory: choose another --demo-dir")
         shutil.rmtree(home)
     home.mkdir(parents=True)
     (home / MARKER).write_text("made by `fluvial demo`; safe to delete\n")
+    return home
+
+
+def _live(args: argparse.Namespace) -> int:
+    import dataclasses
+    import threading
+
+    from fluvial.cli.serve import run_server
+    from fluvial.settings import FlowSettings, ServerSettings, Settings
+    from fluvial.simulate import Simulator
+
+    if args.devices < 1 or args.rate <= 0:
+        raise ConfigError("--devices must be >= 1 and --rate > 0")
+    if args.seconds is not None and args.seconds <= 0:
+        raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
+    home = _fresh_dir(args.demo_dir)
+    examples = _examples_dir(args.examples)
+    data = (home / "data").resolve()
+    settings = Settings(data_dir=data, server=ServerSettings(port=args.port, auth="none"),
+                        flows=tuple(FlowSettings(file=(examples / f).resolve()) for f in
+                                    ("hashtag_top10.py", "device_stats.py")))
+    settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, every_s=args.batch_every))
+    stop = threading.Event()
+    me = _command_name()
+
+    def announce(url: str) -> None:
+        print(f"""fluvial demo: serving on {url}  (docs: {url}/docs)
+  speed layer: hashtag_top10 and device_stats, micro-batches every {settings.stream.batch_interval_ms} ms
+  batch layer: every {args.batch_every:g} s (the final answer, late events included)
+  devices:     {args.devices} simulated devices posting {args.rate:g} events/s (readings and tweets;
+               some go offline and flush their backlog later: out-of-order and very late events)
+
+Try, in another terminal:
+  curl -s {url}/v1/views | python3 -m json.tool
+  curl -s '{url}/v1/views/device_stats?key=["dev-0001","temperature"]'
+  curl -s {url}/v1/metrics
+  curl -s -X POST {url}/v1/views/device_stats/batch
+  {me} --data-dir {data} query hashtag_top10 --format jsonl | tail -n 1
+  {me} --data-dir {data} views
+Stop with Ctrl-C{f" (or wait {args.seconds:g} s)" if args.seconds else ""}.
+""", flush=True)
+
+    def started(server: Any, uv: Any) -> None:
+        sim = Simulator(server.url, devices=args.devices, rate=args.rate, kinds=("reading", "tweet"),
+                        seed=args.seed, batch=max(1, min(500, int(args.rate // 5) or 1)))
+        threading.Thread(target=sim.run, kwargs={"stop": stop}, name="fluvial-demo-devices", daemon=True).start()
+        threading.Thread(target=_watch, args=(server, sim, stop), name="fluvial-demo-watch", daemon=True).start()
+        if args.seconds:
+            def finish() -> None:
+                stop.set()
+                uv.should_exit = True
+            timer = threading.Timer(args.seconds, finish)
+            timer.daemon = True
+            timer.start()
+
+    try:
+        return run_server(settings, announce=announce, on_started=started)
+    finally:
+        stop.set()
+
+
+def _watch(server: Any, sim: Any, stop: Any) -> None:
+    """Every few seconds: what came in, and what the views say now."""
+    import time
+
+    from fluvial.serving import SqliteStore
+
+    store = SqliteStore(server.data_dir / "views.db")
+    tick = 0
+    try:
+        while not stop.wait(5.0):
+            tick += 1
+            m = server.metrics
+            try:
+                infos = {v.name: v for v in store.views()}
+                now_ms = int(time.time() * 1000)
+                top = [r for r in store.query("hashtag_top10", from_ms=now_ms - 62_000)
+                       if r.window[1] <= now_ms] if "hashtag_top10" in infos else []
+                stats = infos.get("device_stats")
+                rows = store.query("device_stats") if stats else []
+                groups, counted = len(rows), sum(r.value["count"] for r in rows)
+            except Exception as exc:  # the demo keeps going; say what happened
+                print(f"[{tick * 5:>4}s] (views not readable yet: {exc})", flush=True)
+                continue
+            latest = top[-1].value[:5] if top else []
+            tags = ", ".join(f"{t} {n}" for t, n in latest) or "-"
+            late = stats.late_events if stats else 0
+            version = f"v{stats.alias_version}" if stats and stats.alias_version else "no batch yet"
+            print(f"[{tick * 5:>4}s] in: {m.events_accepted:,} events ({m.rate():,.0f}/s), "
+                  f"dead letters {m.dead_letters} | device_stats: {counted:,} readings in {groups:,} rows, "
+                  f"{version}, {late} late | top hashtags, last 60 s: {tags}", flush=True)
+    finally:
+        store.close()
+
+
+def _offline(args: argparse.Namespace) -> int:
+    if args.tweets < 10 or args.readings < 10:
+        raise ConfigError("--tweets and --readings must be at least 10")
+    home = _fresh_dir(args.demo_dir)
     examples = _examples_dir(args.examples)
     pipelines: list[Any] = []
     for name in ("hashtag_top10.py", "device_stats.py"):

@@ -201,8 +201,10 @@ class Server:
         return sum(max(0, e - o) for e, o in zip(ends, offsets))
 
     async def _monitor(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            ends = self.log.end_offsets()
+            # Off the event loop: the log's lock is held by the writer thread during an fsync.
+            ends = await loop.run_in_executor(None, self.log.end_offsets)
             self.lag = {name: lag for name in list(self.speed)
                         if (lag := self.runner_lag(name, ends)) is not None}
             await asyncio.sleep(0.1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,20 +182,22 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
         if dry_run:
             _discard(store, replay_id, result.new_versions)
             return _finish(result, started)
-        if stop_live is not None:
-            stop_live(reg.name)
-        # No batch publish in between: hold the pipeline's batch lock through the switch.
-        with store.exclusive(f"batch-{reg.name}", wait_s=3600), store.transaction() as txn:
-            blob = txn.get_checkpoint(replay_id)
-            if blob is None:
-                raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
-                                 f"of {reg.name!r} ran at the same time; run it again")
-            cutoff = dict(enumerate(Checkpoint.loads(blob).offsets))
-            for name, version in result.new_versions.items():
-                txn.publish(name, version, cutoff, drop_realtime=True)
-            txn.set_checkpoint(checkpoint_id(reg.name), blob)
-            txn.delete_checkpoint(replay_id)
-        result.switched = True
+        # No batch publish in between: hold the pipeline's batch lock through the switch
+        # (taken before the live runner stops, so that it does not pause while a batch run ends).
+        with store.exclusive(f"batch-{reg.name}", wait_s=3600), _paused(reg, stop_live, start_live):
+            with store.transaction() as txn:
+                blob = txn.get_checkpoint(replay_id)
+                if blob is None:
+                    raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
+                                     f"of {reg.name!r} ran at the same time; run it again")
+                cutoff = dict(enumerate(Checkpoint.loads(blob).offsets))
+                for name, version in result.new_versions.items():
+                    txn.publish(name, version, cutoff, drop_realtime=True)
+                txn.set_checkpoint(checkpoint_id(reg.name), blob)
+                txn.delete_checkpoint(replay_id)
+            result.switched = True
+        for name in result.new_versions:
+            store.drop_older_versions(name)   # older than the kept previous one
         new_reg = flows.replace(reg.name, new, flow_file) if flow_file is not None else reg
         if pipeline is not None and flow_file is None:
             new_reg = Registered(new, reg.file, reg.architecture, reg.batch_every_s, tuple(plan.views))
@@ -244,9 +246,8 @@ def rollback(ws: Any, flows: FlowSet, view: str, *,
                              f"{info.versions}, current: {info.alias_version}); old versions are dropped after "
                              "the grace period unless kept (--keep-old)")
         targets[name] = (info.previous_version, info.cutoffs[info.previous_version])
-    if stop_live is not None:
-        stop_live(reg.name)
-    with store.exclusive(f"batch-{reg.name}", wait_s=3600), store.transaction() as txn:
+    with store.exclusive(f"batch-{reg.name}", wait_s=3600), _paused(reg, stop_live, start_live), \
+            store.transaction() as txn:
         for name, (version, cutoff) in targets.items():
             txn.publish(name, version, cutoff, drop_realtime=True)
         txn.delete_checkpoint(checkpoint_id(reg.name))
@@ -261,6 +262,20 @@ def rollback(ws: Any, flows: FlowSet, view: str, *,
     if start_live is not None:
         start_live(new_reg)
     return {name: version for name, (version, _) in targets.items()}
+
+
+@contextlib.contextmanager
+def _paused(reg: Registered, stop_live: Callable[[str], None] | None,
+            start_live: Callable[[Registered], None] | None) -> Iterator[None]:
+    """Stop the live runner of ``reg`` for a switch; if the switch fails, restart it as it was."""
+    if stop_live is not None:
+        stop_live(reg.name)
+    try:
+        yield
+    except BaseException:
+        if start_live is not None:
+            start_live(reg)
+        raise
 
 
 def _discard(store: Any, replay_id: str, versions: dict[str, int]) -> None:

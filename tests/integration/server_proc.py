@@ -61,8 +61,8 @@ class ServerProcess:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        out = open(self.log_file, "ab")  # noqa: SIM115 (the child keeps it)
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        with open(self.log_file, "ab") as out:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

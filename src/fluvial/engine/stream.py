@@ -114,7 +114,8 @@ class StreamRunner(LazyLog):
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
         _check_streamable(plan)
         for name, spec in plan.views.items():
-            self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+            if name not in self.view_parts:  # a version being built has its own aggregator (begin_version)
+                self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         cp = self._load(plan, reads_log)
         executor = Executor(plan, stream=True, state=cp.state)
         stats = RunStats(pipeline.name, "stream")

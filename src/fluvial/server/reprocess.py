@@ -29,7 +29,7 @@ from typing import Any
 
 from fluvial.engine.plan import compile_plan
 from fluvial.engine.stream import Checkpoint, StreamRunner, checkpoint_id
-from fluvial.errors import ConfigError, StoreError
+from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.flow.graph import Pipeline
 from fluvial.server.layers import FlowSet, Registered
 
@@ -159,9 +159,14 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
     store, log = ws.store, ws.log
     result = ReprocessResult(view=view, pipeline=reg.name, start=parse_start(start, log), dry_run=dry_run)
     for name, spec in plan.views.items():
-        store.define_view(name, aggregator=spec.aggregator, window=spec.window)
-        result.old_versions[name] = store.view(name).alias_version
-        result.new_versions[name] = store.begin_version(name)
+        try:
+            info = store.view(name)
+        except ViewNotFound:  # the new code writes a new view
+            info = store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+        result.old_versions[name] = info.alias_version
+        # The new version is written with the new code's aggregator and window, which
+        # may differ from the current ones; the switch makes them the view's.
+        result.new_versions[name] = store.begin_version(name, aggregator=spec.aggregator, window=spec.window)
     replay_id = f"reprocess:{reg.name}"
     with store.transaction() as txn:  # an interrupted earlier replay starts over
         txn.delete_checkpoint(replay_id)

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ import msgspec
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
-from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window
+from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window, _Unset
 from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
 from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
 
@@ -75,6 +76,9 @@ _SCHEMA = [
         cutoff TEXT,
         created_ms INTEGER NOT NULL,
         published_ms INTEGER,
+        aggregator BLOB,
+        agg_spec TEXT,
+        window_spec TEXT,
         PRIMARY KEY (view_id, version)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS fluvial_rows (
         view_id INTEGER NOT NULL,
@@ -94,7 +98,10 @@ _SCHEMA = [
 
 _VIEW_COLUMNS = ("view_id, name, agg_rev, agg_spec, window_spec, alias_version, previous_version, "
                  "created_ms, updated_ms, late_events")
-_MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL DEFAULT 0"]}
+_MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL DEFAULT 0",
+                   "ALTER TABLE fluvial_versions ADD COLUMN aggregator BLOB",
+                   "ALTER TABLE fluvial_versions ADD COLUMN agg_spec TEXT",
+                   "ALTER TABLE fluvial_versions ADD COLUMN window_spec TEXT"]}
 """Statements taking a store from schema version N to N + 1."""
 
 
@@ -147,6 +154,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the view store {self.path!r}: {exc}") from exc
         self._conn.create_function("fluvial_merge", 3, self._sql_merge)
         self._aggs: dict[int, tuple[int, Aggregator[Any, Any, Any]]] = {}
+        self._version_aggs: dict[tuple[int, int], Aggregator[Any, Any, Any]] = {}
         self._txn: SqliteTxn | None = None
         self._merge_error: BaseException | None = None
         self._zeroed = 0
@@ -229,6 +237,31 @@ class SqliteStore:
             "store.define_view(name, aggregator=..., window=...)"
         )
 
+    def _meta_of(self, name: str, part: Part | None) -> _Meta:
+        """The metadata of a view, with the aggregator and window of batch version ``part``
+        when that version has its own (a reprocessing with changed code)."""
+        meta = self._meta(name)
+        if part is None or part == REALTIME or part == meta.alias:
+            return meta
+        row = self._conn.execute("SELECT aggregator, window_spec FROM fluvial_versions "
+                                 "WHERE view_id = ? AND version = ? AND aggregator IS NOT NULL",
+                                 (meta.view_id, part)).fetchone()
+        if row is None:
+            return meta
+        key = (meta.view_id, int(part))  # type: ignore[arg-type]
+        agg = self._version_aggs.get(key)
+        if agg is None:
+            agg = self._version_aggs[key] = self._load_agg(name, row[0])
+        shape = shape_from_spec(json.loads(row[1])) if row[1] is not None else None
+        return dataclasses.replace(meta, agg=agg, shape=shape)
+
+    def _load_agg(self, name: str, blob: bytes) -> Aggregator[Any, Any, Any]:
+        try:
+            return cloudpickle.loads(blob)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise StoreError(f"cannot load the aggregator of view {name!r}: {exc!r} (is the "
+                             "module that defines it importable in this process?)") from exc
+
     def _meta(self, name: str) -> _Meta:
         row = self._conn.execute(
             "SELECT view_id, agg_rev, window_spec, alias_version, previous_version, rt_gen "
@@ -241,12 +274,7 @@ class SqliteStore:
         if cached is None or cached[0] != rev:
             (blob,) = self._conn.execute("SELECT aggregator FROM fluvial_views WHERE view_id = ?",
                                          (view_id,)).fetchone()
-            try:
-                agg = cloudpickle.loads(blob)
-            except Exception as exc:
-                raise StoreError(f"cannot load the aggregator of view {name!r}: {exc!r} (is the "
-                                 "module that defines it importable in this process?)") from exc
-            cached = self._aggs[view_id] = (rev, agg)
+            cached = self._aggs[view_id] = (rev, self._load_agg(name, blob))
         shape = shape_from_spec(json.loads(window_spec)) if window_spec is not None else None
         return _Meta(view_id, name, cached[1], shape, alias, previous, rt_gen)
 
@@ -410,16 +438,37 @@ class SqliteStore:
 
     # -- versions ---------------------------------------------------------------
 
-    def begin_version(self, view: str) -> int:
-        """Create the next (empty) batch version of a view; write it with ``part=version``."""
+    def begin_version(self, view: str, *, aggregator: Aggregator[Any, Any, Any] | None = None,
+                      window: WindowShape | _Unset | None = UNSET) -> int:
+        """Create the next (empty) batch version of a view; write it with ``part=version``.
+
+        Every version records the aggregator and window it is written with: the
+        view's (default), or, for a reprocessing with changed code, its own
+        (``aggregator``/``window``).  Publishing a version makes its aggregator
+        and window the view's, for the realtime part that follows it.
+        """
         with self._write() as conn:
             meta = self._meta(view)
-            (version,) = conn.execute("SELECT next_version FROM fluvial_views WHERE view_id = ?",
-                                      (meta.view_id,)).fetchone()
+            row = conn.execute("SELECT next_version, aggregator, agg_spec, window_spec FROM fluvial_views "
+                               "WHERE view_id = ?", (meta.view_id,)).fetchone()
+            version, blob, agg_spec, window_spec = row
+            if aggregator is not None:
+                if not isinstance(aggregator, Aggregator):
+                    raise ConfigError(f"view {view!r}: aggregator must be an Aggregator, got {aggregator!r}")
+                try:
+                    blob = cloudpickle.dumps(aggregator)
+                except Exception as exc:
+                    raise ConfigError(f"view {view!r}: the aggregator cannot be pickled: {exc!r}") from exc
+                agg_spec = json.dumps(aggregator.spec(), sort_keys=True)
+            if not isinstance(window, _Unset):
+                if window is not None and not isinstance(window, WindowShape):
+                    raise ConfigError(f"view {view!r}: window must be a WindowShape or None, got {window!r}")
+                window_spec = json.dumps(window.spec(), sort_keys=True) if window is not None else None
             conn.execute("UPDATE fluvial_views SET next_version = ?, updated_ms = ? WHERE view_id = ?",
                          (version + 1, _now_ms(), meta.view_id))
-            conn.execute("INSERT INTO fluvial_versions (view_id, version, created_ms) VALUES (?, ?, ?)",
-                         (meta.view_id, version, _now_ms()))
+            conn.execute("INSERT INTO fluvial_versions (view_id, version, created_ms, aggregator, agg_spec, "
+                         "window_spec) VALUES (?, ?, ?, ?, ?, ?)",
+                         (meta.view_id, version, _now_ms(), blob, agg_spec, window_spec))
         return int(version)
 
     def publish_version(self, view: str, version: int, cutoff: Mapping[int, int], *,
@@ -513,7 +562,7 @@ class SqliteStore:
         and come from one consistent snapshot.
         """
         with self._read() as conn:
-            meta = self._meta(view)
+            meta = self._meta_of(view, version)
             shape = meta.shape
             if shape is None and (from_ms is not None or to_ms is not None):
                 raise ConfigError(f"view {view!r} has no window: from_ms/to_ms do not apply")
@@ -600,7 +649,7 @@ class SqliteTxn:
         """
         self._check_open()
         store = self._store
-        meta = store._meta(view)
+        meta = store._meta_of(view, part)
         part_no = store._part_no(meta, part)
         counter = [0]
         params = _row_params(meta, part_no, rows, counter, skip_zero=True)
@@ -628,7 +677,7 @@ class SqliteTxn:
         """Overwrite ``(key, window, acc)`` rows (for views of "latest" values)."""
         self._check_open()
         store = self._store
-        meta = store._meta(view)
+        meta = store._meta_of(view, part)
         counter = [0]
         params = _row_params(meta, store._part_no(meta, part), rows, counter, skip_zero=False)
         self._conn.executemany(
@@ -678,6 +727,13 @@ class SqliteTxn:
         meta = store._meta(view)
         store._part_no(meta, version)
         now = _now_ms()
+        spec = conn.execute("SELECT aggregator, agg_spec, window_spec FROM fluvial_versions "
+                            "WHERE view_id = ? AND version = ? AND aggregator IS NOT NULL",
+                            (meta.view_id, version)).fetchone()
+        if spec is not None:  # the realtime part that follows this version uses its code
+            conn.execute("UPDATE fluvial_views SET aggregator = ?, agg_spec = ?, window_spec = ?, "
+                         "agg_rev = agg_rev + 1 WHERE view_id = ? AND (aggregator IS NOT ? OR "
+                         "window_spec IS NOT ?)", (spec[0], spec[1], spec[2], meta.view_id, spec[0], spec[2]))
         conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ? WHERE view_id = ? AND version = ?",
                      (cutoff_json, now, meta.view_id, version))
         if meta.alias != version:

@@ -151,6 +151,14 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     return 0
 
 
+def _remote_args() -> list[Any]:
+    return [
+        arg("--url", default=None, help="the server to ask (default: the one serving this data directory, "
+                                        "if any; else the work is done here, offline)"),
+        arg("--token", default=None, help=f"an admin token when the server has auth on [env: {ENV_TOKEN}]"),
+    ]
+
+
 # -- batch ----------------------------------------------------------------------------------------
 
 @subcommand(
@@ -160,7 +168,8 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
                 "write them as new versions name@vN+1, switch their aliases atomically and drop the "
                 "realtime part the new versions cover. VIEW selects the pipelines that write it (all of "
                 "the flows when none is given). Safe while `fluvial serve` runs: one batch run per "
-                "pipeline at a time; realtime rows committed meanwhile are kept.",
+                "pipeline at a time; realtime rows committed meanwhile are kept. With a server running "
+                "on the data directory (and no --flow) the server runs it.",
     example="fluvial batch device_stats\nfluvial batch --flow examples/word_count.py",
     args=[
         arg("views", nargs="*", metavar="VIEW", help="views to recompute (default: every view of the flows)"),
@@ -170,7 +179,7 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
         arg("--pipeline", default=None, help="only the pipeline of this name"),
         arg("--workers", type=int, default=None, metavar="N", help="worker processes (default: the CPUs)"),
         arg("--format", choices=("text", "json"), default="text", help="output format (default: text)"),
-        *_engine_args(),
+        *_engine_args(), *_remote_args(),
     ],
 )
 def batch(args: argparse.Namespace) -> int:
@@ -178,6 +187,25 @@ def batch(args: argparse.Namespace) -> int:
     from fluvial.workspace import open as open_workspace
 
     settings = load_settings(args)
+    url = args.url or (None if args.flow else _running_server(Path(settings.data_dir)))
+    if url is not None:
+        if not args.views:
+            raise ConfigError("name the views to recompute (`fluvial batch VIEW`) when asking the server")
+        for view in args.views:
+            job = _call(url, "POST", f"/v1/views/{view}/batch", args)
+            while job["status"] == "running":
+                time.sleep(0.2)
+                job = _call(url, "GET", f"/v1/jobs/{job['id']}", args)
+            if job["status"] == "failed":
+                raise FluvialError(f"batch run of {view} failed on the server: {job['error']}")
+            result = job["result"]
+            if args.format == "json":
+                print(json.dumps(result), flush=True)
+            else:
+                views = ", ".join(f"{n}@v{v}" for n, v in result["views"].items())
+                print(f"{result['pipeline']}: {result['records']} records in {result['seconds']:.2f} s; "
+                      f"views: {views or 'none'}")
+        return 0
     flows = _flow_set(settings, args.flow)
     selected = list(flows.pipelines.values())
     if args.pipeline:
@@ -228,14 +256,6 @@ def _flow_set(settings: Any, files: list[str] | None) -> Any:
 
 
 # -- reprocess and rollback -------------------------------------------------------------------------
-
-def _remote_args() -> list[Any]:
-    return [
-        arg("--url", default=None, help="the server to ask (default: the one serving this data directory, "
-                                        "if any; else the work is done here, offline)"),
-        arg("--token", default=None, help=f"an admin token when the server has auth on [env: {ENV_TOKEN}]"),
-    ]
-
 
 @subcommand(
     "reprocess",

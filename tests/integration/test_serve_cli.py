@@ -1,0 +1,137 @@
+"""`fluvial batch`, `reprocess` and `rollback` from the command line: offline, and through a running server."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from server_proc import ServerProcess
+
+SEED = random.randrange(2**32)
+WORDS = ["Spark", "spark", "Kafka", "kafka", "IoT", "iot", "edge", "Edge", "a", "an", "of"]
+
+OLD_FLOW = '''
+import fluvial as fl
+wc = fl.Pipeline("wc")
+(wc.from_log("line").flat_map(lambda e: e.payload["text"].split())
+   .map(lambda w: (w, 1)).reduce_by_key(lambda a, b: a + b).to_view("words"))
+'''
+NEW_FLOW = '''
+import fluvial as fl
+wc = fl.Pipeline("wc")
+(wc.from_log("line").flat_map(lambda e: [w.lower() for w in e.payload["text"].split() if len(w) > 2])
+   .map(lambda w: (w, 1)).reduce_by_key(lambda a, b: a + b).to_view("words"))
+'''
+
+
+def old_code(lines):
+    return Counter(w for line in lines for w in line.split())
+
+
+def new_code(lines):
+    return Counter(w.lower() for line in lines for w in line.split() if len(w) > 2)
+
+
+def fluvial(*args, cwd=None, check=True):
+    out = subprocess.run([sys.executable, "-m", "fluvial.cli.main", *map(str, args)], capture_output=True,
+                         text=True, timeout=120, cwd=cwd)
+    if check:
+        assert out.returncode == 0, out.stderr + out.stdout
+    return out
+
+
+def view(data, name="words"):
+    rows = json.loads(fluvial("--data-dir", data, "query", name, "--format", "json").stdout)
+    return rows["version"], {r["key"]: r["value"] for r in rows["rows"]}
+
+
+@pytest.fixture
+def lines():
+    print(f"seed={SEED}")
+    rng = random.Random(SEED)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(1, 8))) for _ in range(600)]
+
+
+def write(tmp_path, lines, name="lines.txt"):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_offline_batch_reprocess_dry_run_switch_and_rollback(tmp_path, lines):
+    data = tmp_path / "data"
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    (tmp_path / "wc2.py").write_text(NEW_FLOW)
+    fluvial("--data-dir", data, "ingest", write(tmp_path, lines), "--kind", "line")
+    out = fluvial("--data-dir", data, "batch", "--flow", tmp_path / "wc.py")
+    assert "words@v1" in out.stdout
+    assert view(data) == (1, dict(old_code(lines)))
+
+    dry = fluvial("--data-dir", data, "reprocess", "words", "--from", "earliest", "--flow", tmp_path / "wc2.py",
+                  "--dry-run").stdout
+    old, new = old_code(lines), new_code(lines)
+    added = len(new.keys() - old.keys())
+    removed = len(old.keys() - new.keys())
+    changed = sum(1 for k in old.keys() & new.keys() if old[k] != new[k])
+    assert f"+{added} added, -{removed} removed, ~{changed} changed" in dry
+    assert "dry run: nothing switched" in dry
+    assert view(data) == (1, dict(old))
+
+    done = fluvial("--data-dir", data, "reprocess", "words", "--from", "earliest", "--flow", tmp_path / "wc2.py",
+                   "--keep-old").stdout
+    assert "switched; old versions kept" in done
+    version, rows = view(data)
+    assert version >= 2 and rows == dict(new)
+
+    more = [line.upper() for line in lines[:50]]
+    fluvial("--data-dir", data, "ingest", write(tmp_path, more, "more.txt"), "--kind", "line")
+    fluvial("--data-dir", data, "run", tmp_path / "wc2.py", "--mode", "stream", "--until-caught-up")
+    assert view(data)[1] == dict(new_code(lines + more))     # the speed layer goes on with the new code
+
+    back = fluvial("--data-dir", data, "rollback", "words", "--flow", tmp_path / "wc.py").stdout
+    assert "rolled back: words@v1" in back
+    fluvial("--data-dir", data, "run", tmp_path / "wc.py", "--mode", "stream", "--until-caught-up")
+    assert view(data) == (1, dict(old_code(lines + more)))   # v1 plus a replay from its cut-off
+
+
+def test_bad_from_and_unknown_view_are_clear_errors(tmp_path, lines):
+    data = tmp_path / "data"
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    fluvial("--data-dir", data, "ingest", write(tmp_path, lines), "--kind", "line")
+    out = fluvial("--data-dir", data, "reprocess", "words", "--from", "yesterday-ish", "--flow",
+                  tmp_path / "wc.py", check=False)
+    assert out.returncode == 1 and "--from 'yesterday-ish'" in out.stderr
+    out = fluvial("--data-dir", data, "reprocess", "nope", "--flow", tmp_path / "wc.py", check=False)
+    assert out.returncode == 1 and "no flow of this server writes view 'nope'" in out.stderr
+    out = fluvial("--data-dir", data, "batch", check=False)
+    assert out.returncode == 1 and "no flows: give --flow FILE" in out.stderr
+    out = fluvial("--data-dir", data, "rollback", "words", "--flow", tmp_path / "wc.py", check=False)
+    assert out.returncode == 1 and "no view named 'words'" in out.stderr   # nothing ran yet
+    fluvial("--data-dir", data, "batch", "--flow", tmp_path / "wc.py")
+    out = fluvial("--data-dir", data, "rollback", "words", "--flow", tmp_path / "wc.py", check=False)
+    assert out.returncode == 1 and "no previous version" in out.stderr
+
+
+def test_the_cli_asks_the_running_server(tmp_path, lines):
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    (tmp_path / "wc2.py").write_text(NEW_FLOW)
+    events = [{"device": f"d{i % 7}", "kind": "line", "ts": 1_000 * i, "seq": i, "payload": {"text": t}}
+              for i, t in enumerate(lines)]
+    with ServerProcess(tmp_path, flows=[tmp_path / "wc.py"]) as srv:
+        assert srv.post_events(events)[0] == 200
+        srv.wait_caught_up()
+        out = fluvial("--data-dir", srv.data_dir, "batch", "words").stdout
+        assert "words@v1" in out and f"{len(lines)} records" in out
+        assert view(srv.data_dir) == (1, dict(old_code(lines)))
+        out = fluvial("--data-dir", srv.data_dir, "reprocess", "words", "--flow", tmp_path / "wc2.py",
+                      "--grace", "0").stdout
+        assert "switched" in out
+        assert view(srv.data_dir)[1] == dict(new_code(lines))
+        out = fluvial("--data-dir", srv.data_dir, "rollback", "words", check=False)
+        # the grace period was 0: the old version is gone, so there is nothing to roll back to
+        assert out.returncode == 1 and "no previous version" in out.stderr
+    assert not (srv.data_dir / "server.json").exists()   # a clean stop removes it

@@ -535,7 +535,9 @@ def test_a_schema_1_store_is_migrated(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     for statement in _SCHEMA:
-        conn.execute(statement.replace(",\n        rt_gen INTEGER NOT NULL DEFAULT 0", ""))
+        conn.execute(statement.replace(",\n        rt_gen INTEGER NOT NULL DEFAULT 0", "")
+                     .replace("aggregator BLOB,\n        agg_spec TEXT,\n        window_spec TEXT,\n        PRIMARY",
+                              "PRIMARY"))
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -544,3 +546,34 @@ def test_a_schema_1_store_is_migrated(tmp_path):
         with store.transaction() as txn:
             txn.merge_rows("hits", [("a", None, 2)])
         assert [(r.key, r.value) for r in store.query("hits")] == [("a", 2)]
+
+
+def test_a_version_with_its_own_aggregator_and_window(tmp_path):
+    """Reprocessing with changed code: the new version is written and read with its own
+    aggregator and window; publishing makes them the view's; rolling back restores the old."""
+    from fluvial.aggregators import Max, Sum
+    from fluvial.windows.shapes import Tumbling
+
+    with SqliteStore(tmp_path / "v.db") as store:
+        store.define_view("v", aggregator=Sum(), window=Tumbling(length_ms=10))
+        v1 = store.begin_version("v")
+        total = Sum()
+        with store.transaction() as txn:
+            txn.merge_rows("v", [("a", (0, 10), total.add(total.zero(), 3)),
+                                 ("a", (0, 10), total.add(total.zero(), 4))], part=v1)
+        store.publish_version("v", v1, {0: 2})
+        v2 = store.begin_version("v", aggregator=Max(), window=Tumbling(length_ms=20))
+        m = Max()
+        with store.transaction() as txn:
+            txn.merge_rows("v", [("a", (0, 20), m.add(m.zero(), 3)), ("a", (0, 20), m.add(m.zero(), 4))], part=v2)
+        assert [(r.window, r.value) for r in store.query("v")] == [((0, 10), 7)]          # still v1
+        assert [(r.window, r.value) for r in store.query("v", version=v2, realtime=False)] == [((0, 20), 4)]
+        store.publish_version("v", v2, {0: 2}, drop_realtime=True)
+        assert store.view("v").aggregator == Max().spec()
+        with store.transaction() as txn:       # the realtime part now follows v2's code
+            txn.merge_rows("v", [("a", (0, 20), m.add(m.zero(), 9))])
+        assert [(r.window, r.value) for r in store.query("v")] == [((0, 20), 9)]
+        store.publish_version("v", v1, {0: 2}, drop_realtime=True)                          # roll back
+        assert store.view("v").aggregator == Sum().spec()
+        assert store.view("v").window == Tumbling(length_ms=10).spec()
+        assert [(r.window, r.value) for r in store.query("v")] == [((0, 10), 7)]

@@ -155,6 +155,7 @@ class SqliteStore:
         self._conn.create_function("fluvial_merge", 3, self._sql_merge)
         self._aggs: dict[int, tuple[int, Aggregator[Any, Any, Any]]] = {}
         self._version_aggs: dict[tuple[int, int], Aggregator[Any, Any, Any]] = {}
+        self._merging: Aggregator[Any, Any, Any] | None = None
         self._txn: SqliteTxn | None = None
         self._merge_error: BaseException | None = None
         self._zeroed = 0
@@ -216,7 +217,7 @@ class SqliteStore:
         try:
             if old is None:  # zeroed earlier in the same statement, not yet deleted
                 return new
-            agg = self._aggs[view_id][1]
+            agg = self._merging if self._merging is not None else self._aggs[view_id][1]
             merged = agg.merge(pickle.loads(old), pickle.loads(new))
             if agg.is_zero(merged):
                 self._zeroed += 1
@@ -654,6 +655,7 @@ class SqliteTxn:
         counter = [0]
         params = _row_params(meta, part_no, rows, counter, skip_zero=True)
         store._merge_error = None
+        store._merging = meta.agg   # the aggregator of this part (a version may have its own)
         store._zeroed = 0
         try:
             self._conn.executemany(
@@ -666,6 +668,8 @@ class SqliteTxn:
                 raise StoreError(f"view {view!r}: merging rows failed in the aggregator: "
                                  f"{error!r}") from error
             raise StoreError(f"view {view!r}: writing rows failed: {exc}") from exc
+        finally:
+            store._merging = None
         if store._zeroed:
             self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ? "
                                "AND acc IS NULL", (meta.view_id, part_no))

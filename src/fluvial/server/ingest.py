@@ -12,8 +12,10 @@ precise reason and is kept, never silently dropped:
 * invalid events of an otherwise readable body are refused one by one (index
   and reason in the response) and kept in the dead-letter log; the valid ones
   are appended;
-* an oversized body (413) is refused before it is read, so there is nothing
-  to keep.
+* an oversized body (413: over ``max_body_bytes``, inflating past it, or
+  more than ``max_events_per_request`` events) is not kept: the device must
+  send it again in smaller batches, and keeping it would let one request
+  fill the disk.
 
 The common case (every event valid) decodes straight into :class:`Event`
 structs with msgspec and checks each payload against its schema; only a
@@ -22,6 +24,7 @@ body with a bad event takes the slower per-item path that finds which.
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections.abc import Iterable
@@ -42,6 +45,9 @@ JSON_TYPES = frozenset({"application/json", "application/x-ndjson", "application
                         "application/jsonl", "application/x-jsonlines", "text/plain"})
 MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"})
 MAX_REASON_CHARS = 500
+MAX_DEVICE_CHARS = 256
+"""The longest device id ingest accepts (the limit of ``fluvial token create --device``)."""
+_DEVICE_OK = re.compile(r"[^\x00-\x1f\x7f]+")
 
 _json_events = msgspec.json.Decoder(list[Event])
 _msgpack_events = msgspec.msgpack.Decoder(list[Event])
@@ -129,7 +135,7 @@ def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, 
     parsed = ParsedBody()
     try:
         events = fast.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         events = None  # not a plain array of well-formed envelopes: find out which items fail
     if events is not None:
         parsed.total = len(events)
@@ -141,6 +147,9 @@ def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, 
         items = slow(body)
     except DecodeError as exc:
         raise IngestError(400, f"the body is not valid {what}: {exc}", raw=body) from None
+    except RecursionError:
+        raise IngestError(400, f"the body is {what} nested too deeply to read: events are flat "
+                               "envelopes with a payload object", raw=body) from None
     parsed.total = len(items)
     _check_count(parsed.total, max_events)
     for i, item in enumerate(items):
@@ -175,6 +184,11 @@ def _check_count(n: int, max_events: int) -> None:
 
 
 def _accept(parsed: ParsedBody, registry: SchemaRegistry, i: int, ev: Event, item: Any, source: str) -> None:
+    if len(ev.device) > MAX_DEVICE_CHARS or not _DEVICE_OK.fullmatch(ev.device):
+        shown = ev.device if len(ev.device) <= 60 else ev.device[:60] + "..."
+        _reject(parsed, i, f"$.device: {shown!r} is not a device id (1 to {MAX_DEVICE_CHARS} characters, "
+                           "no control characters)", item, source)
+        return
     try:
         registry.get(ev.kind).validate_payload(ev.payload)
     except SchemaError:

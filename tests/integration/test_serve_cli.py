@@ -135,3 +135,25 @@ def test_the_cli_asks_the_running_server(tmp_path, lines):
         # the grace period was 0: the old version is gone, so there is nothing to roll back to
         assert out.returncode == 1 and "no previous version" in out.stderr
     assert not (srv.data_dir / "server.json").exists()   # a clean stop removes it
+
+
+def test_ui_pipelines_openapi_and_docs(tmp_path):
+    from server_proc import EXAMPLES
+
+    with ServerProcess(tmp_path, flows=[EXAMPLES / "device_stats.py"], kappa=[EXAMPLES / "word_count.py"]) as srv:
+        status, page = srv.request("GET", "/ui")
+        assert status == 200 and b"/v1/metrics" in page and b"/v1/pipelines" in page
+        pipelines = {p["name"]: p for p in srv.get("/v1/pipelines")["pipelines"]}
+        assert pipelines["device_stats"]["architecture"] == "lambda"
+        assert pipelines["device_stats"]["views"] == ["device_stats"]
+        assert "LogSource" in pipelines["device_stats"]["lineage"]
+        assert {p["architecture"] for p in pipelines.values()} == {"lambda", "kappa"}
+        kappa = next(p for p in pipelines.values() if p["architecture"] == "kappa")
+        status, body = srv.admin("POST", f"/v1/views/{kappa['views'][0]}/batch")
+        assert status == 400 and "kappa flow" in body["error"]   # no batch layer for kappa flows
+        doc = srv.get("/openapi.json")
+        assert doc["openapi"].startswith("3.") and "/v1/events" in doc["paths"] and "/v1/views/{name}" in doc["paths"]
+        status, docs = srv.request("GET", "/docs")
+        assert status == 200 and b"/v1/views/{name}/reprocess" in docs
+        status, text = srv.request("GET", "/metrics")
+        assert status == 200 and b"fluvial_speed_lag_events{pipeline=\"device_stats\"}" in text

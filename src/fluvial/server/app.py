@@ -10,6 +10,8 @@ POST    /v1/views/{name}/rollback         switch the alias back to the previous 
 GET     /v1/jobs, /v1/jobs/{id}           batch runs, reprocessings
 GET     /v1/metrics, /metrics             metrics as JSON, and in Prometheus text format
 GET     /healthz                          liveness and readiness
+GET     /v1/pipelines                     the served pipelines and their lineage
+GET     /ui                               the web UI: live views, runner metrics, lineage
 GET     /openapi.json, /docs              the API description
 ======  ================================  =======================================================
 """
@@ -262,8 +264,21 @@ def build_app(server: Server) -> Starlette:
 
         return HTMLResponse(docs_html())
 
+    @guard("query")
+    async def ui(request: Request) -> Response:
+        from fluvial.server.ui import page
+
+        return HTMLResponse(page())
+
+    @guard("query")
+    async def pipelines(request: Request) -> Response:
+        return MsgspecJSON({"pipelines": [
+            {"name": reg.name, "file": str(reg.file), "architecture": reg.architecture, "views": list(reg.views),
+             "batch_every_s": reg.batch_every_s, "lineage": reg.pipeline.explain()}
+            for reg in server.flows.pipelines.values()]})
+
     async def index(request: Request) -> Response:
-        return MsgspecJSON({"service": "fluvial", "docs": "/docs", "openapi": "/openapi.json",
+        return MsgspecJSON({"service": "fluvial", "ui": "/ui", "docs": "/docs", "openapi": "/openapi.json",
                             "views": "/v1/views", "events": "/v1/events", "metrics": "/v1/metrics",
                             "health": "/healthz"})
 
@@ -280,7 +295,8 @@ def build_app(server: Server) -> Starlette:
         Route("/v1/views/{name}/batch", batch_view, methods=["POST"]),
         Route("/v1/views/{name}/reprocess", reprocess_view, methods=["POST"]),
         Route("/v1/views/{name}/rollback", rollback_view, methods=["POST"]),
-        Route("/v1/jobs", list_jobs), Route("/v1/jobs/{id}", get_job),
+        Route("/v1/jobs", list_jobs), Route("/v1/jobs/{id}", get_job), Route("/v1/pipelines", pipelines),
+        Route("/ui", ui),
         Route("/v1/metrics", metrics_json), Route("/metrics", metrics_prometheus),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

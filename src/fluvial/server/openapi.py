@@ -118,6 +118,10 @@ def document() -> dict[str, Any]:
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"}),
                               "404": _err("no such job"), **auth}}},
+            "/v1/pipelines": {"get": {"summary": "The served pipelines: file, architecture, views, lineage",
+                                      "responses": {"200": _json("pipelines", {"type": "object"}), **auth}}},
+            "/ui": {"get": {"summary": "The web UI: live views, runner metrics, lineage", "responses": {
+                "200": {"description": "text/html"}, **auth}}},
             "/v1/metrics": {"get": {"summary": "Metrics (JSON)", "responses": {
                 "200": _json("events in/s, per-runner batch duration, lag, late events, dead letters",
                              {"type": "object"}), **auth}}},

@@ -1,0 +1,669 @@
+"""A fleet of simulated devices that POSTs events to a fluvial server.
+
+Two halves:
+
+* :class:`Workload` says what the devices do, deterministically from a seed and
+  without any I/O: sensors with a per-device baseline, noise and a slow drift;
+  devices that go offline, buffer their readings and flush the backlog when they
+  come back (so the server sees out-of-order and very late events); users whose
+  tweets carry hashtags drawn from a Zipf-like law (so a top-10 means something).
+* :class:`Simulator` paces that workload in real time and delivers it in batches
+  (``POST {url}/v1/events``), resending a batch, with the same ``seq`` numbers,
+  whenever that is safe: the server stores a ``(device, seq)`` once.
+
+Time inside the workload is the offset from its start, in milliseconds; an
+event's ``ts`` is ``start_ms`` plus the offset at which it was measured, and it
+is *sent* at the offset at which its device is online (later, for a backlog).
+
+Example:
+    >>> w = Workload(devices=2, rate=10, seed=1, start_ms=0, offline_fraction=0)
+    >>> [(e.device, e.seq, e.ts, e.payload["kind"]) for e in w.events(3)]
+    [('dev-0000', 0, 0, 'co2'), ('dev-0001', 0, 100, 'battery'), ('dev-0000', 1, 200, 'temperature')]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip as gzip_module
+import http.client
+import itertools
+import math
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import msgspec
+
+from fluvial.errors import ConfigError
+from fluvial.events.codec import encode_json, encode_msgpack, encode_ndjson
+from fluvial.events.envelope import Event
+
+__all__ = ["FORMATS", "KINDS", "SENSORS", "Simulator", "SimulatorReport", "Workload"]
+
+KINDS = ("reading", "tweet")
+"""The event kinds the workload can produce (builtin schemas)."""
+
+FORMATS = {
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "msgpack": "application/msgpack",
+}
+"""Body format -> its Content-Type."""
+
+MAX_BATCH = 100_000
+
+
+class _Sensor(NamedTuple):
+    low: float        # a device's baseline is drawn in [low, high)
+    high: float
+    noise: float      # standard deviation of one measurement around the level
+    drift: float      # standard deviation of the level's random walk, per reading
+    trend: float      # deterministic change of the level, per reading (a battery drains)
+    floor: float
+    ceiling: float
+
+
+SENSORS: dict[str, _Sensor] = {
+    "temperature": _Sensor(15.0, 28.0, 0.3, 0.02, 0.0, -40.0, 85.0),
+    "humidity": _Sensor(30.0, 70.0, 1.5, 0.05, 0.0, 0.0, 100.0),
+    "pressure": _Sensor(995.0, 1030.0, 0.4, 0.03, 0.0, 870.0, 1085.0),
+    "battery": _Sensor(60.0, 100.0, 0.05, 0.0, -0.002, 0.0, 100.0),
+    "co2": _Sensor(400.0, 900.0, 15.0, 0.5, 0.0, 350.0, 5000.0),
+}
+"""Sensor name -> how its readings behave. A device has 2 to 4 of them."""
+
+_WORDS = ("the", "sensor", "data", "is", "live", "today", "stream", "look", "at", "this", "new",
+          "pipeline", "late", "events", "again", "window", "spike", "in", "my", "dashboard", "why",
+          "so", "fast", "edge", "gateway", "reboot", "batch", "layer", "merge", "nice")
+_TAGS = ("#iot", "#edge", "#streaming", "#bigdata", "#lambda", "#kappa", "#sensors", "#mqtt",
+         "#kafka", "#spark", "#flink", "#python", "#ml", "#cloud", "#devops", "#5g", "#smartcity",
+         "#energy", "#weather", "#analytics", *(f"#tag{i}" for i in range(80)))
+_TAG_CUM_WEIGHTS = tuple(itertools.accumulate(1.0 / (rank + 1) ** 1.1 for rank in range(len(_TAGS))))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """What the simulated fleet does: a pure, seeded description of its events.
+
+    Args:
+        devices: How many sensor devices (``dev-0000``, ``dev-0001``, ...).
+        rate: Events per second measured by the whole fleet, split evenly between ``kinds``.
+        kinds: ``"reading"`` (device readings) and/or ``"tweet"`` (users' tweets).
+        seed: Everything random derives from ``random.Random(seed)``.
+        start_ms: Epoch ms of offset 0, the first ``ts`` (default: now, at construction).
+            The same seed and start give exactly the same events.
+        offline_fraction: Share of devices offline at any time, in ``[0, 1)``.
+        offline_spell_s: ``(shortest, longest)`` offline spell in seconds of simulated time.
+        buffer_size: Readings an offline device keeps; when full it drops the oldest
+            (and counts them: :attr:`SimulatorReport.buffer_dropped`).
+        users: How many tweeting users (``user-000``, ...).
+        first_seq: Where every device's and user's ``seq`` counter starts. The server
+            stores a ``(device, seq)`` once, so a second run against the same server
+            needs seqs beyond those of the first to be stored.
+
+    Example:
+        >>> w = Workload(devices=10, rate=100, kinds=("tweet",), seed=7, start_ms=0)
+        >>> e = w.events(1)[0]
+        >>> (e.kind, e.device == e.payload["user"], "#" in e.payload["text"])
+        ('tweet', True, True)
+    """
+
+    devices: int
+    rate: float
+    kinds: tuple[str, ...] = ("reading",)
+    seed: int = 0
+    start_ms: int | None = None
+    offline_fraction: float = 0.02
+    offline_spell_s: tuple[float, float] = (30.0, 120.0)
+    buffer_size: int = 10_000
+    users: int = 1000
+    first_seq: int = 0
+
+    def __post_init__(self) -> None:
+        kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
+        object.__setattr__(self, "kinds", kinds)
+        if self.start_ms is None:
+            object.__setattr__(self, "start_ms", int(time.time() * 1000))
+        _check_int("devices", self.devices, 1)
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) \
+                or not 0 < self.rate < math.inf:
+            raise ConfigError(f"rate must be a number of events per second > 0, got {self.rate!r}")
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            raise ConfigError(f"unknown event kind(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
+                              f"the simulator produces {', '.join(KINDS)}")
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"kinds are repeated in {', '.join(kinds)}: name each once")
+        if not 0 <= self.offline_fraction < 1:
+            raise ConfigError(f"offline_fraction must be in [0, 1), got {self.offline_fraction!r}")
+        low, high = self.offline_spell_s
+        if not 0 < low <= high:
+            raise ConfigError(f"offline_spell_s must be (shortest, longest) with 0 < shortest <= longest, "
+                              f"got {self.offline_spell_s!r}")
+        _check_int("buffer_size", self.buffer_size, 1)
+        _check_int("users", self.users, 1)
+        _check_int("first_seq", self.first_seq, 0)
+
+    def timeline(self) -> Iterator[tuple[float, Event]]:
+        """Yield ``(sent_at_ms, event)`` forever, in the order the fleet sends them.
+
+        ``sent_at_ms`` is the offset from the start at which the event leaves its
+        device; it never decreases. A backlog is sent when its device comes back.
+        """
+        return iter(_Timeline(self))
+
+    def events(self, n: int) -> list[Event]:
+        """The first ``n`` events the fleet sends."""
+        return [ev for _, ev in itertools.islice(self.timeline(), n)]
+
+    def generate(self, seconds: float) -> list[Event]:
+        """The events the fleet sends during its first ``seconds`` (of simulated time)."""
+        end_ms = seconds * 1000
+        return [ev for _, ev in itertools.takewhile(lambda p: p[0] < end_ms, self.timeline())]
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(f"{name} must be an integer {bounds}, got {value!r}")
+
+
+class _Device:
+    __slots__ = ("backlog", "change_ms", "id", "levels", "online", "reads", "sensors", "seq")
+
+    def __init__(self, id: str, sensors: list[str], levels: list[float], online: bool,
+                 change_ms: float, buffer_size: int, first_seq: int) -> None:
+        self.id = id
+        self.sensors = sensors
+        self.levels = levels
+        self.online = online
+        self.change_ms = change_ms          # when it next goes offline (or comes back)
+        self.backlog: deque[tuple[int, str, float]] = deque(maxlen=buffer_size)
+        self.reads = 0
+        self.seq = first_seq
+
+
+class _Timeline:
+    """One pass over a workload; its counters say what offline devices lost or still hold."""
+
+    def __init__(self, w: Workload) -> None:
+        self.w = w
+        self.rng = rng = random.Random(w.seed)
+        self.buffer_dropped = 0
+        low, high = w.offline_spell_s
+        f = w.offline_fraction
+        self._mean_online_ms = (low + high) / 2 * 1000 * (1 - f) / f if f > 0 else math.inf
+        self.devices: list[_Device] = []
+        if "reading" in w.kinds:
+            names = list(SENSORS)
+            for i in range(w.devices):
+                sensors = rng.sample(names, rng.randint(2, 4))
+                levels = [rng.uniform(SENSORS[s].low, SENSORS[s].high) for s in sensors]
+                offline = f > 0 and rng.random() < f  # start in the steady state
+                change = (rng.uniform(low, high) * 1000 * rng.random() if offline
+                          else rng.expovariate(1 / self._mean_online_ms) if f > 0 else math.inf)
+                self.devices.append(_Device(f"dev-{i:04d}", sensors, levels, not offline, change,
+                                            w.buffer_size, w.first_seq))
+        self._user_seq = [w.first_seq] * w.users
+
+    def buffered(self) -> int:
+        """Readings held by devices that are offline now."""
+        return sum(len(d.backlog) for d in self.devices)
+
+    def __iter__(self) -> Iterator[tuple[float, Event]]:
+        step_ms = 1000 * len(self.w.kinds) / self.w.rate
+        reading_k = 0 if "reading" in self.w.kinds else None
+        tweet_k = 0 if "tweet" in self.w.kinds else None
+        while True:
+            reading_ms = math.inf if reading_k is None else reading_k * step_ms
+            tweet_ms = math.inf if tweet_k is None else tweet_k * step_ms
+            if reading_k is not None and reading_ms <= tweet_ms:
+                yield from self._reading(reading_k, reading_ms)
+                reading_k += 1
+            else:
+                assert tweet_k is not None
+                yield tweet_ms, self._tweet(tweet_ms)
+                tweet_k += 1
+
+    def _reading(self, k: int, at_ms: float) -> Iterator[tuple[float, Event]]:
+        rng, start_ms = self.rng, self.w.start_ms
+        assert start_ms is not None
+        d = self.devices[k % len(self.devices)]
+        back = False
+        while at_ms >= d.change_ms:
+            if d.online:
+                d.online = False
+                d.change_ms += rng.uniform(*self.w.offline_spell_s) * 1000
+            else:
+                d.online, back = True, True
+                d.change_ms += rng.expovariate(1 / self._mean_online_ms)
+        i = d.reads % len(d.sensors)
+        d.reads += 1
+        sensor, spec = d.sensors[i], SENSORS[d.sensors[i]]
+        level = min(max(d.levels[i] + spec.trend + rng.gauss(0, spec.drift), spec.floor), spec.ceiling)
+        d.levels[i] = level
+        value = round(min(max(level + rng.gauss(0, spec.noise), spec.floor), spec.ceiling), 2)
+        ts = start_ms + int(at_ms)
+        if not d.online:
+            if len(d.backlog) == d.backlog.maxlen:
+                self.buffer_dropped += 1  # the deque drops the oldest
+            d.backlog.append((ts, sensor, value))
+            return
+        if back:
+            while d.backlog:
+                old_ts, old_sensor, old_value = d.backlog.popleft()
+                yield at_ms, self._event(d, old_ts, old_sensor, old_value)
+        yield at_ms, self._event(d, ts, sensor, value)
+
+    @staticmethod
+    def _event(d: _Device, ts: int, sensor: str, value: float) -> Event:
+        # seq is numbered when the reading leaves the device: no gaps, even after drops
+        seq, d.seq = d.seq, d.seq + 1
+        return Event(device=d.id, kind="reading", ts=ts, seq=seq, payload={"kind": sensor, "value": value})
+
+    def _tweet(self, at_ms: float) -> Event:
+        rng, start_ms = self.rng, self.w.start_ms
+        assert start_ms is not None
+        u = rng.randrange(self.w.users)
+        user = f"user-{u:03d}"
+        words = rng.choices(_WORDS, k=rng.randint(3, 9))
+        for tag in rng.choices(_TAGS, cum_weights=_TAG_CUM_WEIGHTS, k=rng.randint(1, 3)):
+            words.insert(rng.randint(0, len(words)), tag)
+        seq, self._user_seq[u] = self._user_seq[u], self._user_seq[u] + 1
+        return Event(device=user, kind="tweet", ts=start_ms + int(at_ms), seq=seq,
+                     payload={"user": user, "text": " ".join(words)})
+
+
+@dataclass
+class SimulatorReport:
+    """What a :meth:`Simulator.run` did. Counts are events unless they say batches.
+
+    Attributes:
+        start_ms: The workload's ``start_ms``: with the seed, it regenerates these events.
+        sent: Events of batches the server answered for good (acknowledged or refused).
+        accepted: Events the server stored.
+        duplicates: Events the server had already (a resend after a lost answer).
+        rejected: Events the server refused one by one (invalid), in acknowledged batches.
+        dropped: Events of batches refused as a whole (4xx other than 429): not retried.
+        dropped_batches: Those batches.
+        retries: Resends: after 429/503 (also counted in ``throttled``) or a connection error.
+        throttled: Resends after 429 or 503.
+        unsent: Events still queued or in flight when the run had to stop.
+        buffer_dropped: Readings offline devices dropped because their buffer was full.
+        buffered: Readings held by devices still offline at the end (never sent).
+        batches: Batches answered for good.
+        elapsed_s: Wall-clock duration of the run.
+        last_error: The last problem met, for the user (None if none).
+        acked: ``(device, seq)`` of every acknowledged event (accepted or duplicate), in
+            the order acknowledged; filled only with ``record=True`` and in the final report.
+    """
+
+    start_ms: int
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    dropped_batches: int = 0
+    retries: int = 0
+    throttled: int = 0
+    unsent: int = 0
+    buffer_dropped: int = 0
+    buffered: int = 0
+    batches: int = 0
+    elapsed_s: float = 0.0
+    last_error: str | None = None
+    acked: list[tuple[str, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def rate(self) -> float:
+        """Achieved rate: events sent per second of the run."""
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _Rejection(msgspec.Struct):
+    index: int
+    reason: str = ""
+
+
+class _Ack(msgspec.Struct):
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[_Rejection] = []
+
+
+_ack_decoder = msgspec.json.Decoder(_Ack)
+_ENCODERS = {"json": encode_json, "ndjson": encode_ndjson, "msgpack": encode_msgpack}
+
+
+class _Endpoint(NamedTuple):
+    https: bool
+    host: str
+    port: int | None
+    path: str
+
+
+def _parse_url(url: str) -> _Endpoint:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"cannot read the server URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the server URL must look like http://HOST:PORT or https://HOST, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"the server URL {url!r} has a query or fragment: give only its base")
+    return _Endpoint(parts.scheme == "https", parts.hostname, port, parts.path.rstrip("/") + "/v1/events")
+
+
+class _Connection:
+    """One keep-alive HTTP connection, reopened after an error."""
+
+    def __init__(self, endpoint: _Endpoint, timeout_s: float) -> None:
+        cls = http.client.HTTPSConnection if endpoint.https else http.client.HTTPConnection
+        self._conn = cls(endpoint.host, endpoint.port, timeout=timeout_s)
+        self._path = endpoint.path
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        try:
+            self._conn.request("POST", self._path, body, headers)
+            resp = self._conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            self.close()
+            raise
+        if resp.will_close:
+            self.close()
+        return resp.status, resp.getheader("Retry-After"), data
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Simulator:
+    """Paces a :class:`Workload` in real time and POSTs it to a fluvial server.
+
+    Args:
+        url: The server's base URL (``http://127.0.0.1:8000``); events go to ``{url}/v1/events``.
+        devices, rate, kinds, seed, offline_fraction, offline_spell_s, buffer_size, start_ms, first_seq:
+            The :class:`Workload`.
+        batch: Events per request (a partial batch leaves after :attr:`linger_s`).
+        token: Sent as ``Authorization: Bearer <token>``.
+        gzip: Compress bodies (``Content-Encoding: gzip``).
+        fmt: ``"json"`` (an array), ``"ndjson"`` or ``"msgpack"``.
+        record: Keep the ``(device, seq)`` of every acknowledged event in the report.
+        connections: Sender threads, one keep-alive connection each.
+        timeout_s: Socket timeout of a request; a timed-out batch is resent (safe: same seqs).
+
+    Delivery: a batch is resent with the same seqs after 429/503 (waiting
+    ``Retry-After``, at most :attr:`max_retry_after_s`, plus jitter) and after a
+    connection error or 502/504 (exponential backoff up to :attr:`max_backoff_s`);
+    any other refusal drops the batch and counts it. When the run ends, queued
+    batches still get :attr:`drain_s` seconds to arrive.
+
+    Example (needs a server, so not run here)::
+
+        sim = Simulator("http://127.0.0.1:8000", devices=100, rate=2000, kinds=("reading", "tweet"))
+        report = sim.run(10)
+        print(report.accepted, report.rate)
+    """
+
+    max_retry_after_s = 30.0
+    """The longest wait a ``Retry-After`` header obtains."""
+    first_backoff_s = 0.1
+    max_backoff_s = 5.0
+    linger_s = 0.2
+    """How long a partial batch waits for more events."""
+    drain_s = 5.0
+    """How long queued batches may still take once the run is over."""
+
+    def __init__(self, url: str, *, devices: int, rate: float, kinds: tuple[str, ...] = ("reading",),
+                 batch: int = 500, seed: int = 0, token: str | None = None, gzip: bool = True,
+                 fmt: str = "json", offline_fraction: float = 0.02,
+                 offline_spell_s: tuple[float, float] = (30.0, 120.0), buffer_size: int = 10_000,
+                 start_ms: int | None = None, first_seq: int = 0, record: bool = False,
+                 connections: int = 1, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self._endpoint = _parse_url(url)
+        self.workload = Workload(devices=devices, rate=rate, kinds=kinds, seed=seed, start_ms=start_ms,
+                                 offline_fraction=offline_fraction, offline_spell_s=offline_spell_s,
+                                 buffer_size=buffer_size, first_seq=first_seq)
+        _check_int("batch", batch, 1, MAX_BATCH)
+        _check_int("connections", connections, 1, 64)
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown body format {fmt!r}: use one of {', '.join(FORMATS)}")
+        if not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.batch, self.token, self.gzip, self.fmt = batch, token, gzip, fmt
+        self.record, self.connections, self.timeout_s = record, connections, timeout_s
+        self._lock = threading.Lock()
+        self._report = SimulatorReport(start_ms=self.start_ms)
+        self._t0: float | None = None
+
+    @property
+    def start_ms(self) -> int:
+        """Epoch ms of the workload's offset 0."""
+        assert self.workload.start_ms is not None
+        return self.workload.start_ms
+
+    def events(self, n: int) -> list[Event]:
+        """The first ``n`` events :meth:`run` sends (no server needed)."""
+        return self.workload.events(n)
+
+    def generate(self, seconds: float) -> list[Event]:
+        """The events :meth:`run` sends in its first ``seconds`` (no server needed)."""
+        return self.workload.generate(seconds)
+
+    def progress(self) -> SimulatorReport:
+        """A snapshot of the running (or last) run's counts, without ``acked``."""
+        with self._lock:
+            snap = dataclasses.replace(self._report, acked=[])
+        if self._t0 is not None:
+            snap.elapsed_s = time.monotonic() - self._t0
+        return snap
+
+    def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> SimulatorReport:
+        """Send the workload from its start until ``duration_s`` has passed or ``stop`` is set.
+
+        Each run replays the same events (same seqs): a second run against the same
+        server shows up as duplicates.
+        """
+        if duration_s is not None and not duration_s > 0:
+            raise ConfigError(f"duration must be > 0 seconds, got {duration_s!r}")
+        stop = stop if stop is not None else threading.Event()
+        abandon = threading.Event()
+        timeline = _Timeline(self.workload)
+        batches: queue.Queue[list[Event] | None] = queue.Queue(maxsize=2 * self.connections)
+        with self._lock:
+            self._report = SimulatorReport(start_ms=self.start_ms)
+        senders = [threading.Thread(target=self._send_loop, args=(batches, abandon, i),
+                                    name=f"fluvial-simulate-{i}", daemon=True)
+                   for i in range(self.connections)]
+        t0 = self._t0 = time.monotonic()
+        end_s = math.inf if duration_s is None else duration_s
+        for sender in senders:
+            sender.start()
+        try:
+            self._produce(timeline, batches, t0, end_s, stop)
+        finally:
+            deadline = time.monotonic() + self.drain_s
+            for _ in senders:
+                while True:
+                    try:
+                        batches.put(None, timeout=0.05)
+                        break
+                    except queue.Full:
+                        if time.monotonic() > deadline:
+                            abandon.set()
+            for sender in senders:
+                sender.join(max(0.0, deadline - time.monotonic()))
+            abandon.set()
+            for sender in senders:
+                sender.join()
+        with self._lock:
+            report = self._report
+            report.elapsed_s = time.monotonic() - t0
+            report.buffer_dropped = timeline.buffer_dropped
+            report.buffered = timeline.buffered()
+            self._t0 = None
+            return dataclasses.replace(report, acked=list(report.acked))
+
+    # -- producing -----------------------------------------------------------------
+
+    def _produce(self, timeline: _Timeline, batches: queue.Queue[list[Event] | None], t0: float,
+                 end_s: float, stop: threading.Event) -> None:
+        end_ms = end_s * 1000
+        stream = iter(timeline)
+        at_ms, event = next(stream)
+        batch: list[Event] = []
+        batch_since = 0.0
+        while True:
+            now = time.monotonic()
+            now_ms = (now - t0) * 1000
+            while at_ms <= now_ms and at_ms < end_ms:
+                if not batch:
+                    batch_since = now
+                batch.append(event)
+                if len(batch) >= self.batch:
+                    if not self._put(batches, batch, stop, t0 + end_s + self.drain_s):
+                        return
+                    batch = []
+                at_ms, event = next(stream)
+            done = now_ms >= end_ms or stop.is_set()
+            if batch and (done or now - batch_since >= self.linger_s):
+                if not self._put(batches, batch, stop, t0 + end_s + self.drain_s):
+                    return
+                batch = []
+            if done:
+                return
+            wake_ms = min(at_ms, end_ms)
+            if batch:
+                wake_ms = min(wake_ms, (batch_since + self.linger_s - t0) * 1000)
+            stop.wait(min(max(wake_ms - now_ms, 1.0), 100.0) / 1000)
+
+    def _put(self, batches: queue.Queue[list[Event] | None], batch: list[Event],
+             stop: threading.Event, give_up: float) -> bool:
+        """Queue a batch, waiting for a sender; False (batch unsent) if the run must end."""
+        while True:
+            try:
+                batches.put(batch, timeout=0.05)
+                return True
+            except queue.Full:
+                if stop.is_set() or time.monotonic() > give_up:
+                    self._count(unsent=len(batch))
+                    return False
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _send_loop(self, batches: queue.Queue[list[Event] | None], abandon: threading.Event,
+                   index: int) -> None:
+        jitter = random.Random(self.workload.seed * 1000 + index)  # for waits only: not the events
+        conn = _Connection(self._endpoint, self.timeout_s)
+        try:
+            while (batch := batches.get()) is not None:
+                if abandon.is_set():
+                    self._count(unsent=len(batch))
+                else:
+                    self._deliver(conn, batch, abandon, jitter)
+        finally:
+            conn.close()
+
+    def _headers(self) -> dict[str, str]:
+        from fluvial import __version__
+
+        headers = {"Content-Type": FORMATS[self.fmt], "Accept": "application/json",
+                   "User-Agent": f"fluvial-simulate/{__version__}"}
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _deliver(self, conn: _Connection, batch: list[Event], abandon: threading.Event,
+                 jitter: random.Random) -> None:
+        body = _ENCODERS[self.fmt](batch)
+        if self.gzip:
+            body = gzip_module.compress(body, compresslevel=1)  # fast: the sender must keep up
+        headers = self._headers()
+        attempt = 0
+        while not abandon.is_set():
+            try:
+                status, retry_after, data = conn.post(body, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                # refused, reset, timed out: the server may be restarting; resending is safe
+                wait = self._backoff(attempt, jitter)
+                self._count(retries=1, error=f"POST {self.url}: {type(exc).__name__}: {exc}")
+            else:
+                if 200 <= status < 300:
+                    self._acknowledge(batch, data)
+                    return
+                if status in (429, 503):
+                    wait = self._retry_after(retry_after, attempt, jitter)
+                    self._count(retries=1, throttled=1)
+                elif status in (502, 504):
+                    wait = self._backoff(attempt, jitter)
+                    self._count(retries=1, error=f"POST {self.url}: HTTP {status} (retrying)")
+                else:
+                    text = data[:200].decode("utf-8", "replace").strip()
+                    self._count(sent=len(batch), dropped=len(batch), dropped_batches=1, batches=1,
+                                error=f"POST {self.url}: HTTP {status}: {text or '(no body)'}; "
+                                      f"batch of {len(batch)} events dropped")
+                    return
+            attempt += 1
+            abandon.wait(wait)
+        self._count(unsent=len(batch))
+
+    def _backoff(self, attempt: int, jitter: random.Random) -> float:
+        return min(self.max_backoff_s, self.first_backoff_s * 2 ** min(attempt, 30)) * jitter.uniform(0.5, 1.0)
+
+    def _retry_after(self, header: str | None, attempt: int, jitter: random.Random) -> float:
+        try:
+            seconds = float(header) if header is not None else math.nan
+        except ValueError:
+            seconds = math.nan
+        if not 0 <= seconds < math.inf:  # absent, an HTTP date, or nonsense
+            return self._backoff(attempt, jitter)
+        seconds = min(seconds, self.max_retry_after_s)
+        return seconds + jitter.uniform(0, 0.1 * seconds + 0.05)
+
+    def _acknowledge(self, batch: list[Event], data: bytes) -> None:
+        try:
+            ack = _ack_decoder.decode(data) if data.strip() else _Ack(accepted=len(batch))
+            error = None
+        except msgspec.DecodeError as exc:
+            ack, error = _Ack(accepted=len(batch)), f"unreadable acknowledgement ({exc}): counted as accepted"
+        refused = {r.index for r in ack.rejected}
+        if refused:
+            error = f"server rejected {len(refused)} event(s), e.g. {ack.rejected[0].reason or '(no reason)'}"
+        with self._lock:
+            r = self._report
+            r.sent += len(batch)
+            r.batches += 1
+            r.accepted += ack.accepted
+            r.duplicates += ack.duplicates
+            r.rejected += len(refused)
+            if error:
+                r.last_error = error
+            if self.record:
+                r.acked.extend((e.device, e.seq) for i, e in enumerate(batch) if i not in refused)
+
+    def _count(self, *, sent: int = 0, dropped: int = 0, dropped_batches: int = 0, batches: int = 0,
+               retries: int = 0, throttled: int = 0, unsent: int = 0, error: str | None = None) -> None:
+        with self._lock:
+            r = self._report
+            r.sent += sent
+            r.dropped += dropped
+            r.dropped_batches += dropped_batches
+            r.batches += batches
+            r.retries += retries
+            r.throttled += throttled
+            r.unsent += unsent
+            if error:
+                r.last_error = error
+

@@ -166,7 +166,7 @@ def _live(args: argparse.Namespace) -> int:
     me = _command_name()
 
     def announce(url: str) -> None:
-        print(f"""fluvial demo: serving on {url}  (docs: {url}/docs)
+        print(f"""fluvial demo: serving on {url}  (live UI: {url}/ui, API docs: {url}/docs)
   speed layer: hashtag_top10 and device_stats, micro-batches every {settings.stream.batch_interval_ms} ms
   batch layer: every {args.batch_every:g} s (the final answer, late events included)
   devices:     {args.devices} simulated devices posting {args.rate:g} events/s (readings and tweets;

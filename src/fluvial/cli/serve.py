@@ -79,7 +79,7 @@ not a loopback address. Stop with Ctrl-C or SIGTERM."""
 )
 def serve(args: argparse.Namespace) -> int:
     settings = _serve_settings(args)
-    return run_server(settings, announce=lambda url: print(f"fluvial serving on {url} (docs: {url}/docs)",
+    return run_server(settings, announce=lambda url: print(f"fluvial serving on {url} (UI: {url}/ui, API docs: {url}/docs)",
                                                            flush=True))
 
 

@@ -158,12 +158,17 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
                           f"(it writes {sorted(plan.views)})")
     store, log = ws.store, ws.log
     result = ReprocessResult(view=view, pipeline=reg.name, start=parse_start(start, log), dry_run=dry_run)
+    snapshots: dict[str, int] = {}
     for name, spec in plan.views.items():
         try:
             info = store.view(name)
         except ViewNotFound:  # the new code writes a new view
             info = store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         result.old_versions[name] = info.alias_version
+        if info.alias_version is None:
+            # Served by the speed layer alone (Kappa): what the old code computed becomes a
+            # version of its own at the switch, so that it can be rolled back to.
+            snapshots[name] = store.begin_version(name)
         # The new version is written with the new code's aggregator and window, which
         # may differ from the current ones; the switch makes them the view's.
         result.new_versions[name] = store.begin_version(name, aggregator=spec.aggregator, window=spec.window)
@@ -174,18 +179,19 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
                           runner_id=replay_id, view_parts=result.new_versions, start_offsets=result.start)
     try:
         while True:
+            ends = log.end_offsets()
             stats = runner.run(new, until_caught_up=True, max_batches=1)
             result.records += stats.records_in
             result.micro_batches += stats.micro_batches
+            offsets = runner.progress.get("offsets") or result.start
             if progress is not None:
-                progress({"records": result.records, "micro_batches": result.micro_batches,
-                          "offsets": runner.progress.get("offsets")})
-            if stats.records_in < max_batch_records:
-                break   # this micro-batch took everything the log held: caught up
+                progress({"records": result.records, "micro_batches": result.micro_batches, "offsets": offsets})
+            if all(o >= e for o, e in zip(offsets, ends)):
+                break   # it has read everything the log held when this micro-batch began: caught up
         for name, version in result.new_versions.items():
             result.diff[name] = row_diff(store.query(name), store.query(name, version=version, realtime=False))
         if dry_run:
-            _discard(store, replay_id, result.new_versions)
+            _discard(store, replay_id, [*result.new_versions.items(), *snapshots.items()])
             return _finish(result, started)
         # No batch publish in between: hold the pipeline's batch lock through the switch
         # (taken before the live runner stops, so that it does not pause while a batch run ends).
@@ -195,6 +201,12 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
                 if blob is None:
                     raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
                                      f"of {reg.name!r} ran at the same time; run it again")
+                live = txn.get_checkpoint(checkpoint_id(reg.name))
+                live_cutoff = dict(enumerate(Checkpoint.loads(live).offsets)) if live is not None else {}
+                for name, snapshot in snapshots.items():
+                    txn.snapshot_realtime(name, snapshot)
+                    txn.publish(name, snapshot, live_cutoff, drop_realtime=True)
+                    result.old_versions[name] = snapshot
                 cutoff = dict(enumerate(Checkpoint.loads(blob).offsets))
                 for name, version in result.new_versions.items():
                     txn.publish(name, version, cutoff, drop_realtime=True)
@@ -212,7 +224,7 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
     except BaseException:
         if not result.switched:
             with contextlib.suppress(Exception):  # the original error matters more; stale versions are harmless
-                _discard(store, replay_id, result.new_versions)
+                _discard(store, replay_id, [*result.new_versions.items(), *snapshots.items()])
         raise
     return _finish(result, started)
 
@@ -283,10 +295,10 @@ def _paused(reg: Registered, stop_live: Callable[[str], None] | None,
         raise
 
 
-def _discard(store: Any, replay_id: str, versions: dict[str, int]) -> None:
+def _discard(store: Any, replay_id: str, versions: list[tuple[str, int]]) -> None:
     with store.transaction() as txn:
         txn.delete_checkpoint(replay_id)
-    for name, version in versions.items():
+    for name, version in versions:
         info = store.view(name)
         if version in info.versions and version != info.alias_version:
             store.drop_version(name, version)

@@ -491,14 +491,14 @@ class SqliteStore:
         self.drop_older_versions(view)
 
     def drop_older_versions(self, view: str) -> None:
-        """Drop the versions older than the kept previous one (a second, short transaction
-        after a switch, so that the switch itself stays short; an interrupted drop is
-        redone next time)."""
+        """Drop the published versions other than the current and the kept previous one
+        (a second, short transaction after a switch, so that the switch itself stays
+        short; an interrupted drop is redone next time).  Versions being built (not
+        yet published) stay."""
         with self._write():
             meta = self._meta(view)
-            if meta.previous is not None:
-                for old in [v for v in self._versions(meta.view_id)
-                            if v < meta.previous and v != meta.alias]:
+            for old, cutoff in self._versions(meta.view_id).items():
+                if cutoff is not None and old not in (meta.alias, meta.previous):
                     self._drop(meta.view_id, old)
 
     def rollback(self, view: str) -> int:
@@ -702,6 +702,32 @@ class SqliteTxn:
             cursor = self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ?",
                                         (meta.view_id, self._store._part_no(meta, part)))
         self._store._touch(meta.view_id)
+        return cursor.rowcount
+
+    def snapshot_realtime(self, view: str, version: int) -> int:
+        """Merge every realtime generation of ``view`` into batch version ``version``
+        (the speed layer's part, kept as a version of its own); returns the rows written."""
+        self._check_open()
+        store = self._store
+        meta = store._meta_of(view, version)
+        part = store._part_no(meta, version)
+        store._merge_error = None
+        store._merging = meta.agg
+        try:
+            cursor = self._conn.execute(
+                "INSERT INTO fluvial_rows (view_id, part, key, wstart, wend, acc) "
+                "SELECT view_id, ?, key, wstart, wend, acc FROM fluvial_rows WHERE view_id = ? AND part <= 0 "
+                "AND acc IS NOT NULL ORDER BY part DESC "
+                "ON CONFLICT (view_id, part, key, wstart, wend) DO UPDATE SET "
+                "acc = fluvial_merge(view_id, acc, excluded.acc)", (part, meta.view_id))
+        except sqlite3.OperationalError as exc:
+            error = store._merge_error or exc
+            store._merge_error = None
+            raise StoreError(f"view {view!r}: copying the realtime part failed: {error!r}") from error
+        finally:
+            store._merging = None
+        self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ? AND acc IS NULL",
+                           (meta.view_id, part))
         return cursor.rowcount
 
     def seal_realtime(self, view: str) -> int:

@@ -37,3 +37,8 @@ if f.exists():
           f"p95 {d['p95_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms "
           f"({'PASS' if d['target_met'] else 'MISS'} p99 < {d['target_p99_ms']:g} ms)")
 PY
+
+# fluvial serve over loopback: HTTP ingest throughput (json/msgpack x gzip x fsync, next to
+# LocalLog.append in-process) and POST -> visible latency at three batch intervals.
+"$PY" bench/ingest_http.py --matrix
+"$PY" bench/serve_latency.py --batch-interval-ms 20,200,1000

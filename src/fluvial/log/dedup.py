@@ -49,6 +49,12 @@ class DedupState:
     def add(self, device: str, seq: int) -> bool:
         """Record ``(device, seq)``; return False if it was already stored."""
         top = self._max.get(device)
+        if top is not None and seq == top + 1:  # in order: the common case
+            self._max[device] = seq
+            gaps = self._gaps[device]
+            if gaps and gaps[1] <= seq - WINDOW:
+                self._prune(gaps, seq - WINDOW)
+            return True
         if top is None:
             self._max[device] = seq
             self._gaps[device] = [seq - WINDOW, seq]
@@ -58,8 +64,8 @@ class DedupState:
             if seq > top + 1:
                 gaps += [max(top + 1, seq - WINDOW), seq]
             floor = seq - WINDOW
-            if gaps and gaps[0] < floor:
-                self._prune(gaps, floor)
+            if gaps and gaps[1] <= floor:  # a whole gap fell out of the window (a gap partly
+                self._prune(gaps, floor)    # below it is harmless: seqs there count as beyond it)
             self._max[device] = seq
             return True
         if seq == top:

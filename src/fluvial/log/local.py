@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Self
 
@@ -98,6 +99,7 @@ class LocalLog:
         self._failed: str | None = None
         self._dedup: list[DedupState] = []
         self._partial: dict[int, tuple[int, list[Event]]] = {}  # partition -> last partly read batch
+        self._syncer: ThreadPoolExecutor | None = None
         for msg in self.recovered:
             _logger.warning("recovered %s", msg)
         if not readonly:
@@ -219,11 +221,17 @@ class LocalLog:
             top = self._dedup[self.partition_for(device)].top(device)
         return 0 if top is None else top + 1
 
-    def append(self, events: Sequence[Event]) -> AppendResult:
+    def append(self, events: Sequence[Event], *, decoded: bool = False) -> AppendResult:
         """Append events, one batch per partition touched.
 
         An event whose ``(device, seq)`` is already stored (or appears earlier in
         ``events``) is not stored again; its position is ``None``.
+
+        Args:
+            events: The events.
+            decoded: The events were decoded by msgspec into :class:`Event` (as HTTP
+                ingest does), so their types are right and their payloads hold only
+                what MessagePack stores: skip the per-event checks and the trial encode.
 
         Raises:
             ValidationError: An event has a wrong envelope type (path ``$[i].field``).
@@ -231,17 +239,21 @@ class LocalLog:
         """
         with self._mutex:
             self._check_writable()
-            for i, ev in enumerate(events):
-                _check_event(i, ev)
-            _check_encodable(events)  # before the dedup state records anything
+            if not decoded:
+                for i, ev in enumerate(events):
+                    _check_event(i, ev)
+                _check_encodable(events)  # before the dedup state records anything
             positions: list[tuple[int, int] | None] = [None] * len(events)
-            groups: dict[int, tuple[list[Event], list[int]]] = {}
+            n, dedup, crc32 = self.partitions, self._dedup, zlib.crc32
+            by_partition: list[list[Event]] = [[] for _ in range(n)]
+            index: list[list[int]] = [[] for _ in range(n)]
             for i, ev in enumerate(events):
-                p = zlib.crc32(ev.device.encode()) % self.partitions
-                if self._dedup[p].add(ev.device, ev.seq):
-                    evs, idx = groups.setdefault(p, ([], []))
-                    evs.append(ev)
-                    idx.append(i)
+                device = ev.device
+                p = crc32(device.encode()) % n
+                if dedup[p].add(device, ev.seq):
+                    by_partition[p].append(ev)
+                    index[p].append(i)
+            groups = {p: (by_partition[p], index[p]) for p in range(n) if by_partition[p]}
             now_ms = _now_ms()
             rolled = []
             try:
@@ -267,8 +279,14 @@ class LocalLog:
 
     def _sync(self, touched: list[SegmentStore], now_ms: int) -> None:
         if self._fsync == "batch":
-            for store in touched:
-                store.sync()
+            if len(touched) == 1:
+                touched[0].sync()
+                return
+            # One fsync per partition file, at the same time (fsync releases the GIL).
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(min(self.partitions, 8), thread_name_prefix="fluvial-fsync")
+            for future in [self._syncer.submit(store.sync) for store in touched]:
+                future.result()
         elif self._fsync == "interval" and now_ms - self._last_sync_ms >= self._fsync_interval_ms:
             self.flush()
 
@@ -411,6 +429,9 @@ class LocalLog:
                     if not self.readonly and not self._failed:
                         self._dedup[p].save(store.path / _SNAPSHOT, store.end_offset)
             finally:
+                if self._syncer is not None:
+                    self._syncer.shutdown()
+                    self._syncer = None
                 if self._lock_fd is not None:
                     os.close(self._lock_fd)
                     self._lock_fd = None

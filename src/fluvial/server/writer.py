@@ -93,7 +93,7 @@ class LogWriter:
             try:
                 if letters:
                     self.dead_letters.append(letters)
-                positions = self.log.append(events).positions if events else []
+                positions = self.log.append(events, decoded=True).positions if events else []
                 self.appends += 1
             except BaseException as exc:  # every waiting request learns it failed
                 self.failed = str(exc)

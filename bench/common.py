@@ -150,10 +150,7 @@ def json_lines(path: Path) -> Iterator[Any]:
 
 def _reset_store(data_dir: Path) -> None:
     for name in ("views.db", "views.db-wal", "views.db-shm", "views.db-journal"):
-        try:
-            (data_dir / name).unlink()
-        except FileNotFoundError:
-            pass
+        (data_dir / name).unlink(missing_ok=True)
 
 
 def run_fluvial(data_dir: Path, pipeline: Any, view: str, mode: str, *,
@@ -303,7 +300,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version(),
                             "platform": platform.platform(), "git": git_head()}
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 info["cpu"] = line.split(":", 1)[1].strip()
@@ -316,9 +313,9 @@ def git_head() -> str:
     """The commit measured (other work may be in the tree: ``+dirty`` says so)."""
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+                              capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "examples"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
     return head + ("+dirty" if dirty else "")

@@ -140,7 +140,8 @@ def from_rows(rows: list[Any]) -> dict[tuple[int, int], list[list[Any]]]:
 
 def describe(ref: dict[Any, Any]) -> str:
     first = min(ref) if ref else None
-    return f"{len(ref):,} windows of {WINDOW_MS // 1000} s every {SLIDE_MS // 1000} s; first {first}: {ref.get(first, [])[:3]}..."
+    return (f"{len(ref):,} windows of {WINDOW_MS // 1000} s every {SLIDE_MS // 1000} s; "
+            f"first {first}: {ref.get(first, [])[:3]}...")
 
 
 JOB = common.Job(name="hashtags", gen_kind="tweets", suffix="jsonl", unit="tweets", pipeline=pipeline,

@@ -97,7 +97,7 @@ class ServerProcess:
     def output(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> ServerProcess:  # noqa: PYI034 (start() returns self)
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -217,7 +217,7 @@ def _watch(server: Any, sim: Any, stop: Any) -> None:
                 infos = {v.name: v for v in store.views()}
                 now_ms = int(time.time() * 1000)
                 top = [r for r in store.query("hashtag_top10", from_ms=now_ms - 62_000)
-                       if r.window[1] <= now_ms] if "hashtag_top10" in infos else []
+                       if r.window is not None and r.window[1] <= now_ms] if "hashtag_top10" in infos else []
                 stats = infos.get("device_stats")
                 rows = store.query("device_stats") if stats else []
                 groups, counted = len(rows), sum(r.value["count"] for r in rows)

@@ -79,8 +79,11 @@ not a loopback address. Stop with Ctrl-C or SIGTERM."""
 )
 def serve(args: argparse.Namespace) -> int:
     settings = _serve_settings(args)
-    return run_server(settings, announce=lambda url: print(f"fluvial serving on {url} (UI: {url}/ui, API docs: {url}/docs)",
-                                                           flush=True))
+
+    def announce(url: str) -> None:
+        print(f"fluvial serving on {url} (UI: {url}/ui, API docs: {url}/docs)", flush=True)
+
+    return run_server(settings, announce=announce)
 
 
 def _serve_settings(args: argparse.Namespace) -> Any:

@@ -26,7 +26,7 @@ test: $(STAMP)
 ## lint: ruff and mypy over the sources
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m ruff check src tests bench
 	$(BIN)/python -m mypy
 
 ## bench: every benchmark (needs the bench extra: PySpark and Java 17)

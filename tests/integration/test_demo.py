@@ -47,6 +47,7 @@ def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -
     """`fluvial demo` as a new user runs it: a server, simulated devices, live views, a guide."""
     import json
     import time
+    import urllib.parse
     import urllib.request
 
     with subprocess.Popen(
@@ -70,6 +71,10 @@ def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -
             if line.startswith("[") and len(seen_views) < 2:   # while it runs, the printed curl commands work
                 with urllib.request.urlopen(f"{url}/v1/views/device_stats") as r:
                     seen_views.append(json.loads(r.read()))
+                key = re.search(r"curl -s '\S+/v1/views/device_stats\?key=(\S+)'", "".join(lines)).group(1)
+                with urllib.request.urlopen(f"{url}/v1/views/device_stats?key={urllib.parse.quote(key)}") as r:
+                    keyed = json.loads(r.read())["rows"]
+                assert keyed and all(row["key"] == json.loads(key) for row in keyed)
                 with urllib.request.urlopen(f"{url}/v1/views") as r:
                     names = {v["name"] for v in json.loads(r.read())["views"]}
                 assert names == {"device_stats", "hashtag_top10"}

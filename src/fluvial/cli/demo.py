@@ -165,7 +165,13 @@ def _live(args: argparse.Namespace) -> int:
     stop = threading.Event()
     me = _command_name()
 
+    made: dict[str, Any] = {}
+
     def announce(url: str) -> None:
+        sim = made["sim"] = Simulator(url, devices=args.devices, rate=args.rate, kinds=("reading", "tweet"),
+                                      seed=args.seed, batch=max(1, min(500, int(args.rate // 5) or 1)))
+        first = next(e for e in sim.events(200) if e.kind == "reading")   # a key that will have rows
+        key = json.dumps([first.device, first.payload["kind"]], separators=(",", ":"))
         print(f"""fluvial demo: serving on {url}  (live UI: {url}/ui, API docs: {url}/docs)
   speed layer: hashtag_top10 and device_stats, micro-batches every {settings.stream.batch_interval_ms} ms
   batch layer: every {args.batch_every:g} s (the final answer, late events included)
@@ -174,7 +180,7 @@ def _live(args: argparse.Namespace) -> int:
 
 Try, in another terminal:
   curl -s {url}/v1/views | python3 -m json.tool
-  curl -s '{url}/v1/views/device_stats?key=["dev-0001","temperature"]'
+  curl -s '{url}/v1/views/device_stats?key={key}'
   curl -s {url}/v1/metrics
   curl -s -X POST {url}/v1/views/device_stats/batch
   {me} --data-dir {data} query hashtag_top10 --format jsonl | tail -n 1
@@ -183,8 +189,7 @@ Stop with Ctrl-C{f" (or wait {args.seconds:g} s)" if args.seconds else ""}.
 """, flush=True)
 
     def started(server: Any, uv: Any) -> None:
-        sim = Simulator(server.url, devices=args.devices, rate=args.rate, kinds=("reading", "tweet"),
-                        seed=args.seed, batch=max(1, min(500, int(args.rate // 5) or 1)))
+        sim = made["sim"]
         threading.Thread(target=sim.run, kwargs={"stop": stop}, name="fluvial-demo-devices", daemon=True).start()
         threading.Thread(target=_watch, args=(server, sim, stop), name="fluvial-demo-watch", daemon=True).start()
         if args.seconds:

@@ -370,6 +370,9 @@ class Stats(_Builtin):
             return a
         return (a[0] + b[0], _min2(a[1], b[1]), _max2(a[2], b[2]), sum_merge(a[3], b[3]))
 
+    def is_zero(self, acc: tuple[int, Any, Any, Any]) -> bool:
+        return acc[0] == 0  # no value added (Stats has no subtract: count 0 means zero)
+
     def result(self, acc: tuple[int, Any, Any, Any]) -> dict[str, Any]:
         n, lo, hi, s = acc
         return {"count": n, "min": lo, "max": hi, "mean": mean_result(s)}

@@ -155,7 +155,6 @@ def sum_result(acc: SumAcc) -> int | float:
 def mean_result(acc: SumAcc) -> float | None:
     if acc[1] == 0:
         return None
-    special = _nonfinite(acc)
-    if special is not None:
-        return special
+    if acc[3] or acc[4] or acc[5]:  # an infinity or a NaN was added
+        return _nonfinite(acc)
     return _divide(acc[0], acc[1] << _SHIFT)

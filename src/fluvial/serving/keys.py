@@ -39,11 +39,14 @@ def _check_key(key: Any) -> None:
     )
 
 
+_PLAIN = frozenset({str, int})
+
+
 def encode_key(key: Any) -> bytes:
     """The canonical bytes of a key (its JSON text)."""
     t = type(key)
-    if t is not str and t is not int:  # fast path for the common keys
-        _check_key(key)
+    if t is not str and t is not int and not (t is tuple and _PLAIN.issuperset(map(type, key))):
+        _check_key(key)  # the common keys (str, int, tuples of them) need no check
     return _encode(key)
 
 

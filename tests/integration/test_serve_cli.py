@@ -157,3 +157,25 @@ def test_ui_pipelines_openapi_and_docs(tmp_path):
         assert status == 200 and b"/v1/views/{name}/reprocess" in docs
         status, text = srv.request("GET", "/metrics")
         assert status == 200 and b"fluvial_speed_lag_events{pipeline=\"device_stats\"}" in text
+
+
+def test_the_batch_layer_of_serve_on_spark(tmp_path, lines, spark_ready):
+    """`[batch] engine = "spark"`: the server's batch layer runs on PySpark, same views."""
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    events = [{"device": f"d{i % 5}", "kind": "line", "ts": 1_000 * i, "seq": i, "payload": {"text": t}}
+              for i, t in enumerate(lines)]
+    config = '[batch]\nengine = "spark"\nspark_master = "local[2]"\nworkers = 1\n'
+    with ServerProcess(tmp_path, flows=[tmp_path / "wc.py"], config=config) as srv:
+        half = len(events) // 2
+        assert srv.post_events(events[:half])[0] == 200
+        srv.wait_caught_up()
+        status, job = srv.admin("POST", "/v1/views/words/batch")
+        assert status == 202
+        assert srv.post_events(events[half:])[0] == 200      # the speed layer goes on meanwhile
+        job = srv.wait_job(job["id"], timeout=240)
+        assert job["status"] == "done", job
+        assert job["result"]["views"] == {"words": 1} and job["result"]["engine"] == "spark"
+        srv.wait_caught_up()
+        got = {r["key"]: r["value"] for r in srv.get("/v1/views/words")["rows"]}
+        assert got == dict(old_code(lines))
+        assert srv.get("/v1/views/words")["version"] == 1

@@ -236,7 +236,7 @@ def batch(args: argparse.Namespace) -> int:
             stats = runner.run(reg.pipeline)
             if args.format == "json":
                 print(json.dumps({"pipeline": reg.name, "views": stats.views, "records": stats.records_in,
-                                  "seconds": round(stats.seconds, 3)}), flush=True)
+                                  "seconds": round(stats.seconds, 3), "engine": args.engine}), flush=True)
             else:
                 views = ", ".join(f"{n}@v{v}" for n, v in stats.views.items())
                 print(f"{reg.name}: {stats.records_in} records in {stats.seconds:.2f} s; views: {views or 'none'}")

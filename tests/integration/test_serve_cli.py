@@ -179,3 +179,34 @@ def test_the_batch_layer_of_serve_on_spark(tmp_path, lines, spark_ready):
         got = {r["key"]: r["value"] for r in srv.get("/v1/views/words")["rows"]}
         assert got == dict(old_code(lines))
         assert srv.get("/v1/views/words")["version"] == 1
+
+
+def test_a_failing_flow_shows_in_healthz_and_the_server_stays_up(tmp_path):
+    import time
+
+    (tmp_path / "fragile.py").write_text('''
+import fluvial as fl
+def parse(e):
+    if e.payload["text"] == "boom":
+        raise ValueError("cannot parse boom")
+    return (e.payload["text"], 1)
+p = fl.Pipeline("fragile")
+p.from_log("line").map(parse).reduce_by_key(lambda a, b: a + b).to_view("fragile")
+''')
+    with ServerProcess(tmp_path, flows=[tmp_path / "fragile.py"]) as srv:
+        ok = [{"device": "d", "kind": "line", "ts": i, "seq": i, "payload": {"text": "fine"}} for i in range(3)]
+        assert srv.post_events(ok)[0] == 200
+        srv.wait_caught_up()
+        assert srv.request("GET", "/healthz")[0] == 200
+        assert srv.post_events([{"device": "d", "kind": "line", "ts": 9, "seq": 9,
+                                 "payload": {"text": "boom"}}])[0] == 200
+        deadline = time.monotonic() + 10
+        status, body = srv.request("GET", "/healthz")
+        while status == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status, body = srv.request("GET", "/healthz")
+        assert status == 503 and b"ValueError: cannot parse boom" in body
+        # the committed view is intact and still served; the failing micro-batch was not committed
+        assert {r["key"]: r["value"] for r in srv.get("/v1/views/fragile")["rows"]} == {"fine": 3}
+        info = srv.get("/v1/views")["views"][0]
+        assert info["speed_layer"]["errors"] >= 1 and "cannot parse boom" in info["speed_layer"]["last_error"]

@@ -250,6 +250,8 @@ def build_app(server: Server) -> Starlette:
         for name, runner in server.speed.items():
             if not runner.alive:
                 problems.append(f"speed layer {name}: stopped")
+            elif time.time() - runner.last_error_at < 30:  # failing now: restarts from its checkpoint
+                problems.append(f"speed layer {name}: {runner.errors} failures, last: {runner.last_error}")
         body = {"status": "ok" if not problems else "degraded", "problems": problems,
                 "uptime_s": round(time.time() - server.metrics.started, 1)}
         return MsgspecJSON(body, status_code=200 if not problems else 503)

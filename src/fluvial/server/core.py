@@ -134,7 +134,7 @@ class Server:
         self.url: str | None = None
         self._local = threading.local()
         self._queries = ThreadPoolExecutor(2, thread_name_prefix="fluvial-query")
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: list[threading.Timer] = []
         self._stopping = False
         self._switch_lock = threading.Lock()
@@ -147,10 +147,15 @@ class Server:
 
     async def start_background(self) -> None:
         """Start the lag monitor and the batch schedules (inside the event loop)."""
-        self._tasks.append(asyncio.create_task(self._monitor()))
+        self._spawn(self._monitor())
         for reg in self.flows.pipelines.values():
             if reg.architecture == "lambda" and reg.batch_every_s > 0:
-                self._tasks.append(asyncio.create_task(self._schedule(reg.name)))
+                self._spawn(self._schedule(reg.name))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)  # finished batch runs do not pile up
 
     def announce(self, url: str) -> None:
         self.url = url
@@ -158,7 +163,7 @@ class Server:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         for job in list(self.batch_running.values()):
             proc = job.progress.get("_proc")
@@ -274,7 +279,7 @@ class Server:
             return running
         job = self._job("batch", view, reg.name)
         self.batch_running[reg.name] = job
-        self._tasks.append(asyncio.create_task(self.run_batch(reg.name, job)))
+        self._spawn(self.run_batch(reg.name, job))
         return job
 
     async def run_batch(self, name: str, job: Job | None = None) -> Job:

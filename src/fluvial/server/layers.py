@@ -159,6 +159,7 @@ class SpeedRunner:
         self.retry_s = retry_s
         self.runner: Any = None
         self.last_error: str | None = None
+        self.last_error_at = 0.0
         self.errors = 0
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -193,6 +194,7 @@ class SpeedRunner:
             except Exception as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error_at = time.time()
                 _logger.error("speed layer of %s failed, restarting from its checkpoint: %s\n%s",
                               self.reg.name, self.last_error, traceback.format_exc())
                 self._stop.wait(self.retry_s)

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from fluvial.errors import ConfigError, FluvialError, StoreError, ViewNotFound
 from fluvial.server.auth import AuthError, authorize, parse_bearer
 from fluvial.server.core import Server
-from fluvial.server.ingest import IngestError, decompress, parse_body
+from fluvial.server.ingest import AllRejected, IngestError, decompress, parse_body
 
 __all__ = ["build_app"]
 
@@ -122,7 +122,6 @@ def build_app(server: Server) -> Starlette:
 
     async def _ingest(request: Request, body: bytes) -> Response:
         from fluvial.log.deadletter import DeadLetter
-        from fluvial.server.ingest import _AllRejected
 
         limits = server.settings.server
         grant = request.state.grant
@@ -130,7 +129,7 @@ def build_app(server: Server) -> Starlette:
             data = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
             parsed = parse_body(data, request.headers.get("content-type"), server.schemas,
                                 max_events=limits.max_events_per_request)
-        except _AllRejected as exc:
+        except AllRejected as exc:
             parsed = exc.parsed
             if grant is not None and grant.role == "device":
                 _check_devices(grant, parsed)

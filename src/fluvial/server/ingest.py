@@ -40,7 +40,7 @@ from fluvial.events.envelope import Event
 from fluvial.events.schema import SchemaRegistry
 from fluvial.log.deadletter import DeadLetter
 
-__all__ = ["JSON_TYPES", "MSGPACK_TYPES", "IngestError", "ParsedBody", "decompress", "parse_body"]
+__all__ = ["JSON_TYPES", "MSGPACK_TYPES", "AllRejected", "IngestError", "ParsedBody", "decompress", "parse_body"]
 
 JSON_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson",
                         "application/jsonl", "application/x-jsonlines", "text/plain"})
@@ -248,11 +248,11 @@ def _done(parsed: ParsedBody) -> ParsedBody:
     if parsed.total and not parsed.events:
         first = parsed.rejected[0]
         more = f" (and {len(parsed.rejected) - 1} more)" if len(parsed.rejected) > 1 else ""
-        raise _AllRejected(parsed, f"no valid event in the body; event {first[0]}: {first[1]}{more}")
+        raise AllRejected(parsed, f"no valid event in the body; event {first[0]}: {first[1]}{more}")
     return parsed
 
 
-class _AllRejected(IngestError):
+class AllRejected(IngestError):
     """Every event of a readable body is invalid (422); they go to the dead-letter log one by one."""
 
     def __init__(self, parsed: ParsedBody, reason: str) -> None:

@@ -62,7 +62,9 @@ def test_roles_and_devices(store: TokenStore) -> None:
     assert (rg.role, rg.device, ag.role, ag.note) == ("read", None, "admin", "ops")
     assert store.verify(read) == rg and store.verify(admin) == ag
     assert len({rg.token_id, ag.token_id}) == 2
-    assert [g.token_id for g in store.list()] == [rg.token_id, ag.token_id]
+    # oldest first; tokens made in the same millisecond come in token-id order
+    assert [g.token_id for g in store.list()] == [g.token_id for g in sorted(
+        [rg, ag], key=lambda g: (g.created_ms, g.token_id))]
 
     with pytest.raises(ConfigError, match="needs the id of its device"):
         store.create("device")

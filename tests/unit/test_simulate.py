@@ -332,7 +332,7 @@ def test_refused_batch_is_dropped_and_the_run_goes_on(server: FakeServer) -> Non
     assert "HTTP 400" in (report.last_error or "")
     keys = [(e["device"], e["seq"]) for r in server.requests for e in r]
     assert len(keys) == len(set(keys))  # nothing was resent
-    assert len(server.requests) > 2 and report.accepted == len(server.stored) > 0
+    assert len(server.requests) >= 2 and report.accepted == len(server.stored) > 0
     assert report.sent == report.accepted + report.dropped
     assert sorted(report.acked) == sorted(server.stored)
 

@@ -1,18 +1,30 @@
 # The two commands of the README: `make demo` and `make test`, on a fresh machine.
+# Every install takes the exact versions of requirements.lock (hash-checked); `make lock`
+# refreshes the lock from pyproject.toml.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-test
+STAMP  := $(VENV)/.installed-lock
+PIP    := $(BIN)/python -m pip --quiet
+# pip itself, pinned like everything else.
+PIP_VERSION := 26.3
+# uv resolves the lock (it is in the dev extra, so the lock pins it too).
+UV_VERSION  := 0.13.9
+UPGRADE ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: install demo test lint lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install pip==$(PIP_VERSION)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,spark,parquet]'
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## install: .venv with fluvial and exactly the locked versions of every extra
+install: $(STAMP)
 
 ## demo: fluvial serve with the example flows and simulated devices; live views until Ctrl-C
 demo: $(STAMP)
@@ -21,17 +33,23 @@ demo: $(STAMP)
 ## test: the whole test suite (unit, property, integration, conformance), then the doctests
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --doctest-modules src/fluvial
+	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 
 ## lint: ruff and mypy over the sources
 lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff mypy
 	$(BIN)/python -m ruff check src tests bench
 	$(BIN)/python -m mypy
 
-## bench: every benchmark (needs the bench extra: PySpark and Java 17)
+## lock: re-resolve requirements.lock from pyproject.toml, keeping current pins where they
+## still fit; `make lock UPGRADE=1` takes the newest versions pyproject.toml allows
+lock: | $(BIN)/python
+	$(PIP) install uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml requirements-build.in --all-extras --universal \
+	    --python-version 3.11 --generate-hashes --no-emit-package fluvial --quiet \
+	    $(if $(UPGRADE),--upgrade) -o requirements.lock
+
+## bench: every benchmark (needs PySpark and Java 17, both in the lock)
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	bash bench/run_all.sh
 
 clean:

@@ -9,15 +9,21 @@ objects, validated through a registry when one is given.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from fluvial.errors import DecodeError, ValidationError
+from fluvial.events.diagnose import (
+    MsgpackProblem,
+    json_first_value_end,
+    json_problem,
+    msgpack_item_end,
+    msgpack_problem,
+)
 from fluvial.events.envelope import Event
-from fluvial.events.schema import translate_error
+from fluvial.events.schema import to_event
 
 if TYPE_CHECKING:
     from fluvial.events.schema import SchemaRegistry
@@ -36,7 +42,6 @@ _json_enc = msgspec.json.Encoder()
 _json_dec = msgspec.json.Decoder()
 _mp_enc = msgspec.msgpack.Encoder()
 _mp_dec = msgspec.msgpack.Decoder()
-_BYTE_RE = re.compile(r"\(byte (\d+)\)")
 
 
 def encode_json(events: Iterable[Event]) -> bytes:
@@ -58,14 +63,6 @@ def encode_msgpack(events: Iterable[Event]) -> bytes:
     return _mp_enc.encode(list(events))
 
 
-def _utf8_error(data: bytes | bytearray | memoryview, base: int, what: str) -> DecodeError:
-    try:
-        bytes(data).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return DecodeError(f"{what}: invalid UTF-8 at byte {base + exc.start}")
-    return DecodeError(f"{what}: invalid UTF-8 in a string")
-
-
 def _as_items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -78,22 +75,42 @@ def decode_json_items(data: bytes | bytearray | memoryview) -> list[Any]:
     """
     try:
         return _as_items(_json_dec.decode(data))
+    except msgspec.DecodeError:
+        pass  # not one JSON value: NDJSON, or malformed (fluvial words the error below)
+    raw = bytes(data)
+    try:
+        text = raw.decode("utf-8")
+        first_end = json_first_value_end(text)
     except UnicodeDecodeError:
-        raise _utf8_error(data, 0, "invalid JSON") from None
-    except msgspec.DecodeError as exc:
-        if "trailing characters" not in str(exc):
-            raise DecodeError(f"invalid JSON: {_where(exc, 0, len(data))}") from None
+        if _first_line_is_a_value(raw):
+            return _ndjson_items(raw)
+        raise DecodeError(f"invalid JSON: {json_problem(raw)}") from None
+    except ValueError:
+        raise DecodeError(f"invalid JSON: {json_problem(raw)}") from None
+    first_end = len(text[:first_end].encode("utf-8"))
+    if b"\n" in raw[first_end:] and b"\n" not in raw[:first_end].strip():
+        return _ndjson_items(raw)  # the first value ends on its own line: one value per line
+    raise DecodeError(f"invalid JSON: {json_problem(raw)}")
+
+
+def _first_line_is_a_value(raw: bytes) -> bool:
+    first, newline, _ = raw.lstrip().partition(b"\n")
+    try:
+        _json_dec.decode(first)
+    except msgspec.DecodeError:
+        return False
+    return bool(newline)
+
+
+def _ndjson_items(raw: bytes) -> list[Any]:
     items: list[Any] = []
     pos = 0
-    for lineno, line in enumerate(bytes(data).split(b"\n"), start=1):
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
         if line.strip():
             try:
                 items.append(_json_dec.decode(line))
-            except UnicodeDecodeError:
-                raise _utf8_error(line, pos, f"invalid NDJSON at line {lineno}") from None
-            except msgspec.DecodeError as exc:
-                msg = _where(exc, pos, pos + len(line))
-                raise DecodeError(f"invalid NDJSON at line {lineno}: {msg}") from None
+            except msgspec.DecodeError:
+                raise DecodeError(f"invalid NDJSON at line {lineno}: {json_problem(line, pos)}") from None
         pos += len(line) + 1
     return items
 
@@ -104,28 +121,23 @@ def decode_msgpack_items(data: bytes | bytearray | memoryview) -> list[Any]:
     Raises:
         DecodeError: Saying at which byte the data is malformed.
     """
+    try:
+        return _as_items(_mp_dec.decode(data))
+    except msgspec.DecodeError:
+        pass  # concatenated objects, or malformed (fluvial words the error below)
     view = memoryview(data)
     items: list[Any] = []
     pos = 0
-    while True:
+    while pos < len(view):
         try:
-            value = _mp_dec.decode(view[pos:])
-        except UnicodeDecodeError:
-            raise DecodeError(
-                f"invalid MessagePack: invalid UTF-8 in a string of the object at byte {pos}"
-            ) from None
-        except msgspec.DecodeError as exc:
-            m = _BYTE_RE.search(str(exc))
-            if "trailing characters" in str(exc) and m:
-                end = pos + int(m.group(1))
-                items.append(_mp_dec.decode(view[pos:end]))
-                pos = end
-                continue
-            raise DecodeError(f"invalid MessagePack: {_where(exc, pos, len(view))}") from None
-        if pos == 0:
-            return _as_items(value)
-        items.append(value)
-        return items
+            end = msgpack_item_end(view, pos)
+            items.append(_mp_dec.decode(view[pos:end]))
+        except MsgpackProblem as exc:
+            raise DecodeError(f"invalid MessagePack: {exc.reason} at byte {exc.at}") from None
+        except msgspec.DecodeError:
+            raise DecodeError(f"invalid MessagePack: {msgpack_problem(view[pos:end], pos)}") from None
+        pos = end
+    return items
 
 
 def decode_json(
@@ -159,23 +171,7 @@ def _to_events(items: list[Any], registry: SchemaRegistry | None) -> list[Event]
             if registry is not None:
                 out.append(registry.validate(item))
             else:
-                try:
-                    out.append(msgspec.convert(item, Event))
-                except msgspec.ValidationError as exc:
-                    raise translate_error(exc, "$") from None
+                out.append(to_event(item))
         except ValidationError as exc:
             raise ValidationError(f"$[{i}]{exc.path[1:]}", exc.reason) from None
     return out
-
-
-def _where(exc: Exception, base: int, end: int) -> str:
-    """Rewrite a msgspec decode message as ``<what> at byte N`` of the whole input."""
-    msg = str(exc)
-    for prefix in ("JSON is malformed: ", "MessagePack data is malformed: "):
-        msg = msg.removeprefix(prefix)
-    m = _BYTE_RE.search(msg)
-    if m:
-        return f"{_BYTE_RE.sub('', msg).strip()} at byte {base + int(m.group(1))}"
-    if "truncated" in msg:
-        return f"input ends early (truncated) at byte {end}"
-    return f"{msg} (in the item starting at byte {base})"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from typing import Any
 import msgspec
 
 from fluvial.errors import SchemaError, ValidationError
+from fluvial.events.diagnose import envelope_problem, payload_problem, type_name
 from fluvial.events.envelope import Event
 
-__all__ = ["FIELD_TYPES", "Schema", "SchemaRegistry"]
+__all__ = ["FIELD_TYPES", "Schema", "SchemaRegistry", "to_event"]
 
 FIELD_TYPES: dict[str, Any] = {
     "str": str,
@@ -39,8 +39,6 @@ FIELD_TYPES: dict[str, Any] = {
 }
 
 _FORMAT = 1
-_MSG_RE = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
-_MISSING_RE = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,13 @@ class Schema:
             ValidationError: With a path such as ``$.payload.value``.
         """
         if not isinstance(payload, dict):
-            raise ValidationError("$.payload", f"expected object, got {_type_name(payload)}")
+            raise ValidationError("$.payload", f"expected object, got {type_name(payload)}")
         try:
             msgspec.convert(payload, self._type)
-        except msgspec.ValidationError as exc:
-            raise translate_error(exc, "$.payload") from None
+        except msgspec.ValidationError:
+            problem = payload_problem(payload, self.fields)
+            path, reason = problem or ("", f"does not match schema {self.kind!r} v{self.version}")
+            raise ValidationError(f"$.payload{path}", reason) from None
 
     def check_compatible(self, new: Schema) -> None:
         """Raise SchemaError if ``new`` cannot replace this schema."""
@@ -144,34 +144,18 @@ def _parse_type(kind: str, name: str, spec: Any) -> tuple[Any, bool]:
     return base, optional
 
 
-def _type_name(value: Any) -> str:
-    names = {str: "str", int: "int", float: "float", bool: "bool", list: "array", dict: "object"}
-    if value is None:
-        return "null"
-    return names.get(type(value), type(value).__name__)
+def to_event(item: Any) -> Event:
+    """Check an event envelope (not its payload) and return it as an :class:`Event`.
 
-
-def translate_error(exc: msgspec.ValidationError, prefix: str) -> ValidationError:
-    """Turn a msgspec validation message into a ValidationError rooted at ``prefix``.
-
-    ``Expected `float`, got `str` - at `$.value``` becomes
-    ``ValidationError("$.payload.value", "expected float, got str")``.
+    Raises:
+        ValidationError: With the path of the first problem, e.g. ``$.ts``.
     """
-    m = _MSG_RE.match(str(exc))
-    assert m is not None
-    msg, sub = m.group("msg"), (m.group("path") or "$")
-    path = prefix + sub[1:]
-    missing = _MISSING_RE.match(msg)
-    if missing:
-        return ValidationError(f"{path}.{missing.group('name')}", "missing required field")
-    unknown = re.match(r"^Object contains unknown field `(?P<name>[^`]*)`$", msg)
-    if unknown:
-        return ValidationError(
-            f"{path}.{unknown.group('name')}",
-            "unknown envelope field; put extra data inside payload",
-        )
-    reason = msg.replace("`", "")
-    return ValidationError(path, reason[:1].lower() + reason[1:])
+    try:
+        return msgspec.convert(item, Event)
+    except msgspec.ValidationError:
+        problem = envelope_problem(item)
+        path, reason = problem or ("", "does not match the event envelope {device, kind, ts, seq, payload}")
+        raise ValidationError(f"${path}", reason) from None
 
 
 class SchemaRegistry:
@@ -250,12 +234,7 @@ class SchemaRegistry:
         """
         if isinstance(event, Event):
             event = msgspec.structs.asdict(event)
-        elif not isinstance(event, dict):
-            raise ValidationError("$", f"expected object, got {_type_name(event)}")
-        try:
-            ev = msgspec.convert(event, Event)
-        except msgspec.ValidationError as exc:
-            raise translate_error(exc, "$") from None
+        ev = to_event(event)
         schema = self._versions.get(ev.kind)
         if schema is None:
             raise ValidationError(

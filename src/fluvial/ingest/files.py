@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from fluvial.errors import ConfigError, ValidationError
+from fluvial.events.diagnose import json_problem, type_name
 from fluvial.events.envelope import Event
 from fluvial.ingest.history import LoadHistory, file_digest
 from fluvial.log.deadletter import DeadLetter
@@ -134,11 +135,6 @@ class _Reject(Exception):
     """A line is refused; ``str(self)`` is the reason."""
 
 
-def _type_name(value: Any) -> str:
-    names = {str: "str", int: "int", float: "float", bool: "bool", list: "array", dict: "object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
 def _field(payload: dict[str, Any], name: str, role: str) -> Any:
     try:
         return payload[name]
@@ -153,7 +149,7 @@ def _device(payload: dict[str, Any], name: str) -> str:
     if type(value) is int:
         return str(value)
     raise _Reject(f"$.payload.{name}: expected a non-empty str or an int as device, got "
-                  f"{_type_name(value) if value != '' else 'empty str'} (--device-field {name})")
+                  f"{type_name(value) if value != '' else 'empty str'} (--device-field {name})")
 
 
 def _ts(payload: dict[str, Any], name: str) -> int:
@@ -167,7 +163,7 @@ def _ts(payload: dict[str, Any], name: str) -> int:
             raise _Reject(f"$.payload.{name}: {exc} (--ts-field {name})") from None
     else:
         raise _Reject(f"$.payload.{name}: expected int epoch ms or an ISO-8601 str, got "
-                      f"{_type_name(value)} (--ts-field {name})")
+                      f"{type_name(value)} (--ts-field {name})")
     if not _INT64_MIN <= ts <= 2**63 - 1:
         raise _Reject(f"$.payload.{name}: {ts} is out of range for epoch ms (--ts-field {name})")
     return ts
@@ -176,7 +172,7 @@ def _ts(payload: dict[str, Any], name: str) -> int:
 def _seq(payload: dict[str, Any], name: str) -> int:
     value = _field(payload, name, "seq")
     if type(value) is not int:
-        raise _Reject(f"$.payload.{name}: expected int, got {_type_name(value)} (--seq-field {name})")
+        raise _Reject(f"$.payload.{name}: expected int, got {type_name(value)} (--seq-field {name})")
     if not 0 <= value <= _UINT64_MAX:
         raise _Reject(f"$.payload.{name}: expected an int >= 0 (and < 2**64), got {value} "
                       f"(--seq-field {name})")
@@ -186,17 +182,14 @@ def _seq(payload: dict[str, Any], name: str) -> int:
 def _decode_json(line: bytes) -> dict[str, Any]:
     try:
         value = _json.decode(line)
-    except UnicodeDecodeError:
-        raise _Reject(_utf8_reason(line)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         nul = line.find(_NUL)
         if nul >= 0:
             raise _Reject(f"contains a NUL byte at byte {nul} (binary data?)") from None
-        msg = str(exc).removeprefix("JSON is malformed: ")
-        raise _Reject(f"invalid JSON: {msg.replace('(byte ', 'at byte ').rstrip(')')}"
-                      if "(byte " in msg else f"invalid JSON: {msg}") from None
+        problem = json_problem(line)
+        raise _Reject(problem if problem.startswith("invalid UTF-8") else f"invalid JSON: {problem}") from None
     if type(value) is not dict:
-        raise _Reject(f"$: expected a JSON object, got {_type_name(value)}")
+        raise _Reject(f"$: expected a JSON object, got {type_name(value)}")
     return value
 
 
@@ -208,14 +201,6 @@ def _decode_text(line: bytes) -> dict[str, Any]:
     if "\x00" in text:
         raise _Reject(f"contains a NUL byte at byte {line.find(_NUL)} (binary data?)")
     return {"text": text}
-
-
-def _utf8_reason(line: bytes) -> str:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"invalid UTF-8 at byte {exc.start}"
-    return "invalid UTF-8 in a string"
 
 
 def _is_json(name: str, fmt: str | None) -> bool:

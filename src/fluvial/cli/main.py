@@ -24,7 +24,7 @@ from fluvial.errors import FluvialError
 
 __all__ = ["COMMAND_MODULES", "ENV_HOME", "build_parser", "main"]
 
-COMMAND_MODULES = ("fluvial.cli.ingest", "fluvial.cli.run", "fluvial.cli.views",
+COMMAND_MODULES = ("fluvial.cli.generate", "fluvial.cli.ingest", "fluvial.cli.run", "fluvial.cli.views",
                    "fluvial.cli.log", "fluvial.cli.schema", "fluvial.cli.demo",
                    "fluvial.cli.export", "fluvial.cli.serve", "fluvial.cli.token",
                    "fluvial.cli.simulate")

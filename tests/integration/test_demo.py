@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The printed curl commands are run with the real curl; only a machine without it (and not
+# FLUVIAL_REQUIRE_SERVICES=1, as in CI) checks the same query with urllib instead.
+CURL = bool(shutil.which("curl")) or os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"
+
+
+def shell(command: str, *, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` run by bash as a user pastes it, with this environment's ``fluvial`` first on PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=cwd,
+                          env={**os.environ, "PATH": path})
 
 
 def test_demo_shows_the_lambda_cycle(tmp_path: Path) -> None:
@@ -26,12 +39,14 @@ def test_demo_shows_the_lambda_cycle(tmp_path: Path) -> None:
     assert late > 0 and merged == readings - late      # the speed layer leaves late events out
     assert final == readings                           # the batch layer includes them
     assert "hashtag_top10 v2" in out.stdout and "Try:" in out.stdout
-    # the printed commands work
+    # the printed key query works pasted into a shell, quotes and all
     data = tmp_path / "demo" / "data"
-    q = subprocess.run([sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(data), "query",
-                        "device_stats", "--key", '["dev-007","temp"]', "--format", "jsonl"],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert q.returncode == 0 and q.stdout.count('"key":["dev-007","temp"]') >= 1
+    [line] = [ln.strip() for ln in out.stdout.splitlines() if "query device_stats --key" in ln]
+    assert f"--data-dir {data} " in line
+    q = shell(line + " --format jsonl", cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    keys = [json.loads(row)["key"] for row in q.stdout.splitlines()]
+    assert keys and all(k == ["dev-007", "temp"] for k in keys)
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> None:
@@ -45,10 +60,9 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> Non
 
 def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -> None:
     """`fluvial demo` as a new user runs it: a server, simulated devices, live views, a guide."""
-    import json
     import time
-    import urllib.parse
     import urllib.request
+    from urllib.parse import quote
 
     with subprocess.Popen(
         [sys.executable, "-m", "fluvial.cli.main", "demo", "--seconds", "14", "--port", "0", "--devices", "20",
@@ -71,10 +85,18 @@ def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -
             if line.startswith("[") and len(seen_views) < 2:   # while it runs, the printed curl commands work
                 with urllib.request.urlopen(f"{url}/v1/views/device_stats") as r:
                     seen_views.append(json.loads(r.read()))
-                key = re.search(r"curl -s '\S+/v1/views/device_stats\?key=(\S+)'", "".join(lines)).group(1)
-                with urllib.request.urlopen(f"{url}/v1/views/device_stats?key={urllib.parse.quote(key)}") as r:
-                    keyed = json.loads(r.read())["rows"]
-                assert keyed and all(row["key"] == json.loads(key) for row in keyed)
+                # the printed key query, pasted into a shell as it is (curl must not glob its [ ])
+                [command] = [ln.strip() for ln in lines if "/v1/views/device_stats?key=" in ln]
+                key = re.search(r"\?key=([^']+)'", command)
+                assert key, command
+                if CURL:
+                    pasted = shell(command, cwd=tmp_path)
+                    assert pasted.returncode == 0, f"{command}\n-> exit {pasted.returncode}: {pasted.stderr}"
+                    keyed = json.loads(pasted.stdout)["rows"]
+                else:
+                    with urllib.request.urlopen(f"{url}/v1/views/device_stats?key={quote(key.group(1))}") as r:
+                        keyed = json.loads(r.read())["rows"]
+                assert keyed and all(row["key"] == json.loads(key.group(1)) for row in keyed)
                 with urllib.request.urlopen(f"{url}/v1/views") as r:
                     names = {v["name"] for v in json.loads(r.read())["views"]}
                 assert names == {"device_stats", "hashtag_top10"}

@@ -180,7 +180,7 @@ def _live(args: argparse.Namespace) -> int:
 
 Try, in another terminal:
   curl -s {url}/v1/views | python3 -m json.tool
-  curl -s '{url}/v1/views/device_stats?key={key}'
+  curl -sg '{url}/v1/views/device_stats?key={key}'      # -g: [ ] are not curl globs
   curl -s {url}/v1/metrics
   curl -s -X POST {url}/v1/views/device_stats/batch
   {me} --data-dir {data} query hashtag_top10 --format jsonl | tail -n 1

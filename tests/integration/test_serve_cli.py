@@ -211,3 +211,26 @@ p.from_log("line").map(parse).reduce_by_key(lambda a, b: a + b).to_view("fragile
         assert {r["key"]: r["value"] for r in srv.get("/v1/views/fragile")["rows"]} == {"fine": 3}
         info = srv.get("/v1/views")["views"][0]
         assert info["speed_layer"]["errors"] >= 1 and "cannot parse boom" in info["speed_layer"]["last_error"]
+
+
+def test_offline_rollback_finds_the_flows_the_views_were_built_with(tmp_path, lines):
+    """No --flow and no fluvial.toml: the data directory remembers which flow files wrote its views."""
+    data = tmp_path / "data"
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    (tmp_path / "wc2.py").write_text(NEW_FLOW)
+    out = fluvial("--data-dir", data, "rollback", "words", check=False)
+    assert out.returncode == 1 and "no flows: give --flow FILE" in out.stderr   # nothing ran here yet
+    fluvial("--data-dir", data, "ingest", write(tmp_path, lines), "--kind", "line")
+    fluvial("--data-dir", data, "batch", "--flow", tmp_path / "wc.py")
+    fluvial("--data-dir", data, "reprocess", "words", "--from", "earliest", "--flow", tmp_path / "wc2.py",
+            "--keep-old")
+    assert view(data)[1] == dict(new_code(lines))
+
+    back = fluvial("--data-dir", data, "rollback", "words").stdout
+    assert "rolled back: words@v1" in back
+    assert view(data) == (1, dict(old_code(lines)))
+    more = [line.upper() for line in lines[:40]]
+    fluvial("--data-dir", data, "ingest", write(tmp_path, more, "more.txt"), "--kind", "line")
+    out = fluvial("--data-dir", data, "batch").stdout          # no --flow: the remembered flows, old code again
+    assert "words@v" in out
+    assert view(data)[1] == dict(old_code(lines + more))

@@ -232,6 +232,7 @@ def batch(args: argparse.Namespace) -> int:
             runner: Any = SparkBatchRunner(log=ws._lazy_log, store=ws.store, spark=_spark_config(args))
         else:
             runner = ws.batch_runner(**({} if args.workers is None else {"workers": args.workers}))
+        flows.remember()
         for reg in selected:
             stats = runner.run(reg.pipeline)
             if args.format == "json":
@@ -254,7 +255,10 @@ def _flow_set(settings: Any, files: list[str] | None) -> Any:
         if all(e[0] != path for e in entries):
             entries.append((path, "lambda", 0.0))
     if not entries:
-        raise ConfigError("no flows: give --flow FILE, or list them in fluvial.toml ([[flows]] file = ...)")
+        entries = FlowSet.remembered(Path(settings.data_dir))
+    if not entries:
+        raise ConfigError("no flows: give --flow FILE, or list them in fluvial.toml ([[flows]] file = ...); "
+                          f"no flow has run on {settings.data_dir} yet")
     return FlowSet.load(Path(settings.data_dir), entries)
 
 
@@ -307,7 +311,12 @@ def reprocess(args: argparse.Namespace) -> int:
     from fluvial.server.reprocess import reprocess as run_reprocess
     from fluvial.workspace import open as open_workspace
 
-    flows = _flow_set(settings, [args.flow] if args.flow and not settings.flows else None)
+    try:  # the flows configured or last run here; a first run may name only the new code
+        flows = _flow_set(settings, None)
+    except ConfigError:
+        if not args.flow:
+            raise
+        flows = _flow_set(settings, [args.flow])
     pipeline = None
     file = None
     if args.flow:
@@ -319,6 +328,7 @@ def reprocess(args: argparse.Namespace) -> int:
     with open_workspace(settings.data_dir) as ws:
         result = run_reprocess(ws, flows, args.view, start=args.start, pipeline=pipeline, flow_file=file,
                                dry_run=args.dry_run, max_batch_records=settings.stream.max_batch_records)
+        flows.remember()
         if result.switched and not args.keep_old and not settings.reprocess.keep_old:
             drop_old(ws, result)   # offline nobody reads the old version: no grace period to wait
     _print_result(result.to_dict())

@@ -121,6 +121,7 @@ class Server:
             self.data_dir, [(f.file, f.architecture,
                              f.batch_every_s if f.batch_every_s is not None else settings.batch.every_s)
                             for f in settings.flows])
+        self.flows.remember()
         self.tokens = TokenStore(self.data_dir / TOKENS_FILE)
         self.auth = settings.server.auth_enabled
         self.metrics = Metrics()

@@ -24,9 +24,10 @@ from fluvial.engine.plan import compile_plan
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Pipeline
 
-__all__ = ["FLOWS_FILE", "FlowSet", "Registered", "SpeedRunner"]
+__all__ = ["FLOWS_FILE", "RAN_FILE", "FlowSet", "Registered", "SpeedRunner"]
 
 FLOWS_FILE = "flows.json"
+RAN_FILE = "flows-used.json"  # the flow files last used here: offline commands fall back on them
 ARCHITECTURES = ("lambda", "kappa")
 _logger = logging.getLogger("fluvial.server")
 
@@ -58,6 +59,7 @@ class FlowSet:
 
     data_dir: Path
     pipelines: dict[str, Registered] = field(default_factory=dict)
+    entries: list[tuple[Path, str, float]] = field(default_factory=list)  # as configured (before overrides)
 
     @classmethod
     def load(cls, data_dir: Path, flows: list[tuple[Path, str, float]]) -> FlowSet:
@@ -74,7 +76,35 @@ class FlowSet:
                     source = Path(override["file"])
                     code = out._pipeline_from(source, loaded.name)
                 out.add(code, source, architecture, every)
+        out.entries = [(Path(f).resolve(), a, e) for f, a, e in flows]
         return out
+
+    @staticmethod
+    def remembered(data_dir: Path) -> list[tuple[Path, str, float]]:
+        """The flow files last used on ``data_dir`` (by a server, a batch run or a reprocessing)."""
+        try:
+            data = json.loads((data_dir / RAN_FILE).read_text())
+            return [(Path(f), str(a), float(e)) for f, a, e in data["flows"]]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read {data_dir / RAN_FILE}: {exc}; give the flows with --flow FILE") from None
+
+    def remember(self) -> None:
+        """Note the flow files of this set as the ones that write the views of ``data_dir``.
+
+        Offline commands (``fluvial rollback VIEW``, ``batch``, ``reprocess``) given no flows use them.
+        """
+        entries = [[str(f), a, e] for f, a, e in self.entries]
+        if not entries or not self.data_dir.is_dir():
+            return
+        path = self.data_dir / RAN_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"flows": entries}, indent=2))
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only data directory: commands then need --flow
+            _logger.warning("cannot remember the flow files in %s: %s", path, exc)
 
     def add(self, pipeline: Pipeline, file: Path, architecture: str, every: float) -> Registered:
         if pipeline.name in self.pipelines and self.pipelines[pipeline.name].file != file:

@@ -39,7 +39,6 @@ REPO = BENCH.parent
 DATA = BENCH / "data"
 RESULTS = BENCH / "results"
 EXAMPLES = REPO / "examples"
-DEFAULT_GEN = REPO.parent / "shared" / "bench" / "gen.py"
 
 # Targets of the issue (on the 2-core reference machine).
 MIN_SPEEDUP_VS_SPARK = 5.0
@@ -71,7 +70,6 @@ def parser(description: str, default_records: int, unit: str = "records") -> arg
                     help=f"comma-separated subset of: {', '.join(SIDES)}")
     ap.add_argument("--workers", type=int, default=None,
                     help="batch runner workers (default: the runner's default, the machine's cores)")
-    ap.add_argument("--gen", type=Path, default=DEFAULT_GEN, help="path to the workload generator gen.py")
     ap.add_argument("--keep", action="store_true", help="keep the fluvial data directory afterwards")
     return ap
 
@@ -88,18 +86,20 @@ def chosen_sides(arg: str) -> list[str]:
 
 # -- input data -----------------------------------------------------------------------
 
-def dataset(gen: Path, kind: str, n: int, suffix: str) -> Path:
-    """The generated input file, made once and cached in bench/data."""
+def dataset(kind: str, n: int, suffix: str) -> Path:
+    """The input file ``fluvial generate KIND N`` writes (default seed), made once and cached
+    in bench/data (the same bytes as the retired ``gen.py``, so cached files stay valid)."""
+    from fluvial.generate import write
+
     DATA.mkdir(parents=True, exist_ok=True)
     path = DATA / f"{kind}-{n}.{suffix}"
     if path.exists():
         return path
-    if not gen.exists():
-        raise SystemExit(f"workload generator not found at {gen}; pass --gen PATH")
     tmp = path.with_suffix(path.suffix + ".tmp")
-    print(f"generating {path.name} with {gen} ...", flush=True)
+    print(f"generating {path.name} (fluvial generate {kind} {n}) ...", flush=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(gen), kind, str(n), str(tmp)], check=True)
+    with open(tmp, "wb") as out:
+        write(kind, n, out)
     os.replace(tmp, path)
     print(f"  {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s", flush=True)
     return path
@@ -361,7 +361,7 @@ class Job:
 
     Attributes:
         name: Benchmark name (results file ``bench/results/<name>.json``).
-        gen_kind: ``gen.py`` workload kind; ``suffix`` the file extension.
+        gen_kind: ``fluvial generate`` kind of the input; ``suffix`` the file extension.
         unit: What a record is (lines, tweets, readings).
         pipeline: Returns the fluvial pipeline under test and the view it writes.
         events: Log events ingested from the generated file (for the fluvial sides).
@@ -394,7 +394,7 @@ def _timed(f: Callable[[], Any]) -> tuple[float, Any]:
 def main(job: Job, description: str, default_records: int, size_unit: str | None = None) -> dict[str, Any]:
     args = parser(description, default_records, unit=size_unit or job.unit).parse_args()
     sides = chosen_sides(args.sides)
-    path = dataset(args.gen, job.gen_kind, args.records, job.suffix)
+    path = dataset(job.gen_kind, args.records, job.suffix)
     with open(path, "rb") as f:
         records = sum(1 for _ in f)
     bench = Bench(job.name, records, job.unit, path)

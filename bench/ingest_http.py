@@ -191,7 +191,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- the data --------------------------------------------------------------------------------
 
 def make_events(n: int, seed: int = 11) -> list[Any]:
-    """``n`` readings as ``gen.py readings`` makes them, with a per-device seq (unique (device, seq))."""
+    """``n`` readings shaped like ``fluvial generate readings`` (no late ones), with a per-device
+    seq (unique (device, seq))."""
     from fluvial import Event
 
     rng = random.Random(seed)

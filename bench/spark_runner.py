@@ -53,7 +53,7 @@ def bench_job(name: str, args: argparse.Namespace, spark: Any) -> dict[str, Any]
 
     job = importlib.import_module(name).JOB
     size = max(1, int(SIZES[name] * args.scale))
-    path = common.dataset(args.gen, job.gen_kind, size, job.suffix)
+    path = common.dataset(job.gen_kind, size, job.suffix)
     print(f"== {name}: {path.name}", flush=True)
     ref = job.plain(path)
     data_dir = common.DATA / f"fluvial-spark-{name}"
@@ -107,7 +107,6 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full data sizes")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--gen", type=Path, default=common.DEFAULT_GEN)
     args = ap.parse_args()
     from fluvial.engine.spark.session import SparkConfig, get_session
 

@@ -11,10 +11,11 @@ Shows:
 
 Needs:
     Log events of kind ``reading`` with payload ``{"kind", "value"}``, device
-    id as the event's device and the reading time as event time, e.g.
-    ``bench/gen.py readings`` output.
+    id as the event's device and the reading time as event time, e.g. what
+    ``fluvial generate readings N FILE`` writes.
 
 Run:
+    fluvial generate readings 100000 readings.jsonl
     fluvial ingest readings.jsonl --kind reading --device-field device --ts-field ts
     fluvial run examples/device_stats.py --mode stream --until-caught-up
     fluvial query device_stats

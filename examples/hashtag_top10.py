@@ -8,9 +8,10 @@ Shows:
 
 Needs:
     Log events of kind ``tweet`` with payload ``{"user", "text", ...}`` and
-    the tweet time as event time, e.g. ``bench/gen.py tweets`` output.
+    the tweet time as event time, e.g. what ``fluvial generate tweets N FILE`` writes.
 
 Run:
+    fluvial generate tweets 100000 tweets.jsonl
     fluvial ingest tweets.jsonl --kind tweet --device-field user --ts-field ts
     fluvial run examples/hashtag_top10.py --mode batch      # or --mode stream
     fluvial query hashtag_top10

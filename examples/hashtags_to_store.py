@@ -13,6 +13,7 @@ Needs:
     Log events of kind ``tweet`` with payload ``{"text", ...}``.
 
 Run:
+    fluvial generate tweets 100000 tweets.jsonl
     fluvial ingest tweets.jsonl --kind tweet --device-field user --ts-field ts
     fluvial run examples/hashtags_to_store.py --mode stream --until-caught-up
     sqlite3 .fluvial/views.db 'SELECT * FROM hashtag_counts ORDER BY count DESC LIMIT 10'

@@ -19,9 +19,11 @@ Shows:
 Needs:
     Log events of kind ``reading`` with payload ``{"kind": "accel_x" | "accel_y"
     | "accel_z", "value": m/s²}`` (other kinds are ignored), device id as the
-    event's device, the reading time as event time.
+    event's device, the reading time as event time, e.g. what ``fluvial
+    generate accel N FILE`` writes (8 watches, one exercise per 2 s).
 
 Run:
+    fluvial generate accel 20000 accel.jsonl
     fluvial ingest accel.jsonl --kind reading --device-field device --ts-field ts
     fluvial run examples/muvr_classifier.py --mode stream --until-caught-up   # or --mode batch
     fluvial query exercises

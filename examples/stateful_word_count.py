@@ -14,7 +14,8 @@ Needs:
     seed's ``DummySource(ratePerSec = 1)``, into a temporary data directory).
 
 Run:
-    fluvial ingest lines.jsonl --kind line
+    fluvial generate lines 5000 lines.jsonl
+    fluvial ingest lines.jsonl --kind line --device-field device --ts-field ts
     fluvial run examples/stateful_word_count.py --mode stream    # or --mode batch
     fluvial query running_word_counts
     python examples/stateful_word_count.py                        # the demo

@@ -10,9 +10,11 @@ Needs:
     or any UTF-8 text file (standalone).
 
 Run:
-    fluvial ingest lines.jsonl --kind line                 # {"text": ...} per line
+    fluvial generate lines 5000 lines.jsonl                # {"device", "ts", "text"} per line
+    fluvial ingest lines.jsonl --kind line --device-field device --ts-field ts
     fluvial run examples/word_count.py --mode batch        # or --mode stream
     fluvial query word_counts
+    fluvial generate words 1 words.txt                     # 1 MiB of text
     python examples/word_count.py words.txt                # top 20 words of a file
 
 View ``word_counts``: key = word, window = null, value = how often it occurs.

@@ -248,8 +248,9 @@ def test_cli_writes_the_file_and_says_what_next(tmp_path: Path, capsys: pytest.C
     code, out, err = run_cli("tweets", "1500", "my tweets.jsonl", "--seed", str(seed), cwd=tmp_path,
                              capsys=capsys)
     assert code == 0, err
-    assert (tmp_path / "my tweets.jsonl").read_bytes() == reference("tweets", 1_500, seed)
-    assert f"wrote 1,500 tweets (0.2 MB, seed {seed}) to my tweets.jsonl" in out
+    data = (tmp_path / "my tweets.jsonl").read_bytes()
+    assert data == reference("tweets", 1_500, seed)
+    assert f"wrote 1,500 tweets ({len(data) / 1e6:.1f} MB, seed {seed}) to my tweets.jsonl" in out
     assert "next: fluvial ingest 'my tweets.jsonl' --kind tweet --device-field user --ts-field ts" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my tweets.jsonl"]   # no temporary file left
     assert oct((tmp_path / "my tweets.jsonl").stat().st_mode & 0o777) == oct(0o666 & ~_umask())

@@ -30,9 +30,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fluvial demo
 
-## test: the whole test suite (unit, property, integration, conformance), then the doctests
+# Test processes in parallel (pytest-xdist): 2 on this 2-core machine, where many tests wait on
+# servers and subprocesses; `make test JOBS=0` runs them in one process.
+JOBS ?= 2
+
+## test: the whole test suite (unit, property, integration, conformance) in JOBS processes, then the doctests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 
 ## lint: ruff and mypy over the sources

@@ -30,11 +30,21 @@ import struct
 import zlib
 from array import array
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from fluvial.errors import CorruptLogError, LogError
 
-__all__ = ["HEADER", "MAGIC", "SegmentStore", "acquire_writer_lock", "encode_batch"]
+__all__ = [
+    "HEADER",
+    "MAGIC",
+    "BatchHeader",
+    "SegmentStore",
+    "acquire_writer_lock",
+    "encode_batch",
+    "parse_header",
+    "segment_base",
+]
 
 MAGIC = b"FLB1"
 _HEAD = struct.Struct("<4sQIIqqqI")
@@ -56,6 +66,37 @@ def encode_batch(
 def segment_name(base_offset: int) -> str:
     """Return the file name of the segment whose first offset is ``base_offset``."""
     return f"{base_offset:020d}{_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The fields of a batch header (see the module docstring)."""
+
+    base: int
+    count: int
+    length: int
+    append_ms: int
+    min_ts: int
+    max_ts: int
+    crc: int
+
+
+def parse_header(buf: bytes | bytearray | memoryview | mmap.mmap, pos: int = 0) -> BatchHeader | None:
+    """The batch header at byte ``pos`` of ``buf``; None when it is cut short or its magic or
+    header checksum fails. For scanners that must not stop at damage (``fluvial log verify``)."""
+    if len(buf) - pos < HEADER:
+        return None
+    head = bytes(buf[pos : pos + _HEAD.size])
+    magic, base, count, length, append_ms, min_ts, max_ts, crc = _HEAD.unpack(head)
+    if magic != MAGIC or _HCRC.unpack_from(buf, pos + _HEAD.size)[0] != zlib.crc32(head):
+        return None
+    return BatchHeader(base, count, length, append_ms, min_ts, max_ts, crc)
+
+
+def segment_base(name: str) -> int | None:
+    """The base offset a segment file name stands for; None if it is not one (``x.seg``)."""
+    stem = name[: -len(_SUFFIX)] if name.endswith(_SUFFIX) else ""
+    return int(stem) if len(stem) == 20 and stem.isdigit() else None
 
 
 def acquire_writer_lock(path: Path) -> int:

@@ -12,6 +12,7 @@ import msgspec
 from fluvial.engine.execute import Chunk
 from fluvial.engine.plan import Plan
 from fluvial.errors import ConfigError, FlowError
+from fluvial.events.lost import without_lost  # placeholders of records lost to damage
 from fluvial.flow.graph import Node
 
 _json = msgspec.json.Decoder()
@@ -52,7 +53,7 @@ def log_chunks(plan: Plan, partition: int, events: list[Any]) -> dict[int, list[
     for node in log_sources(plan):
         kind = node.params["kind"]
         timed = node.id in plan.timed
-        picked = events if kind is None else [e for e in events if e.kind == kind]
+        picked = without_lost(events) if kind is None else [e for e in events if e.kind == kind]
         origin = (plan.index[node.id], partition)
         out[node.id] = [Chunk(origin, picked, [e.ts for e in picked] if timed else None)]
     return out

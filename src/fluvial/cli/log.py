@@ -1,4 +1,4 @@
-"""``fluvial log stats|tail|dead-letters``: look into the event log and the dead-letter log."""
+"""``fluvial log stats|tail|dead-letters|verify|salvage``: look into, check and repair the logs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import msgspec
 
 from fluvial.cli.app import arg, existing_data_dir, subcommand
 from fluvial.cli.fmt import iso, table, to_json
+from fluvial.errors import CorruptLogError
 
 RAW_SHOWN = 60
+BAR_MIN_BYTES = 16 << 20  # a progress bar for logs at least this big (on a terminal)
 
 
 def _open_log(path: Path) -> Any:
@@ -51,10 +53,15 @@ def _dead_count(path: Path) -> int:
 )
 def stats(args: argparse.Namespace) -> int:
     path = existing_data_dir(args)
-    log = _open_log(path)
-    parts = [] if log is None else log.stats()
-    if log is not None:
-        log.close()
+    damaged: dict[int, str] = {}
+    try:
+        log = _open_log(path)
+        parts = [] if log is None else log.stats()
+        if log is not None:
+            log.close()
+        dead: int | str = _dead_count(path)
+    except CorruptLogError:  # show what the headers say, and where the damage is
+        parts, dead, damaged = _scanned_stats(path)
     rows = [[str(s.partition), str(s.records), f"[{s.start_offset}, {s.end_offset})",
              iso(s.min_ts), iso(s.max_ts), str(s.bytes)] for s in parts]
     known = [s for s in parts if s.min_ts is not None]
@@ -62,14 +69,57 @@ def stats(args: argparse.Namespace) -> int:
                  iso(min(s.min_ts for s in known)) if known else "-",
                  iso(max(s.max_ts for s in known)) if known else "-",
                  str(sum(s.bytes for s in parts))])
-    print(table(["PARTITION", "RECORDS", "OFFSETS", "FIRST EVENT TIME", "LAST EVENT TIME",
-                 "BYTES"], rows, right=["RECORDS", "BYTES"]))
-    print(f"dead letters: {_dead_count(path)}")
+    headers = ["PARTITION", "RECORDS", "OFFSETS", "FIRST EVENT TIME", "LAST EVENT TIME", "BYTES"]
+    if damaged:
+        headers.append("STATUS")
+        for row, s in zip(rows, parts):
+            row.append(f"DAMAGED: {damaged[s.partition]}; run `fluvial log verify`"
+                       if s.partition in damaged else "ok")
+        rows[-1].append("")
+    print(table(headers, rows, right=["RECORDS", "BYTES"]))
+    print(f"dead letters: {dead}")
+    _print_salvaged(path)
     return 0
 
 
+def _scanned_stats(path: Path) -> tuple[list[Any], int | str, dict[int, str]]:
+    """Stats from scanning the segment files, for logs that do not open: (partitions, dead letters,
+    what is wrong per damaged partition of the event log)."""
+    from fluvial.log.base import PartitionStats
+    from fluvial.log.verify import verify
+
+    report = verify(path, mode="checksums")  # only when the log does not open: worth a full read
+    parts, damaged = [], {}
+    dead: int | str = 0
+    for r in report.partitions:
+        if r.log == "dead-letters":
+            dead = r.records if not r.problems else f"{r.records} (DAMAGED: run `fluvial log verify`)"
+            continue
+        parts.append(PartitionStats(partition=r.partition, start_offset=r.start_offset, end_offset=r.end_offset,
+                                    records=r.records, min_ts=r.min_ts, max_ts=r.max_ts, bytes=r.bytes))
+        if r.problems:
+            first = r.problems[0]
+            where = f" at byte {first.byte_range[0]}" if first.byte_range else ""
+            more = f" (+{len(r.problems) - 1} more)" if len(r.problems) > 1 else ""
+            damaged[r.partition] = f"{first.file}{where}: {first.what.split(';')[0]}{more}"
+    return parts, dead, damaged
+
+
+def _print_salvaged(path: Path) -> None:
+    from fluvial.log.salvage import QUARANTINE, salvage_history
+
+    history = salvage_history(path)
+    if history:
+        lost = sum(h.get("records_lost") or 0 for h in history)
+        print(f"salvaged before: {len(history)} time(s), {lost} records lost "
+              f"(kept as placeholders of kind fluvial.lost; reports in {path / QUARANTINE})")
+
+
 def _tail(log: Any, n: int, kind: str | None) -> list[tuple[int, int, int, Any]]:
-    """The last ``n`` events (of ``kind``) as (append_ms, partition, offset, event)."""
+    """The last ``n`` events (of ``kind``) as (append_ms, partition, offset, event); without
+    the placeholders of records lost to damage unless ``kind`` names them."""
+    from fluvial.events.lost import LOST_KIND
+
     found: list[tuple[int, int, int, Any]] = []
     for p, (start, end) in enumerate(zip(log.start_offsets(), log.end_offsets())):
         picked: list[tuple[int, int, int, Any]] = []
@@ -78,7 +128,7 @@ def _tail(log: Any, n: int, kind: str | None) -> list[tuple[int, int, int, Any]]
             lo = max(start, stop - window)
             batch = log.read(p, lo, stop_offset=stop, max_records=stop - lo)
             got = [(ms, p, lo + i, ev) for i, (ev, ms) in enumerate(zip(batch.events, batch.append_ms))
-                   if kind is None or ev.kind == kind]
+                   if ev.kind == kind or (kind is None and ev.kind != LOST_KIND)]
             picked = got + picked
             stop, window = lo, min(window * 2, 1 << 20)
         found.extend(picked[-n:] if n else [])
@@ -155,3 +205,128 @@ def dead_letters(args: argparse.Namespace) -> int:
 def _show_raw(raw: bytes) -> str:
     shown = repr(raw[:RAW_SHOWN])[2:-1]
     return shown + (f"... ({len(raw)} bytes)" if len(raw) > RAW_SHOWN else "")
+
+
+# -- verify and salvage ------------------------------------------------------------------------
+
+def _scan_bar(path: Path, desc: str) -> Any:
+    from fluvial.cli.progress import progress_bar
+    from fluvial.log.verify import log_bytes
+
+    total = log_bytes(path)
+    return progress_bar(total, desc, enabled=None if total >= BAR_MIN_BYTES else False)
+
+
+def _where(p: Any) -> list[str]:
+    """Table cells of a problem: log, partition, file, bytes, offsets, records."""
+    stop = "?" if p.offsets is None or p.offsets[1] is None else str(p.offsets[1])
+    return [p.log, "-" if p.partition is None else str(p.partition), p.file,
+            f"[{p.byte_range[0]}, {p.byte_range[1]})" if p.byte_range else "-",
+            f"[{p.offsets[0]}, {stop})" if p.offsets else "-",
+            "?" if p.records is None else str(p.records) if p.offsets else "-"]
+
+
+@subcommand(
+    "log verify",
+    summary="check every checksum and index of the event log and the dead-letter log",
+    description="Read every segment of every partition (read-only: it works while a server runs, and on a "
+                "log the server refuses to open) and check each batch: header checksum, offsets in order "
+                "within and across segment files, payload checksum, the records decode and match the "
+                "header's count and time range; and the de-duplication snapshots. Prints per partition "
+                "the segments, batches and records, then every problem with its partition, segment file, "
+                "byte range and offsets. Exit code 0: intact; 1: damaged (`fluvial log salvage` repairs "
+                "what can be repaired).",
+    example="fluvial log verify\nfluvial log verify --format json",
+    args=[arg("--format", choices=("table", "json"), default="table",
+              help="table, or one JSON document (default: %(default)s)")],
+)
+def verify_cmd(args: argparse.Namespace) -> int:
+    from fluvial.log.verify import verify
+
+    path = existing_data_dir(args)
+    with _scan_bar(path, "verify") as bar:
+        report = verify(path, progress=bar.update)
+    if args.format == "json":
+        print(to_json(report.to_dict()))
+        return 0 if report.intact else 1
+    print(table(["LOG", "PARTITION", "SEGMENTS", "BATCHES", "RECORDS", "BYTES", "STATUS"],
+                [[r.log, str(r.partition), str(r.segments), str(r.batches), str(r.records), str(r.bytes),
+                  "ok" if not r.problems else f"DAMAGED ({len(r.problems)})"] for r in report.partitions],
+                right=["SEGMENTS", "BATCHES", "RECORDS", "BYTES"]))
+    problems = report.problems
+    if problems:
+        print()
+        print(table(["LOG", "PARTITION", "FILE", "BYTES", "OFFSETS", "RECORDS", "PROBLEM", "SALVAGE"],
+                    [[*_where(p), p.what, p.fix] for p in problems], right=["RECORDS"]))
+    for r in report.partitions:
+        for note in r.notes:
+            print(f"note: {r.log} partition {r.partition}: {note}")
+    print(_verify_summary(report, path))
+    return 0 if report.intact else 1
+
+
+def _verify_summary(report: Any, path: Path) -> str:
+    records = sum(r.records for r in report.partitions)
+    if report.intact:
+        return (f"intact: {len(report.partitions)} partitions, {records} records; every checksum and index "
+                "checks")
+    problems = report.problems
+    parts = sorted({(p.log, p.partition) for p in problems}, key=str)
+    at_risk = [p.lost for p in problems]
+    risk = f"{sum(n for n in at_risk if n)}{' or more' if None in at_risk else ''}"
+    fixable = all(p.fixable for p in problems)
+    return (f"DAMAGED: {len(problems)} problem(s) in " + ", ".join(
+                f"{log} {'log' if p is None else f'partition {p}'}" for log, p in parts)
+            + f"; {risk} records cannot be read. "
+            + ("Stop the server, then run `fluvial log salvage`: it keeps every intact record, moves the "
+               f"damage to {path}/log-quarantine with a report, and keeps the offsets (`--dry-run` first "
+               "to see what it would do)." if fixable else
+               "Some of it needs a person (see SALVAGE); `fluvial log salvage` repairs the rest."))
+
+
+@subcommand(
+    "log salvage",
+    summary="keep every intact record, move damaged batches aside (DATA_DIR/log-quarantine)",
+    description="Repair what `fluvial log verify` finds: each damaged batch is moved to "
+                "DATA_DIR/log-quarantine/<time>/ (with the segment file as it was) and replaced by "
+                "placeholders of kind fluvial.lost at the same offsets, so checkpoints and positions stay "
+                "valid and the readers skip them; a header with one flipped bit is repaired and its records "
+                "kept. report.json there lists exactly what was lost (log, partition, offsets, bytes, "
+                "records). Needs the log to itself: stop the server first. Running it again finds nothing.",
+    example="fluvial log salvage --dry-run\nfluvial log salvage",
+    args=[arg("--dry-run", action="store_true", help="say what would be done, change nothing"),
+          arg("--format", choices=("table", "json"), default="table",
+              help="table, or one JSON document (default: %(default)s)")],
+)
+def salvage_cmd(args: argparse.Namespace) -> int:
+    from fluvial.log.salvage import salvage
+
+    path = existing_data_dir(args)
+    with _scan_bar(path, "salvage") as bar:
+        result = salvage(path, dry_run=args.dry_run, progress=bar.update)
+    done = (result.dry_run or result.after is None or result.after.intact) and not result.unfixed
+    if args.format == "json":
+        print(to_json(result.to_dict()))
+        return 0 if done else 1
+    if result.actions:
+        print(table(["LOG", "PARTITION", "FILE", "BYTES", "OFFSETS", "RECORDS", "LOST", "DONE"],
+                    [[*_where(a.problem), "?" if a.lost is None else str(a.lost), a.done]
+                     for a in result.actions], right=["RECORDS", "LOST"]))
+    for p in result.unfixed:
+        print(f"not repaired: {p.log} partition {p.partition} {p.file}: {p.what}; {p.fix}")
+    print(_salvage_summary(result))
+    return 0 if done else 1
+
+
+def _salvage_summary(result: Any) -> str:
+    lost = f"{result.lost}{' or more' if result.lost_unknown else ''}"
+    if not result.actions:
+        return "nothing to salvage: every checksum and index checks" if not result.unfixed else \
+            "nothing salvage can repair"
+    if result.dry_run:
+        held = f" ({result.writer}: stop it before salvaging)" if result.writer else ""
+        return f"dry run: {len(result.actions)} problem(s) to repair, {lost} records would be lost{held}"
+    after = "the log is intact now" if result.after is not None and result.after.intact else \
+        "problems remain: run `fluvial log verify`"
+    return (f"salvaged {len(result.actions)} problem(s): {lost} records lost, kept as placeholders at their "
+            f"offsets; moved to {result.quarantine} (report.json); {after}")

@@ -251,6 +251,7 @@ def build_app(server: Server) -> Starlette:
                 problems.append(f"speed layer {name}: stopped")
             elif time.time() - runner.last_error_at < 30:  # failing now: restarts from its checkpoint
                 problems.append(f"speed layer {name}: {runner.errors} failures, last: {runner.last_error}")
+        problems += server.log_health.problems()  # damaged batches on disk, batch runs failing on them
         body = {"status": "ok" if not problems else "degraded", "problems": problems,
                 "uptime_s": round(time.time() - server.metrics.started, 1)}
         return MsgspecJSON(body, status_code=200 if not problems else 503)

@@ -33,6 +33,7 @@ from typing import Any
 
 from fluvial.errors import ConfigError
 from fluvial.server.layers import FlowSet, Registered, SpeedRunner
+from fluvial.server.loghealth import LogHealth, open_logs
 from fluvial.server.writer import LogWriter
 
 __all__ = ["SERVER_FILE", "Job", "Metrics", "Server"]
@@ -114,8 +115,7 @@ class Server:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.ws = Workspace(self.data_dir, writer=True, log_config=settings.log)
-        self.log = self.ws.log
-        self.dead_letters = self.ws.dead_letters
+        self.log, self.dead_letters = open_logs(self.ws)  # damaged: names `fluvial log verify`/`salvage`
         self.schemas = self.ws.schemas
         self.flows = flows if flows is not None else FlowSet.load(
             self.data_dir, [(f.file, f.architecture,
@@ -126,6 +126,7 @@ class Server:
         self.auth = settings.server.auth_enabled
         self.metrics = Metrics()
         self.writer = LogWriter(self.log, self.dead_letters)
+        self.log_health = LogHealth(self)  # checksums of sealed segments, in the background (/healthz)
         self.speed: dict[str, SpeedRunner] = {}
         self.jobs: dict[str, Job] = {}
         self.batch_running: dict[str, Job] = {}
@@ -143,6 +144,7 @@ class Server:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Start the speed layer (call before serving requests)."""
+        self.log_health.start()
         for reg in self.flows.pipelines.values():
             self._start_speed(reg)
 
@@ -173,6 +175,7 @@ class Server:
         self.close()
 
     def close(self) -> None:
+        self.log_health.stop()
         for timer in self._timers:
             timer.cancel()
         for runner in self.speed.values():

@@ -1,0 +1,252 @@
+"""Damage on disk under a real ``fluvial serve``: /healthz tells it, verify finds it, salvage repairs it.
+
+Events are posted to a real server (loopback, child process), the server is
+stopped, and one random bit (seeded; ``FLUVIAL_TEST_SEED=<n>`` reproduces a
+run) is flipped in the payload of a random batch, located with the frame layout
+that ``segment.py`` documents. Then, with real processes throughout: the server
+starts on a damaged sealed segment and says so in /healthz (no file paths),
+ingest keeps working, batch runs fail and show there too; or it refuses to start
+on a damaged active segment with a message naming the two commands. After
+``fluvial log salvage`` the server serves views equal to a brute force over
+exactly the events that survived: acknowledged events minus the damaged batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_proc import EXAMPLES, ROOT, ServerProcess
+
+from fluvial.log import LocalLog
+
+LAYOUT = struct.Struct("<4sQIIqqqII")  # segment.py: magic, base, count, length, append_ms, min/max ts, crc, hcrc
+CONFIG = "[log]\nsegment_bytes = 4096\n"  # small segments: several per partition
+WINDOW_MS = 60_000  # examples/device_stats.py
+ADVICE = "run `fluvial log verify` then `fluvial log salvage`"
+Event = dict[str, Any]
+
+
+class Served(ServerProcess):
+    """``ServerProcess`` whose start() leaves no ResourceWarning behind (warnings are errors)."""
+
+    def start(self, timeout: float = 30.0) -> Served:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            super().start(timeout)
+        return self
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    seed = int(os.environ.get("FLUVIAL_TEST_SEED", random.randrange(2**32)))
+    print(f"seed {seed} (FLUVIAL_TEST_SEED={seed} reproduces it)")
+    return random.Random(seed)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def make(**kwargs: Any) -> Served:
+        srv = Served(tmp_path, config=CONFIG, **kwargs)
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+        print(f"--- {srv.log_file.name} ---\n{srv.output()[-3000:]}")
+
+
+def fluvial(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+
+
+# -- events and brute force ------------------------------------------------------------------------
+
+class Fleet:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng, self.seq = rng, defaultdict(int)
+        self.clock = 1_704_067_200_000 + rng.randrange(10**10)
+
+    def readings(self, n: int) -> list[Event]:
+        """Never late (jitter below the 30 s allowed lateness), so the speed layer counts them all."""
+        out = []
+        for _ in range(n):
+            device = f"dev-{self.rng.randrange(6)}"
+            self.seq[device] += 1
+            self.clock += self.rng.randrange(800)
+            out.append({"device": device, "kind": "reading", "seq": self.seq[device],
+                        "ts": self.clock + self.rng.randrange(10_000),
+                        "payload": {"kind": self.rng.choice(["temp", "hum"]),
+                                    "value": float(self.rng.randint(-40, 60))}})
+        return out
+
+
+def post(srv: ServerProcess, events: list[Event], rng: random.Random) -> None:
+    """In small requests: many small batches, so several segments per partition."""
+    i = 0
+    while i < len(events):
+        part = events[i:i + rng.randint(3, 25)]
+        status, body = srv.post_events(part)
+        assert (status, body["accepted"]) == (200, len(part)), body
+        i += len(part)
+
+
+def brute_stats(events: list[Event]) -> dict[Any, Any]:
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        start = e["ts"] - e["ts"] % WINDOW_MS
+        groups[((e["device"], e["payload"]["kind"]), (start, start + WINDOW_MS))].append(e["payload"]["value"])
+    return {k: {"count": len(v), "min": min(v), "max": max(v), "mean": float(sum(map(Fraction, v)) / len(v))}
+            for k, v in groups.items()}
+
+
+def served_stats(srv: ServerProcess) -> dict[Any, Any]:
+    rows = srv.get("/v1/views/device_stats")["rows"]
+    return {(tuple(r["key"]), tuple(r["window"])): r["value"] for r in rows}
+
+
+def stored_events(data_dir: Path) -> dict[tuple[int, int], Event]:
+    """``(partition, offset) -> event`` of the log as it is on disk."""
+    out = {}
+    with LocalLog.open(data_dir / "log", readonly=True) as log:
+        for p, end in enumerate(log.end_offsets()):
+            for o, ev in enumerate(log.read(p, 0, max_records=end).events):
+                out[(p, o)] = {"device": ev.device, "kind": ev.kind, "seq": ev.seq, "ts": ev.ts, "payload": ev.payload}
+    return out
+
+
+def flip_payload_bit(rng: random.Random, data_dir: Path, *, active: bool) -> tuple[int, int, int]:
+    """Flip a bit in the payload of a random batch of a sealed segment (or, ``active``, of the
+    last segment but not its last batch); return (partition, first offset, records)."""
+    choices = []
+    for pdir in sorted((data_dir / "log").glob("p-*")):
+        segs = sorted(pdir.glob("*.seg"))
+        for seg in segs[-1:] if active else segs[:-1]:
+            data, pos, found = seg.read_bytes(), 0, []
+            while pos < len(data):
+                _, base, count, length, *_ = LAYOUT.unpack_from(data, pos)
+                found.append((int(pdir.name[2:]), seg, pos, pos + LAYOUT.size + length, base, count))
+                pos += LAYOUT.size + length
+            choices += found[:-1] if active else found
+    p, seg, pos, end, base, count = rng.choice(choices)
+    data = bytearray(seg.read_bytes())
+    byte = rng.randrange(pos + LAYOUT.size, end)
+    data[byte] ^= 1 << rng.randrange(8)
+    seg.write_bytes(bytes(data))
+    print(f"flipped a bit of byte {byte} of partition {p} {seg.name}: batch of offsets [{base}, {base + count})")
+    return p, base, count
+
+
+def health(srv: ServerProcess) -> dict[str, Any]:
+    status, raw = srv.request("GET", "/healthz")
+    body = json.loads(raw)
+    assert (status == 200) == (body["status"] == "ok"), (status, body)
+    return body  # type: ignore[no-any-return]
+
+
+def wait_health(srv: ServerProcess, wanted: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = health(srv)
+        if any(wanted in p for p in body["problems"]):
+            return body
+        assert time.monotonic() < deadline, f"/healthz never said {wanted!r}: {body}"
+        time.sleep(0.1)
+
+
+def run_batch(srv: ServerProcess) -> dict[str, Any]:
+    status, job = srv.admin("POST", "/v1/views/device_stats/batch")
+    assert status == 202, job
+    return srv.wait_job(job["id"])  # type: ignore[no-any-return]
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+def test_damaged_sealed_segment_degrades_health_until_salvaged(
+        serve: Callable[..., Served], rng: random.Random, tmp_path: Path) -> None:
+    fleet = Fleet(rng)
+    srv = serve(flows=[EXAMPLES / "device_stats.py"]).start()
+    first = fleet.readings(rng.randint(400, 700))
+    post(srv, first, rng)
+    srv.wait_caught_up()
+    srv.stop()
+    data_dir = srv.data_dir
+    stored = stored_events(data_dir)
+    assert sorted(map(json.dumps, stored.values())) == sorted(map(json.dumps, first))  # exactly what was acked
+    p, base, count = flip_payload_bit(rng, data_dir, active=False)
+
+    srv.start()  # a damaged sealed segment does not stop the server ...
+    body = wait_health(srv, f"partition {p}: damaged batch in a sealed segment (offsets [{base}, {base + count}))")
+    assert body["status"] == "degraded" and any(p.endswith(ADVICE) for p in body["problems"])
+    assert str(tmp_path) not in json.dumps(body) and ".seg" not in json.dumps(body)  # no paths for anyone
+    more = fleet.readings(rng.randint(20, 60))
+    post(srv, more, rng)  # ... and ingest keeps working
+    job = run_batch(srv)
+    assert job["status"] == "failed" and "checksum mismatch" in job["error"], job
+    wait_health(srv, "batch layer device_stats: the last run failed; the log it reads is damaged")
+
+    verify = fluvial(data_dir, "log", "verify", "--format", "json")  # alongside the running server
+    assert verify.returncode == 1, verify.stderr
+    [problem] = [q for part in json.loads(verify.stdout)["partitions"] for q in part["problems"]]
+    assert (problem["partition"], problem["offsets"], problem["lost"]) == (p, [base, base + count], count)
+    refused = fluvial(data_dir, "log", "salvage")
+    assert refused.returncode == 1 and "stop it first" in refused.stderr
+    srv.stop()
+
+    salvaged = fluvial(data_dir, "log", "salvage", "--format", "json")
+    assert salvaged.returncode == 0, salvaged.stdout + salvaged.stderr
+    assert json.loads(salvaged.stdout)["records_lost"] == count
+    survivors = [e for (q, o), e in stored.items() if not (q == p and base <= o < base + count)] + more
+    srv.start()
+    assert health(srv)["status"] == "ok"
+    job = run_batch(srv)
+    assert job["status"] == "done", job
+    srv.wait_caught_up()
+    assert served_stats(srv) == brute_stats(survivors)
+    assert health(srv)["status"] == "ok"
+
+
+def test_damaged_active_segment_refuses_start_until_salvaged(
+        serve: Callable[..., Served], rng: random.Random) -> None:
+    fleet = Fleet(rng)
+    writer = serve().start()  # no flow yet: nothing has counted the events before the damage
+    events = fleet.readings(rng.randint(300, 600))
+    post(writer, events, rng)
+    writer.stop()
+    data_dir = writer.data_dir
+    stored = stored_events(data_dir)
+    p, base, count = flip_payload_bit(rng, data_dir, active=True)
+
+    srv = serve(flows=[EXAMPLES / "device_stats.py"])
+    with pytest.raises(RuntimeError, match="server exited") as refused:
+        srv.start()
+    message = str(refused.value)
+    assert "log verify" in message and "log salvage" in message, message
+    stats = fluvial(data_dir, "log", "stats")
+    assert stats.returncode == 0, stats.stderr
+    damaged = [line for line in stats.stdout.splitlines() if "DAMAGED" in line]
+    assert len(damaged) == 1 and damaged[0].startswith(f"{p} ") and "fluvial log verify" in damaged[0]
+
+    salvaged = fluvial(data_dir, "log", "salvage")
+    assert salvaged.returncode == 0 and f"{count} records lost" in salvaged.stdout, salvaged.stdout
+    srv.start()
+    srv.wait_caught_up()
+    survivors = [e for (q, o), e in stored.items() if not (q == p and base <= o < base + count)]
+    assert served_stats(srv) == brute_stats(survivors)
+    assert health(srv)["status"] == "ok"

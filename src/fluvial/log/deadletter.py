@@ -93,18 +93,42 @@ class DeadLetterLog:
         return cls(path, store, lock_fd)
 
     def append(self, letters: Sequence[DeadLetter]) -> int:
-        """Append records durably (fsynced); return the offset of the first one."""
+        """Append records durably (fsynced); return the offset of the first one.
+
+        Raises:
+            LogError: The log is readonly or closed, or the write failed (a full disk):
+                call :meth:`recover` before appending again.
+        """
         with self._mutex:
             if self._lock_fd is None:
                 raise LogError(f"dead-letter log at {self.path} is readonly or closed")
             if not letters:
                 return self._store.end_offset
             at = [d.at_ms for d in letters]
-            base = self._store.append(
-                len(letters), time.time_ns() // 1_000_000, min(at), max(at), _enc.encode(letters)
-            )
-            self._store.sync()
+            try:
+                base = self._store.append(
+                    len(letters), time.time_ns() // 1_000_000, min(at), max(at), _enc.encode(letters)
+                )
+                self._store.sync()
+            except OSError as exc:
+                raise LogError(f"append to the dead-letter log at {self.path} failed: {exc}") from exc
             return base
+
+    def recover(self) -> None:
+        """After a failed append: fsync and reopen the files (cutting a torn tail).
+
+        Raises:
+            LogError: Still failing, or the log is readonly or closed.
+        """
+        with self._mutex:
+            if self._lock_fd is None:
+                raise LogError(f"dead-letter log at {self.path} is readonly or closed")
+            try:
+                self._store.close()  # idempotent; raises (keeping its files open) while fsync fails
+                self._store = SegmentStore(self._store.path, segment_bytes=self._store.segment_bytes,
+                                           writable=True)
+            except OSError as exc:
+                raise LogError(f"dead-letter log at {self.path} still cannot be written: {exc}") from exc
 
     def count(self) -> int:
         """Return how many records the log holds."""

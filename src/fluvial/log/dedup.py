@@ -7,11 +7,16 @@ is two integers. A seq more than ``WINDOW`` below the device's max cannot be
 checked any more: it is treated as new and stored (documented limitation; a
 device that resets its counter must change its device id or stay within the
 window).
+
+The log is the truth: when an append fails, the log rebuilds the state from
+its snapshot and the records after it, so a pair counts as stored only when
+its event is in the log.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -47,7 +52,10 @@ class DedupState:
         return self._max.get(device)
 
     def add(self, device: str, seq: int) -> bool:
-        """Record ``(device, seq)``; return False if it was already stored."""
+        """Record ``(device, seq)``; return False if it was already stored.
+
+        ``seq`` must be within ``0 .. MAX_SEQ`` (:mod:`fluvial.log.limits`): the log checks.
+        """
         top = self._max.get(device)
         if top is not None and seq == top + 1:  # in order: the common case
             self._max[device] = seq
@@ -100,11 +108,16 @@ class DedupState:
         )
         body = _enc.encode(snap)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(_MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk: leave no half-written file behind
+                tmp.unlink()
+            raise
 
     @classmethod
     def load(cls, path: Path) -> tuple[DedupState, int] | None:

@@ -16,16 +16,17 @@ batch at open.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, NoReturn, Self
 
 import msgspec
 
@@ -33,6 +34,7 @@ from fluvial.errors import ConfigError, LogError, ValidationError
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
 from fluvial.log.dedup import DedupState
+from fluvial.log.limits import MAX_SEQ, MAX_TS_MS, MIN_TS_MS, check_events, event_problem
 from fluvial.log.segment import SegmentStore, acquire_writer_lock
 
 __all__ = [
@@ -49,6 +51,8 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 READ_LIMIT = 1 << 20  # records returned by one read() when max_records is None
 _FORMAT = 1
 _SNAPSHOT = "dedup.snapshot"
+_PROBE = ".probe"
+_PROBE_BYTES = 1 << 20  # recover() writes this much first: the disk must take a batch again
 _logger = logging.getLogger("fluvial.log")
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(list[Event])
@@ -97,6 +101,7 @@ class LocalLog:
         self._mutex = threading.RLock()
         self._closed = False
         self._failed: str | None = None
+        self._failure: BaseException | None = None
         self._dedup: list[DedupState] = []
         self._partial: dict[int, tuple[int, list[Event]]] = {}  # partition -> last partly read batch
         self._syncer: ThreadPoolExecutor | None = None
@@ -205,8 +210,18 @@ class LocalLog:
             for ev in _dec.decode(payload):
                 state.add(ev.device, ev.seq)
         if loaded is None or loaded[1] != store.end_offset:
-            state.save(snap_path, store.end_offset)
+            self._save_snapshot(p, state)
         return state
+
+    def _save_snapshot(self, p: int, state: DedupState | None = None) -> None:
+        """Write partition ``p``'s dedup snapshot; a failure (a full disk) is only a warning,
+        since a missing or older snapshot just makes the next open replay more of the log."""
+        store = self._stores[p]
+        try:
+            (self._dedup[p] if state is None else state).save(store.path / _SNAPSHOT, store.end_offset)
+        except OSError as exc:
+            _logger.warning("could not write the de-duplication snapshot of %s (%s); the next open "
+                            "rebuilds it from the log", store.path, exc)
 
     # -- writing --------------------------------------------------------------
 
@@ -225,57 +240,197 @@ class LocalLog:
         """Append events, one batch per partition touched.
 
         An event whose ``(device, seq)`` is already stored (or appears earlier in
-        ``events``) is not stored again; its position is ``None``.
+        ``events``) is not stored again; its position is ``None``. All or nothing:
+        the de-duplication state records the events only once their batches are
+        written (and fsynced, under ``fsync="batch"``).
 
         Args:
             events: The events.
-            decoded: The events were decoded by msgspec into :class:`Event` (as HTTP
-                ingest does), so their types are right and their payloads hold only
-                what MessagePack stores: skip the per-event checks and the trial encode.
+            decoded: The events were decoded by msgspec into :class:`Event` and checked
+                with :func:`fluvial.log.limits.check_events` (as HTTP ingest does): skip the
+                per-event checks. Times, seqs and integers out of range are still refused.
 
         Raises:
-            ValidationError: An event has a wrong envelope type (path ``$[i].field``).
-            LogError: The log is readonly, closed, or a write failed.
+            ValidationError: An event has a wrong envelope type, or a value the log cannot
+                store (path ``$[i].field``, e.g. ``$[3].payload.a.b``); nothing was written or
+                recorded, and the log stays writable.
+            LogError: The log is readonly, closed, or a write failed: the log refuses appends
+                until :meth:`recover` succeeds. Batches a failed append wrote completely
+                may be in the log; ``recover`` records them as stored.
         """
         with self._mutex:
             self._check_writable()
             if not decoded:
                 for i, ev in enumerate(events):
                     _check_event(i, ev)
-                _check_encodable(events)  # before the dedup state records anything
+                check_events(events)  # before the dedup state records anything
             positions: list[tuple[int, int] | None] = [None] * len(events)
-            n, dedup, crc32 = self.partitions, self._dedup, zlib.crc32
-            by_partition: list[list[Event]] = [[] for _ in range(n)]
-            index: list[list[int]] = [[] for _ in range(n)]
-            for i, ev in enumerate(events):
-                device = ev.device
-                p = crc32(device.encode()) % n
-                if dedup[p].add(device, ev.seq):
-                    by_partition[p].append(ev)
-                    index[p].append(i)
-            groups = {p: (by_partition[p], index[p]) for p in range(n) if by_partition[p]}
-            now_ms = _now_ms()
-            rolled = []
+            groups: dict[int, tuple[list[Event], list[int]]] = {}
             try:
-                for p, (evs, idx) in groups.items():
-                    store = self._stores[p]
-                    n_segments = store.segment_count
-                    ts = [e.ts for e in evs]
-                    base = store.append(len(evs), now_ms, min(ts), max(ts), _enc.encode(evs))
-                    for j, i in enumerate(idx):
-                        positions[i] = (p, base + j)
-                    if store.segment_count != n_segments:
-                        rolled.append(p)
-                self._sync([self._stores[p] for p in groups], now_ms)
-                for p in rolled:
-                    self._dedup[p].save(self._stores[p].path / _SNAPSHOT, self._stores[p].end_offset)
-            except (OSError, LogError) as exc:
-                self._failed = str(exc)
-                raise LogError(f"append to {self.path} failed: {exc}; reopen the log") from exc
+                groups = self._new_by_partition(events)
+                batches = self._encode(events, groups)
+            except BaseException:  # nothing written: forget what the dedup state recorded
+                self._forget(set(groups) or range(self.partitions))
+                raise
+            rolled = self._write(groups, batches, positions)  # fails: recover() rebuilds
+            for p in rolled:
+                self._save_snapshot(p)
             accepted = sum(len(e) for e, _ in groups.values())
             return AppendResult(
                 accepted=accepted, duplicates=len(events) - accepted, positions=positions
             )
+
+    def _new_by_partition(self, events: Sequence[Event]) -> dict[int, tuple[list[Event], list[int]]]:
+        """The events not stored yet, with their indexes, by partition (the dedup state records them)."""
+        n, dedup, crc32, top = self.partitions, self._dedup, zlib.crc32, MAX_SEQ
+        by_partition: list[list[Event]] = [[] for _ in range(n)]
+        index: list[list[int]] = [[] for _ in range(n)]
+        for i, ev in enumerate(events):
+            device, seq = ev.device, ev.seq
+            if not 0 <= seq <= top:  # the dedup state holds seqs of this range only
+                _raise_unstorable(events, [i])
+            p = crc32(device.encode()) % n
+            if dedup[p].add(device, seq):
+                by_partition[p].append(ev)
+                index[p].append(i)
+        return {p: (by_partition[p], index[p]) for p in range(n) if by_partition[p]}
+
+    @staticmethod
+    def _encode(
+        events: Sequence[Event], groups: dict[int, tuple[list[Event], list[int]]]
+    ) -> dict[int, tuple[int, int, bytes]]:
+        """Each partition's batch as ``(min ts, max ts, payload)``, before anything is written."""
+        out = {}
+        for p, (evs, idx) in groups.items():
+            ts = [e.ts for e in evs]
+            lo, hi = min(ts), max(ts)
+            if lo < MIN_TS_MS or hi > MAX_TS_MS:
+                _raise_unstorable(events, idx)
+            try:
+                payload = _enc.encode(evs)
+            except (OverflowError, TypeError, ValueError, RecursionError):
+                _raise_unstorable(events, idx)
+            out[p] = (lo, hi, payload)
+        return out
+
+    def _write(
+        self,
+        groups: dict[int, tuple[list[Event], list[int]]],
+        batches: dict[int, tuple[int, int, bytes]],
+        positions: list[tuple[int, int] | None],
+    ) -> list[int]:
+        """Write and sync the batches; return the partitions that rolled to a new segment."""
+        now_ms = _now_ms()
+        rolled = []
+        try:
+            for p, (evs, idx) in groups.items():
+                store = self._stores[p]
+                n_segments = store.segment_count
+                lo, hi, payload = batches[p]
+                base = store.append(len(evs), now_ms, lo, hi, payload)
+                for j, i in enumerate(idx):
+                    positions[i] = (p, base + j)
+                if store.segment_count != n_segments:
+                    rolled.append(p)
+            self._sync([self._stores[p] for p in groups], now_ms)
+        except Exception as exc:
+            self._fail(exc)
+            raise LogError(f"append to {self.path} failed: {exc}; the log takes appends again "
+                           "once recover() succeeds") from exc
+        except BaseException as exc:  # KeyboardInterrupt mid-write: the same state, re-raised as is
+            self._fail(exc)
+            raise
+        return rolled
+
+    def _fail(self, exc: BaseException) -> None:
+        """Refuse appends until :meth:`recover` (which reopens and rebuilds from the files)."""
+        self._failed = str(exc) or type(exc).__name__
+        self._failure = exc
+        _logger.error("append to %s failed: %s", self.path, self._failed)
+
+    def _forget(self, partitions: Iterable[int]) -> None:
+        """Rebuild the dedup state of ``partitions`` after an append that wrote nothing."""
+        try:
+            self._rebuild_dedup(partitions)
+        except (OSError, LogError) as exc:
+            self._fail(exc)  # recover() rebuilds it
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What made the last append fail (``None`` while the log takes appends)."""
+        return self._failure if self._failed else None
+
+    def recover(self) -> None:
+        """Take appends again after a failed one, if the cause has cleared.
+
+        Checks that the disk takes writes (writes and removes a 1 MiB probe file),
+        reopens every partition (fsyncing what the failed append wrote, cutting a torn
+        tail), and records as stored the events of every batch the failed append wrote
+        completely: an event is either in the log and known to the de-duplication
+        state, or in neither. A no-op when nothing failed.
+
+        Raises:
+            LogError: Still failing (with the reason; call again later), or the log
+                is closed or readonly.
+        """
+        with self._mutex:
+            if self._closed or self.readonly:
+                self._check_writable()
+            if self._failed is None:
+                return
+            try:
+                self._probe()
+                for p in range(self.partitions):
+                    self._reopen(p)
+                self._rebuild_dedup(range(self.partitions))
+            except (OSError, LogError) as exc:
+                raise LogError(f"log at {self.path} still cannot be written: {exc}") from exc
+            _logger.warning("log at %s takes appends again (it failed: %s)", self.path, self._failed)
+            self._failed = None
+            self._failure = None
+
+    def _probe(self) -> None:
+        path = self.path / _PROBE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(bytes(_PROBE_BYTES))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _reopen(self, p: int) -> None:
+        """Close partition ``p`` (fsyncing its unsynced writes) and open it again from disk."""
+        old = self._stores[p]
+        old.close()  # idempotent; raises (and keeps its files open) while fsync fails
+        self._partial.pop(p, None)
+        store = SegmentStore(old.path, segment_bytes=old.segment_bytes, writable=True)
+        if store.recovered:
+            _logger.warning("recovered %s", store.recovered)
+        self._stores[p] = store
+
+    def _rebuild_dedup(self, partitions: Iterable[int]) -> None:
+        """Make the dedup state of ``partitions`` what their snapshot and the log after it say.
+
+        Run when an append failed after recording events (rare): what it recorded is
+        forgotten, and what its write put in the log completely is known again.
+        """
+        for p in partitions:
+            store = self._stores[p]
+            loaded = DedupState.load(store.path / _SNAPSHOT)
+            if loaded is not None and loaded[1] <= store.end_offset:
+                state, start = loaded
+            else:
+                state, start = DedupState(), store.start_offset
+            for _base, _, payload in store.batches(start, store.end_offset):
+                for ev in _dec.decode(payload):
+                    state.add(ev.device, ev.seq)
+            self._dedup[p] = state
+            if start != store.end_offset:
+                self._save_snapshot(p)
 
     def _sync(self, touched: list[SegmentStore], now_ms: int) -> None:
         if self._fsync == "batch":
@@ -291,10 +446,18 @@ class LocalLog:
             self.flush()
 
     def flush(self) -> None:
-        """fsync every partition now, whatever the policy."""
+        """fsync every partition now, whatever the policy.
+
+        Raises:
+            LogError: An fsync failed; the log refuses appends until :meth:`recover`.
+        """
         with self._mutex:
-            for store in self._stores:
-                store.sync()
+            try:
+                for store in self._stores:
+                    store.sync()
+            except OSError as exc:
+                self._fail(exc)
+                raise LogError(f"fsync of {self.path} failed: {exc}") from exc
             self._last_sync_ms = _now_ms()
 
     def _check_writable(self) -> None:
@@ -303,7 +466,8 @@ class LocalLog:
         if self.readonly:
             raise LogError(f"log at {self.path} is open readonly; open it without readonly=True")
         if self._failed:
-            raise LogError(f"log at {self.path} failed earlier ({self._failed}); reopen it")
+            raise LogError(f"log at {self.path} takes no appends since one failed ({self._failed}); "
+                           "call recover() once the cause is fixed (a full disk: free space)")
 
     # -- reading --------------------------------------------------------------
 
@@ -423,11 +587,16 @@ class LocalLog:
             if self._closed:
                 return
             self._closed = True
+            errors = []
             try:
                 for p, store in enumerate(self._stores):
-                    store.close()
+                    try:
+                        store.close()
+                    except OSError as exc:
+                        errors.append(f"partition {p}: {exc}")
+                        continue
                     if not self.readonly and not self._failed:
-                        self._dedup[p].save(store.path / _SNAPSHOT, store.end_offset)
+                        self._save_snapshot(p)
             finally:
                 if self._syncer is not None:
                     self._syncer.shutdown()
@@ -435,6 +604,12 @@ class LocalLog:
                 if self._lock_fd is not None:
                     os.close(self._lock_fd)
                     self._lock_fd = None
+            if errors and self._fsync != "batch":
+                raise LogError(f"closing the log at {self.path}: fsync failed ({'; '.join(errors)}); "
+                               "events appended since the last fsync may not be on disk")
+            if errors:  # fsync="batch": every acknowledged event was fsynced; only a failed append's were not
+                _logger.warning("closing the log at %s: fsync failed (%s); only events of a failed "
+                                "append are affected", self.path, "; ".join(errors))
 
     def __enter__(self) -> Self:
         return self
@@ -451,18 +626,18 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _check_encodable(events: Sequence[Event]) -> None:
-    """Raise ValidationError naming the first event MessagePack cannot store."""
-    try:
-        _enc.encode(events)
-        return
-    except (OverflowError, TypeError, ValueError):
-        pass
-    for i, ev in enumerate(events):
-        try:
-            _enc.encode([ev])
-        except (OverflowError, TypeError, ValueError) as exc:
-            raise ValidationError(f"$[{i}].payload", f"cannot be stored: {exc}") from None
+def _raise_unstorable(events: Sequence[Event], indexes: Sequence[int]) -> NoReturn:
+    """Raise ValidationError naming the first of ``events[indexes]`` the log cannot store."""
+    for i in indexes:
+        problem = event_problem(events[i])
+        if problem is None:
+            try:
+                _enc.encode(events[i])
+                continue
+            except (OverflowError, TypeError, ValueError, RecursionError) as exc:
+                problem = ("", f"cannot be stored: {exc}")
+        raise ValidationError(f"$[{i}]{problem[0]}", problem[1])
+    raise ValidationError(f"$[{indexes[0]}]", "cannot be stored (the batch failed to encode)")
 
 
 def _check_event(i: int, ev: Event) -> None:

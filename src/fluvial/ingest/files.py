@@ -39,6 +39,7 @@ from fluvial.events.diagnose import json_problem, type_name
 from fluvial.events.envelope import Event
 from fluvial.ingest.history import LoadHistory, file_digest
 from fluvial.log.deadletter import DeadLetter
+from fluvial.log.limits import all_storable, event_problem
 
 if TYPE_CHECKING:
     from fluvial.workspace import Workspace
@@ -61,7 +62,6 @@ MAX_EXAMPLES = 10
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _NUL = b"\x00"
 _json = msgspec.json.Decoder()
-_mp = msgspec.msgpack.Encoder()
 _FLAGS = {"device": "--device-field", "ts": "--ts-field", "seq": "--seq-field"}
 
 
@@ -320,16 +320,14 @@ def ingest_file(
     def flush() -> None:
         nonlocal reported
         if events:
-            try:
-                _mp.encode(events)  # what the log will do; it must not fail half-way
-            except (OverflowError, TypeError, ValueError):
+            if not all_storable(events):  # what the log would refuse: dead-lettered, not appended
                 keep = []
                 for ev, (n, raw) in zip(events, origins):
-                    try:
-                        _mp.encode(ev)
+                    problem = event_problem(ev)
+                    if problem is None:
                         keep.append(ev)
-                    except (OverflowError, TypeError, ValueError) as exc:
-                        reject(n, f"$.payload: cannot be stored: {exc}", raw)
+                    else:
+                        reject(n, f"${problem[0]}: {problem[1]}", raw)
                 events[:] = keep
             result = log.append(events)
             report.accepted += result.accepted

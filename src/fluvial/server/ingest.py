@@ -11,7 +11,10 @@ precise reason and is kept, never silently dropped:
   dead-letter log as received;
 * invalid events of an otherwise readable body are refused one by one (index
   and reason in the response) and kept in the dead-letter log; the valid ones
-  are appended;
+  are appended. An event the log could not store is invalid too, refused
+  before anything is recorded (:mod:`fluvial.log.limits`): ``ts`` or ``seq``
+  beyond 64 bits, an integer beyond 64 bits anywhere in the payload, a payload
+  nested deeper than 256 levels;
 * an oversized body (413: over ``max_body_bytes``, inflating past it, or
   more than ``max_events_per_request`` events) is not kept: the device must
   send it again in smaller batches, and keeping it would let one request
@@ -39,8 +42,10 @@ from fluvial.events.codec import decode_json_items, decode_msgpack_items
 from fluvial.events.envelope import Event
 from fluvial.events.schema import SchemaRegistry
 from fluvial.log.deadletter import DeadLetter
+from fluvial.log.limits import all_storable, event_problem
 
-__all__ = ["JSON_TYPES", "MSGPACK_TYPES", "AllRejected", "IngestError", "ParsedBody", "decompress", "parse_body"]
+__all__ = ["JSON_TYPES", "MSGPACK_TYPES", "AllRejected", "IngestError", "ParsedBody", "decompress", "parse_body",
+           "raw_bytes"]
 
 JSON_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson",
                         "application/jsonl", "application/x-jsonlines", "text/plain"})
@@ -142,7 +147,7 @@ def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, 
     if events is not None:
         parsed.total = len(events)
         _check_count(parsed.total, max_events)
-        if _all_valid(events, registry):
+        if _all_valid(events, registry) and all_storable(events):
             parsed.events, parsed.indices = events, list(range(len(events)))
             return parsed
         for i, ev in enumerate(events):
@@ -229,6 +234,10 @@ def _accept(parsed: ParsedBody, registry: SchemaRegistry, i: int, ev: Event, ite
     except ValidationError as exc:
         _reject(parsed, i, f"{exc.path}: {exc.reason}", item, source)
         return
+    problem = event_problem(ev)  # what the log could not store: refused here, before anything is recorded
+    if problem is not None:
+        _reject(parsed, i, f"${problem[0]}: {problem[1]}", item, source)
+        return
     parsed.events.append(ev)
     parsed.indices.append(i)
 
@@ -236,12 +245,25 @@ def _accept(parsed: ParsedBody, registry: SchemaRegistry, i: int, ev: Event, ite
 def _reject(parsed: ParsedBody, i: int, reason: str, item: Any, source: str) -> None:
     reason = reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
     parsed.rejected.append((i, reason))
-    try:
-        raw = _json_enc.encode(item)
-    except (TypeError, msgspec.EncodeError):  # MessagePack items JSON cannot hold (bytes keys...)
-        raw = msgspec.msgpack.encode(item)
-    parsed.letters.append(DeadLetter(reason=f"event {i}: {reason}", source=source, line=i, raw=raw,
+    parsed.letters.append(DeadLetter(reason=f"event {i}: {reason}", source=source, line=i, raw=raw_bytes(item),
                                      at_ms=time.time_ns() // 1_000_000))
+
+
+def raw_bytes(item: Any) -> bytes:
+    """A refused item as bytes for the dead-letter log: JSON, else MessagePack, else its ``repr``.
+
+    Never raises: whatever a body decoded to (integers beyond 64 bits, bytes keys, deep
+    nesting, lone surrogates), the dead-letter log can keep it.
+    """
+    for encode in (_json_enc.encode, msgspec.msgpack.encode):
+        try:
+            return encode(item)
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+            continue  # MessagePack items JSON cannot hold (bytes keys...), integers MessagePack cannot
+    try:
+        return repr(item).encode("utf-8", "backslashreplace")
+    except (RecursionError, ValueError):
+        return f"<a {type(item).__name__} that cannot be encoded>".encode()
 
 
 def _done(parsed: ParsedBody) -> ParsedBody:

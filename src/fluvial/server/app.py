@@ -18,10 +18,12 @@ GET     /openapi.json, /docs              the API description
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -104,6 +106,9 @@ def build_app(server: Server) -> Starlette:
         if busy is not None:
             server.metrics.throttled += 1
             return _error(503, busy, {"Retry-After": "1"})
+        unavailable = server.writer.unavailable()
+        if unavailable is not None:  # the log writer is failing: answer at once, without reading the body
+            return _unavailable(unavailable)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -133,7 +138,9 @@ def build_app(server: Server) -> Starlette:
             parsed = exc.parsed
             if grant is not None and grant.role == "device":
                 _check_devices(grant, parsed)
-            await asyncio.wrap_future(server.writer.submit([], parsed.letters))
+            failed = await _write([], parsed.letters)
+            if failed is not None:
+                return failed
             server.metrics.events_rejected += len(parsed.rejected)
             server.metrics.dead_letters += len(parsed.letters)
             return MsgspecJSON({"error": exc.reason, "status": 422, "accepted": 0, "duplicates": 0,
@@ -144,21 +151,41 @@ def build_app(server: Server) -> Starlette:
                 source = "http" if grant is None else f"http:{grant.role}:{grant.device or grant.token_id}"
                 letter = DeadLetter(reason=f"{exc.status}: {exc.reason}", source=source, line=None,
                                     raw=exc.raw, at_ms=time.time_ns() // 1_000_000)
-                await asyncio.wrap_future(server.writer.submit([], [letter]))
+                failed = await _write([], [letter])
+                if failed is not None:
+                    return failed
                 server.metrics.dead_letters += 1
             return _error(exc.status, exc.reason)
         if grant is not None and grant.role == "device":
             _check_devices(grant, parsed)
-        try:
-            appended = await asyncio.wrap_future(server.writer.submit(parsed.events, parsed.letters))
-        except Exception as exc:
-            return _error(503, f"the log could not take the events: {exc}; retry later", {"Retry-After": "5"})
+        future = server.writer.submit(parsed.events, parsed.letters)
+        failed = await _write(parsed.events, parsed.letters, future)
+        if failed is not None:
+            return failed
+        appended = future.result()
         server.metrics.accepted(appended.accepted)
         server.metrics.events_duplicate += appended.duplicates
         server.metrics.events_rejected += len(parsed.rejected)
         server.metrics.dead_letters += len(parsed.letters)
         return MsgspecJSON({"accepted": appended.accepted, "duplicates": appended.duplicates,
                             "rejected": [{"index": i, "reason": r} for i, r in parsed.rejected]})
+
+    async def _write(events: Any, letters: Any, future: Any = None) -> Response | None:
+        """Hand events and dead letters to the log writer; the answer to give if that failed."""
+        from fluvial.errors import ValidationError
+        from fluvial.server.writer import LogUnavailable
+
+        try:
+            await asyncio.wrap_future(future if future is not None else server.writer.submit(events, letters))
+        except LogUnavailable as exc:
+            return _unavailable(exc)
+        except ValidationError as exc:  # ingest let through what the log refuses: a bug, but this request's only
+            return _error(422, f"the log cannot store these events: {exc}; nothing of this request was stored")
+        return None
+
+    def _unavailable(exc: Any) -> Response:
+        server.metrics.throttled += 1
+        return _error(507 if exc.disk_full else 503, exc.reason, {"Retry-After": str(exc.retry_after_s)})
 
     def _check_devices(grant: Any, parsed: Any) -> None:
         from fluvial.server.ingest import devices_of
@@ -175,7 +202,6 @@ def build_app(server: Server) -> Starlette:
 
     @guard("query")
     async def get_view(request: Request) -> Response:
-        from fluvial.cli.fmt import json_arg, time_arg
         from fluvial.serving.base import UNSET
 
         name = request.path_params["name"]
@@ -184,11 +210,11 @@ def build_app(server: Server) -> Starlette:
         if unknown:
             return _error(400, f"unknown query parameters {sorted(unknown)}; use key, from, to, version")
         try:
-            key = json_arg(params["key"]) if "key" in params else UNSET
-            from_ms = time_arg(params["from"]) if "from" in params else None
-            to_ms = time_arg(params["to"]) if "to" in params else None
-            version = int(params["version"]) if "version" in params else None
-        except (ValueError, TypeError, Exception) as exc:
+            key = _key_param(params["key"]) if "key" in params else UNSET
+            from_ms = _time_param("from", params["from"]) if "from" in params else None
+            to_ms = _time_param("to", params["to"]) if "to" in params else None
+            version = _version_param(params["version"]) if "version" in params else None
+        except (ValueError, TypeError) as exc:
             return _error(400, f"bad query parameter: {exc}")
         filters: dict[str, Any] = {"key": key, "from_ms": from_ms, "to_ms": to_ms}
         if version is not None:
@@ -252,6 +278,7 @@ def build_app(server: Server) -> Starlette:
             elif time.time() - runner.last_error_at < 30:  # failing now: restarts from its checkpoint
                 problems.append(f"speed layer {name}: {runner.errors} failures, last: {runner.last_error}")
         problems += server.log_health.problems()  # damaged batches on disk, batch runs failing on them
+        problems = [_PATH.sub("<path>", p) for p in problems]  # no file paths for callers without a token
         body = {"status": "ok" if not problems else "degraded", "problems": problems,
                 "uptime_s": round(time.time() - server.metrics.started, 1)}
         return MsgspecJSON(body, status_code=200 if not problems else 503)
@@ -302,6 +329,51 @@ def build_app(server: Server) -> Starlette:
         Route("/v1/metrics", metrics_json), Route("/metrics", metrics_prometheus),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+_PATH = re.compile(r"(?<![\w.])(?:/[^\s'\":,;()]+)+")
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_DIGITS = 19  # every int64 has at most 19 digits
+
+
+def _time_param(name: str, text: str) -> int:
+    """``from``/``to``: epoch ms or ISO-8601, within the 64-bit times the views hold."""
+    from fluvial.cli.fmt import time_arg
+
+    digits = text.strip().lstrip("-")
+    if digits.isdigit() and len(digits) > _MAX_DIGITS:
+        raise ValueError(f"{name}={text[:30]}{'...' if len(text) > 30 else ''} is not a time the views hold: "
+                         f"epoch milliseconds go from {_INT64[0]} to {_INT64[1]}")
+    try:
+        value = time_arg(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"{name}={text} is not a time the views hold: epoch milliseconds go from "
+                         f"{_INT64[0]} to {_INT64[1]}")
+    return value
+
+
+def _version_param(text: str) -> int:
+    """``version``: a batch version number, 1 to 2**63 - 1."""
+    digits = text.strip()
+    if digits.lstrip("-").isdigit() and len(digits.lstrip("-")) > _MAX_DIGITS:
+        raise ValueError(f"version={text[:30]}{'...' if len(text) > 30 else ''} is not a version: "
+                         f"versions go from 1 to {_INT64[1]}")
+    value = int(text)
+    if not 1 <= value <= _INT64[1]:
+        raise ValueError(f"version={value} is not a version: versions go from 1 to {_INT64[1]}")
+    return value
+
+
+def _key_param(text: str) -> Any:
+    """``key``: JSON if it parses, else the text itself."""
+    from fluvial.cli.fmt import json_arg
+
+    try:
+        return json_arg(text)
+    except RecursionError:
+        raise ValueError("key is nested too deeply: a view key is a value or a short array of values") from None
 
 
 async def _json_body(request: Request) -> Any:

@@ -57,7 +57,8 @@ class LogHealth:
     """
 
     RECHECK_S = 10.0
-    """Shortest time between two checks caused by failures."""
+    """Shortest time between two checks caused by failures (or 20 times what the last check took,
+    if longer: a big log is not read again and again while a speed layer keeps failing)."""
 
     def __init__(self, server: Any) -> None:
         self._server = server
@@ -88,12 +89,15 @@ class LogHealth:
 
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
+        started = time.monotonic()
         last = self._check()
+        pause = max(self.RECHECK_S, 20 * (last - started))
         while not self._stop.wait(1.0):
             failures = self._failure_count()
-            if failures != self._failures and time.monotonic() - last >= self.RECHECK_S:
-                self._failures = failures
+            if failures != self._failures and time.monotonic() - last >= pause:
+                started = time.monotonic()
                 last = self._check()
+                pause = max(self.RECHECK_S, 20 * (last - started))
 
     def _failure_count(self) -> int:
         batch = sum(s.get("failures", 0) for s in list(self._server.batch_stats.values()))

@@ -226,6 +226,9 @@ class _Salvager:
     def _partition(self, part: PartitionReport) -> None:
         if not part.path.is_dir():
             return
+        for stale in part.path.glob("*.seg.salvage"):  # left by a salvage that was killed
+            stale.unlink()
+        self._move_snapshot(part)  # first: killed later, a rerun still finds the segment damage
         by_key = {(p.file, p.byte_range, p.offsets): p for p in part.problems}
         expected, running = 0, None
         for scan in part.scans:
@@ -241,17 +244,20 @@ class _Salvager:
         for problem in part.problems:
             if problem.byte_range is None and problem.offsets is None and problem.file.endswith(".seg"):
                 self._move(part, problem, problem.file, "moved aside (not a segment of the log)")
-        lost_records = any(a.lost != 0 for a in self.result.actions
-                           if a.problem.log == part.log and a.problem.partition == part.partition)
+        _fsync_dir(part.path)
+
+    def _move_snapshot(self, part: PartitionReport) -> None:
+        """A damaged snapshot, or one that holds the (device, seq) of records about to be lost:
+        aside (the next writer rebuilds it from the log)."""
         snapshot = next((p for p in part.problems if p.file == SNAPSHOT), None)
+        loses = any(p.lost != 0 and p.fixable for p in part.problems)
         if snapshot is not None:
             self._move(part, snapshot, SNAPSHOT, "moved aside; the next writer rebuilds it from the log")
-        elif lost_records and (part.path / SNAPSHOT).exists():  # it holds the lost (device, seq) pairs
+        elif loses and (part.path / SNAPSHOT).exists():
             rel = self._rel(part) / SNAPSHOT
             os.replace(part.path / SNAPSHOT, self.qdir / rel)
             self.result.moved.append(f"{rel}: holds the lost records' (device, seq); the next writer "
                                      "rebuilds it from the log")
-        _fsync_dir(part.path)
 
     def _move(self, part: PartitionReport, problem: Problem, name: str, done: str) -> None:
         rel = self._rel(part) / name

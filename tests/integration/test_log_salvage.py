@@ -250,3 +250,88 @@ def test_damaged_active_segment_refuses_start_until_salvaged(
     survivors = [e for (q, o), e in stored.items() if not (q == p and base <= o < base + count)]
     assert served_stats(srv) == brute_stats(survivors)
     assert health(srv)["status"] == "ok"
+
+
+# -- salvage killed at every step ------------------------------------------------------------------
+
+_KILLED_AT = """
+import os, signal, sys
+import fluvial.log.salvage as salvage
+steps, limit = [0], int(sys.argv[2])
+
+def step(real):
+    def wrapped(*args, **kwargs):
+        steps[0] += 1
+        if steps[0] > limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return wrapped
+
+os.replace, os.link, os.unlink = step(os.replace), step(os.link), step(os.unlink)
+salvage._write_synced = step(salvage._write_synced)
+salvage.salvage(sys.argv[1])
+"""
+
+
+def _damaged_log(root: Path, rng: random.Random
+                 ) -> tuple[dict[tuple[int, int], Any], set[tuple[int, int]], list[bytes]]:
+    """A log with damaged batches in two sealed segments; (stored, lost positions, damaged batch bytes)."""
+    from fluvial.events import Event
+
+    stored: dict[tuple[int, int], Any] = {}
+    with LocalLog.open(root / "log", partitions=2, segment_bytes=1024) as log:
+        for i in range(rng.randint(60, 100)):
+            events = [Event(device=f"d{rng.randrange(5)}", kind="line", ts=i, seq=i * 10 + j,
+                            payload={"text": "x" * rng.randrange(50)}) for j in range(rng.randint(1, 6))]
+            for ev, pos in zip(events, log.append(events).positions):
+                assert pos is not None
+                stored[pos] = ev
+    sealed = [seg for pdir in sorted((root / "log").glob("p-*")) for seg in sorted(pdir.glob("*.seg"))[:-1]]
+    lost, batches = set(), []
+    for seg in rng.sample(sealed, 2):
+        data, pos, found = seg.read_bytes(), 0, []
+        while pos < len(data):
+            _, base, count, length, *_ = LAYOUT.unpack_from(data, pos)
+            found.append((pos, pos + LAYOUT.size + length, base, count))
+            pos += LAYOUT.size + length
+        pos, end, base, count = rng.choice(found)
+        damaged = bytearray(data)
+        damaged[rng.randrange(pos + LAYOUT.size, end)] ^= 1 << rng.randrange(8)
+        seg.write_bytes(bytes(damaged))
+        partition = int(seg.parent.name[2:])
+        lost |= {(partition, o) for o in range(base, base + count)}
+        batches.append(bytes(damaged[pos:end]))
+    return stored, lost, batches
+
+
+def test_salvage_killed_at_every_step_then_run_again_keeps_exactly_the_intact_records(
+        tmp_path: Path, rng: random.Random) -> None:
+    import shutil
+
+    from fluvial.log.salvage import salvage
+
+    original = tmp_path / "original"
+    stored, lost, batches = _damaged_log(original, rng)
+    for limit in range(100):  # the k-th file system change of a salvage is where SIGKILL strikes
+        work = tmp_path / f"killed-at-{limit}"
+        shutil.copytree(original, work)
+        child = subprocess.run([sys.executable, "-c", _KILLED_AT, str(work), str(limit)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60, check=False)
+        result = salvage(work)  # what the operator runs next
+        assert result.after is None or result.after.intact
+        with LocalLog.open(work / "log") as log:  # the writer opens it; lost pairs may be sent again
+            got = {(p, o): ev for p, end in enumerate(log.end_offsets())
+                   for o, ev in enumerate(log.read(p, 0, max_records=end).events)}
+            assert {k for k, ev in got.items() if ev.kind == "fluvial.lost"} == lost, limit
+            assert {k: ev for k, ev in got.items() if k not in lost} == {k: ev for k, ev in stored.items()
+                                                                        if k not in lost}, limit
+            p, o = min(lost)
+            assert log.append([stored[(p, o)]]).accepted == 1, limit
+        moved = [f.read_bytes() for f in (work / "log-quarantine").glob("*/events/*/*.batch")]
+        assert all(b in moved for b in batches), limit
+        if child.returncode == 0:
+            print(f"salvage makes {limit} file system changes; killed before each of them, then run again")
+            break
+        assert child.returncode == -9, child.stderr
+    else:
+        raise AssertionError("salvage never finished")

@@ -335,3 +335,40 @@ def test_salvage_killed_at_every_step_then_run_again_keeps_exactly_the_intact_re
         assert child.returncode == -9, child.stderr
     else:
         raise AssertionError("salvage never finished")
+
+
+_WRITER = """
+import random, sys
+from pathlib import Path
+from fluvial.log import LocalLog
+from fluvial.events import Event
+path, seed = Path(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(seed)
+with LocalLog.open(path, partitions=3, segment_bytes=8192) as log:
+    for i in range(10**6):  # until killed
+        log.append([Event(device=f"d{rng.randrange(9)}", kind="line", ts=i, seq=i * 100 + j,
+                          payload={"text": "x" * rng.randrange(300)}) for j in range(rng.randint(1, 40))])
+        if i == 50:
+            (path / "started").touch()
+"""
+
+
+def test_verify_beside_a_writer_finds_nothing(tmp_path: Path, rng: random.Random) -> None:
+    """Batches half written, segments rolling, snapshots replaced: none of it is damage."""
+    data = tmp_path / "data"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(data / "log"), str(rng.randrange(2**32))],
+                              cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "log" / "started").exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start"
+            time.sleep(0.05)
+        seen = []
+        for _ in range(5):
+            verify = fluvial(data, "log", "verify", "--format", "json")
+            assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr
+            seen.append(json.loads(verify.stdout)["records"])
+        assert seen == sorted(seen) and seen[0] > 0, seen
+    finally:
+        writer.kill()
+        writer.wait(10)

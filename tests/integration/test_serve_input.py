@@ -346,7 +346,7 @@ BAD_EVENTS = [
     ("extra-envelope-field", {"unit": "C"}, "$.unit: unknown envelope field; put extra data inside payload"),
     ("missing-ts", {"ts": msgspec.UNSET}, "$.ts: missing required field"),
     ("negative-seq", {"seq": -1}, "$.seq: expected int >= 0"),
-    ("empty-device", {"device": ""}, "$.device: expected str of length >= 1"),
+    ("empty-device", {"device": ""}, "$.device: expected a non-empty str"),
     ("device-not-str", {"device": 7}, "$.device: expected str, got int"),
     ("ts-str", {"ts": "1700000000000"}, "$.ts: expected int, got str"),
     ("ts-float", {"ts": 1.5}, "$.ts: expected int, got float"),
@@ -498,7 +498,8 @@ def test_10k_levels_of_nesting_are_400_and_kept(plain: ServerProcess, body: byte
 def test_integer_with_10k_digits_is_400_and_kept(plain: ServerProcess) -> None:
     body = encode([reading("digits", 0)], JSON).replace(b"1.5", b"1" * 10_000)
     out = refused(plain, body, {"Content-Type": JSON}, 400)
-    assert out.body["error"].startswith("the body is not valid JSON: invalid JSON: Integer value out of range")
+    at = body.index(b"1" * 10_000)
+    assert out.body["error"] == f"the body is not valid JSON: invalid JSON: number out of range at byte {at}"
     kept_as_received(out, body)
     assert stored(plain, "digits") == []
 

@@ -63,6 +63,8 @@ def _cases(rng: random.Random) -> list[tuple[str, bytes, str]]:
         ("json", b'{"a": "\xc3(" }', "invalid JSON: invalid UTF-8 at byte 7"),
         ("json", b'{"a": 1} {"b": 2}', "invalid JSON: unexpected data after the value at byte 9"),
         ("json", b"[NaN]", "invalid JSON: invalid character 'N' at byte 1"),
+        ("json", b'[1, ' + b"9" * 5000 + b"]", "invalid JSON: number out of range at byte 4"),
+        ("json", b'{"v": 1e999}', "invalid JSON: number out of range at byte 6"),
         ("msgpack", mp[:mp_cut], f"invalid MessagePack: input ends early (truncated) at byte {mp_cut}"),
         ("msgpack", mp + b"\xc1", f"invalid MessagePack: invalid type byte 0xc1 at byte {len(mp)}"),
         ("msgpack", mp + b"\x91\xa2o\xff", f"invalid MessagePack: invalid UTF-8 in a string at byte {len(mp) + 3}"),

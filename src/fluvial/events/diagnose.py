@@ -35,7 +35,8 @@ __all__ = [
     "type_name",
 ]
 
-_json = json.JSONDecoder()
+# the structure only: numbers are not converted (no int digit limit, no float overflow)
+_json = json.JSONDecoder(parse_int=lambda s: 0, parse_float=lambda s: 0.0)
 
 
 # -- JSON -------------------------------------------------------------------------------

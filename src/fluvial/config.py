@@ -19,19 +19,21 @@ class LogConfig:
     """How the embedded log stores events.
 
     Attributes:
-        partitions: Partitions of a new log (fixed when the log is created).
+        partitions: Partitions of a new log (fixed when the log is created). ``None`` (the
+            default): an existing log's own count, 4 for a new one; a number is checked against
+            an existing log's count.
         fsync: ``batch`` (an acknowledged append is on disk), ``interval`` or ``never``.
         fsync_interval_ms: With ``fsync="interval"``, the longest time between two fsyncs.
         segment_bytes: Size at which a partition starts a new segment file.
     """
 
-    partitions: int = 4
+    partitions: int | None = None
     fsync: str = "batch"
     fsync_interval_ms: int = 1000
     segment_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if not 1 <= self.partitions <= 1024:
+        if self.partitions is not None and not 1 <= self.partitions <= 1024:
             raise ConfigError(f"partitions must be between 1 and 1024, got {self.partitions}")
         if self.fsync not in FSYNC_POLICIES:
             raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}")

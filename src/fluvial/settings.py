@@ -14,7 +14,7 @@ and key in it. A complete file with the defaults::
     max_pending_bytes = 67108864     # ingested bytes not yet appended (429 beyond)
 
     [log]                            # fluvial.config.LogConfig
-    partitions = 4
+    partitions = 4                   # of a new log; by default an existing log keeps its own count
     fsync = "batch"                  # batch | interval | never
     fsync_interval_ms = 1000
     segment_bytes = 67108864

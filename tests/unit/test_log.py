@@ -259,3 +259,20 @@ def test_throughput(tmp_path: Path) -> None:
     print(f"append {n / t_append:,.0f} events/s ({t_append:.2f}s, fsync=batch, {chunk}/call); "
           f"read+decode {n / t_read:,.0f} events/s ({t_read:.2f}s for 1M)")
     assert t_read < 5  # generous bound for shared CI machines; the figure is printed
+
+
+def test_the_default_config_opens_a_log_of_any_partition_count(tmp_path: Path) -> None:
+    """A log made with [log] partitions = 2 opens for every reader that does not ask for a count
+    (fluvial run, query, the server's batch child); asking for another count is still refused."""
+    import fluvial
+    from fluvial.config import LogConfig
+    from fluvial.errors import ConfigError
+
+    LocalLog.open(tmp_path / "log", partitions=2).close()
+    with fluvial.open(tmp_path) as ws:
+        assert ws.log.partitions == 2
+    with pytest.raises(ConfigError, match="has 2 partitions, but partitions=3 was asked"), \
+            fluvial.open(tmp_path, log_config=LogConfig(partitions=3)) as ws:
+        ws.log  # noqa: B018 (opening it is the test)
+    with LocalLog.open(tmp_path / "new") as log:
+        assert log.partitions == 4

@@ -104,7 +104,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert s.server == ServerSettings(host="127.0.0.1", port=8470, auth="auto", max_body_bytes=8388608,
                                       max_events_per_request=100_000, max_pending_bytes=67108864)
     assert DEFAULT_PORT == 8470 and not s.server.auth_enabled
-    assert s.log == LogConfig(partitions=4, fsync="batch", fsync_interval_ms=1000, segment_bytes=67108864)
+    assert s.log == LogConfig(partitions=None, fsync="batch", fsync_interval_ms=1000, segment_bytes=67108864)
     assert s.stream == StreamConfig(batch_interval_ms=200, max_batch_records=250_000)
     assert s.max_lag_records == 5_000_000
     assert s.batch == BatchSettings(every_s=300, engine="local", workers=2, spark_master="local[*]", spark_conf={})

@@ -234,3 +234,37 @@ def test_offline_rollback_finds_the_flows_the_views_were_built_with(tmp_path, li
     out = fluvial("--data-dir", data, "batch").stdout          # no --flow: the remembered flows, old code again
     assert "words@v" in out
     assert view(data)[1] == dict(old_code(lines + more))
+
+
+OTHER_FLOW = '''
+import fluvial as fl
+lc = fl.Pipeline("lc")
+lc.from_log("line").map(lambda e: (e.device, 1)).reduce_by_key(lambda a, b: a + b).to_view("lines_per_device")
+'''
+
+
+def test_a_server_with_a_config_file_runs_its_batch_layer_with_it_and_remembers_every_flow(tmp_path, lines):
+    """[log] partitions = 2: the batch child opens the log as the server does. The server's batch runs
+    (one flow each) do not make the data directory forget its other flows."""
+    (tmp_path / "wc.py").write_text(OLD_FLOW)
+    (tmp_path / "lc.py").write_text(OTHER_FLOW)
+    events = [{"device": f"d{i % 7}", "kind": "line", "ts": 1_000 * i, "seq": i, "payload": {"text": t}}
+              for i, t in enumerate(lines)]
+    config = (f"[log]\npartitions = 2\n[[flows]]\nfile = \"{tmp_path / 'wc.py'}\"\n"
+              f"[[flows]]\nfile = \"{tmp_path / 'lc.py'}\"\n")
+    with ServerProcess(tmp_path, config=config) as srv:
+        assert srv.post_events(events)[0] == 200
+        srv.wait_caught_up()
+        for name in ("words", "words"):
+            status, job = srv.admin("POST", f"/v1/views/{name}/batch")
+            assert status == 202, job
+            done = srv.wait_job(job["id"])
+            assert done["status"] == "done", done.get("error")
+        assert view(srv.data_dir) == (2, dict(old_code(lines)))
+        devices = Counter(e["device"] for e in events)
+    assert view(srv.data_dir, "lines_per_device")[1] == dict(devices)
+    # offline, with neither --flow nor the config: both flows are still known
+    out = fluvial("--data-dir", srv.data_dir, "batch", "lines_per_device", "--config", tmp_path / "fluvial.toml")
+    assert "lines_per_device@v1" in out.stdout
+    out = fluvial("--data-dir", srv.data_dir, "rollback", "words")
+    assert "rolled back: words@v1" in out.stdout

@@ -295,6 +295,8 @@ class Server:
         cmd = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.data_dir), "batch",
                "--flow", str(reg.file), "--pipeline", name, "--format", "json",
                "--engine", batch.engine, "--workers", str(batch.workers)]
+        if self.settings.source is not None:   # the child opens the log as the server does ([log] partitions...)
+            cmd += ["--config", str(self.settings.source)]
         if batch.engine == "spark":
             cmd += ["--spark-master", batch.spark_master]
             for k, v in batch.spark_conf.items():

@@ -59,7 +59,8 @@ class FlowSet:
 
     data_dir: Path
     pipelines: dict[str, Registered] = field(default_factory=dict)
-    entries: list[tuple[Path, str, float]] = field(default_factory=list)  # as configured (before overrides)
+    # the flow files as configured (before overrides), with the names of the pipelines each defines
+    entries: list[tuple[Path, str, float, tuple[str, ...]]] = field(default_factory=list)
 
     @classmethod
     def load(cls, data_dir: Path, flows: list[tuple[Path, str, float]]) -> FlowSet:
@@ -69,6 +70,7 @@ class FlowSet:
         for file, architecture, every in flows:
             if architecture not in ARCHITECTURES:
                 raise ConfigError(f"flow {file}: architecture must be 'lambda' or 'kappa', got {architecture!r}")
+            names = []
             for loaded in load_flow_file(file):
                 override = overrides.get(loaded.name)
                 source, code = file, loaded
@@ -76,15 +78,21 @@ class FlowSet:
                     source = Path(override["file"])
                     code = out._pipeline_from(source, loaded.name)
                 out.add(code, source, architecture, every)
-        out.entries = [(Path(f).resolve(), a, e) for f, a, e in flows]
+                names.append(loaded.name)
+            out.entries.append((Path(file).resolve(), architecture, every, tuple(names)))
         return out
 
     @staticmethod
     def remembered(data_dir: Path) -> list[tuple[Path, str, float]]:
         """The flow files last used on ``data_dir`` (by a server, a batch run or a reprocessing)."""
+        return [(f, a, e) for f, a, e, _ in FlowSet._remembered(data_dir)]
+
+    @staticmethod
+    def _remembered(data_dir: Path) -> list[tuple[Path, str, float, tuple[str, ...]]]:
         try:
             data = json.loads((data_dir / RAN_FILE).read_text())
-            return [(Path(f), str(a), float(e)) for f, a, e in data["flows"]]
+            return [(Path(e["file"]), str(e["architecture"]), float(e["batch_every_s"]), tuple(e["pipelines"]))
+                    for e in data["flows"]]
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -94,10 +102,18 @@ class FlowSet:
         """Note the flow files of this set as the ones that write the views of ``data_dir``.
 
         Offline commands (``fluvial rollback VIEW``, ``batch``, ``reprocess``) given no flows use them.
+        Files remembered before stay, unless they are among these or define one of their pipelines.
         """
-        entries = [[str(f), a, e] for f, a, e in self.entries]
-        if not entries or not self.data_dir.is_dir():
+        if not self.entries or not self.data_dir.is_dir():
             return
+        mine = {f for f, *_ in self.entries}
+        names = {n for *_, pipelines in self.entries for n in pipelines}
+        try:
+            kept = [e for e in self._remembered(self.data_dir) if e[0] not in mine and not names & set(e[3])]
+        except ConfigError:
+            kept = []   # an unreadable file is replaced
+        entries = [{"file": str(f), "architecture": a, "batch_every_s": e, "pipelines": list(p)}
+                   for f, a, e, p in kept + self.entries]
         path = self.data_dir / RAN_FILE
         tmp = path.with_suffix(".tmp")
         try:

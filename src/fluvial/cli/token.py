@@ -7,6 +7,7 @@ parser is built: the ``fluvial.server`` package is for the ``serve`` command.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from fluvial.cli.fmt import iso, table, to_json
 from fluvial.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fluvial.server.auth import TokenStore
+    from fluvial.server.auth import Grant, TokenStore
 
 GROUPS["token"] = "create, list and revoke the bearer tokens of `fluvial serve`"
 
@@ -28,7 +29,39 @@ Roles (give exactly one):
   --read       may only query: views, metrics
   --admin      everything, including batch runs, reprocessing and rollbacks
 
-Clients send it as 'Authorization: Bearer <token>'."""
+Clients send it as 'Authorization: Bearer <token>'. With --expires-in the
+token stops working after that time (401 "token expired ..."); without it,
+it is valid until revoked."""
+
+_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+_DURATION = re.compile(r"(?:(\d{1,12})([smhdw]))+", re.ASCII)
+_DURATION_PART = re.compile(r"(\d{1,12})([smhdw])", re.ASCII)
+
+
+def parse_duration_ms(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a sum such as ``1d12h``, in milliseconds.
+
+    Example:
+        >>> parse_duration_ms("30d"), parse_duration_ms("1h30m")
+        (2592000000, 5400000)
+    """
+    from fluvial.server.auth import MAX_TTL_MS
+
+    compact = text.strip().lower()
+    if not _DURATION.fullmatch(compact):
+        raise ConfigError(f"{text!r} is not a duration: write a number and a unit, s m h d w "
+                          "(e.g. 30d, 12h, 1d12h)")
+    total = sum(int(n) * _UNITS_MS[unit] for n, unit in _DURATION_PART.findall(compact))
+    if not 0 < total <= MAX_TTL_MS:
+        raise ConfigError(f"{text!r}: a token lifetime must be more than 0 s and at most 100 years")
+    return total
+
+
+def _duration_arg(text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _device_arg(text: str) -> str:
@@ -61,19 +94,24 @@ def _open(args: argparse.Namespace) -> TokenStore:
     summary="create a bearer token and print it (shown once)",
     description=_CREATE_DESCRIPTION,
     example="TOKEN=$(fluvial token create --device dev-1 --note 'greenhouse sensor')\n"
-            "fluvial token create --admin --note ops",
+            "fluvial token create --admin --note ops --expires-in 30d",
     args=[arg("--note", default="", metavar="TEXT",
-              help="who or what holds the token (shown by `fluvial token list`)")],
+              help="who or what holds the token (shown by `fluvial token list`)"),
+          arg("--expires-in", "--ttl", dest="expires_in", type=_duration_arg, default=None, metavar="DURATION",
+              help="the token stops working after this long: 30d, 12h, 90m, 2w, 1d12h (default: never)")],
     configure=_role_flags,
 )
 def create(args: argparse.Namespace) -> int:
     with _open(args) as store:
         if args.device is not None:
-            token, grant = store.create("device", device=args.device, note=args.note)
+            token, grant = store.create("device", device=args.device, note=args.note,
+                                        expires_in_ms=args.expires_in)
         else:
-            token, grant = store.create("admin" if args.admin else "read", note=args.note)
+            token, grant = store.create("admin" if args.admin else "read", note=args.note,
+                                        expires_in_ms=args.expires_in)
     print(token)
-    print(f"created {grant.role} token {grant.token_id}: it is shown only once, store it now "
+    expiry = "" if grant.expires_ms is None else f", valid until {iso(grant.expires_ms)}"
+    print(f"created {grant.role} token {grant.token_id}{expiry}: it is shown only once, store it now "
           f"(revoke it with `fluvial token revoke {grant.token_id}`)", file=sys.stderr)
     return 0
 
@@ -81,9 +119,10 @@ def create(args: argparse.Namespace) -> int:
 @subcommand(
     "token list",
     summary="list the bearer tokens (not their secrets)",
-    description="List the valid tokens, oldest first: id, role, device, note and creation "
-                "time (UTC); with --all, the revoked ones too. The tokens themselves are not "
-                "stored, so they cannot be shown.",
+    description="List the tokens that are not revoked, oldest first: id, role, device, note, "
+                "creation time (UTC) and, when a token has one, its expiry (`expired` once past); "
+                "with --all, the revoked ones too. The tokens themselves are not stored, so they "
+                "cannot be shown.",
     example="fluvial token list\nfluvial token list --all --format json",
     args=[
         arg("--all", action="store_true", help="include revoked tokens"),
@@ -100,19 +139,27 @@ def list_tokens(args: argparse.Namespace) -> int:
     if not grants:
         print("(no tokens: create one with `fluvial token create --admin`)")
         return 0
-    headers = ["ID", "ROLE", "DEVICE", "NOTE", "CREATED"] + (["REVOKED"] if args.all else [])
-    rows = [[g.token_id, g.role, g.device if g.device is not None else "-", g.note or "-",
-             iso(g.created_ms)] + ([iso(g.revoked_ms)] if args.all else []) for g in grants]
+    expiring = any(g.expires_ms is not None for g in grants)
+    headers = (["ID", "ROLE", "DEVICE", "NOTE", "CREATED"] + (["EXPIRES"] if expiring else [])
+               + (["REVOKED"] if args.all else []))
+    rows = [[g.token_id, g.role, g.device if g.device is not None else "-", g.note or "-", iso(g.created_ms)]
+            + ([_expiry(g)] if expiring else []) + ([iso(g.revoked_ms)] if args.all else []) for g in grants]
     print(table(headers, rows))
     return 0
+
+
+def _expiry(grant: Grant) -> str:
+    if grant.expires_ms is None:
+        return "never"
+    return f"{iso(grant.expires_ms)}{' (expired)' if grant.expired() else ''}"
 
 
 @subcommand(
     "token revoke",
     summary="revoke a bearer token by its id",
     description="Revoke the token whose id is ID (the 8 hex characters after 'flv_', as "
-                "`fluvial token list` shows them). A running `fluvial serve` refuses it within "
-                "5 s (how long it trusts a token it has verified).",
+                "`fluvial token list` shows them). A running `fluvial serve` refuses it from "
+                "its very next request on.",
     example="fluvial token revoke 3f9c01ab",
     args=[arg("token_id", metavar="ID", help="the token's id (see `fluvial token list`)")],
 )

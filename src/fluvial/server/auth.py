@@ -4,7 +4,8 @@ A token is ``flv_<id>_<secret>``: ``id`` is 8 hex characters that name it in
 listings and revocations, ``secret`` 32 random bytes (``secrets.token_urlsafe``).
 The :class:`TokenStore` keeps only ``sha256(token)`` with the id, role, device,
 note and times, in one SQLite file (``DATA_DIR/tokens.db``, WAL) that the CLI
-writes while the server reads it.
+writes while the server reads it. A token may expire (``expires_in_ms``); a
+revocation or expiry applies to the very next request of a running server.
 
 Roles:
 
@@ -50,7 +51,9 @@ __all__ = [
     "DEFAULT_CACHE_TTL_MS",
     "MAX_DEVICE_CHARS",
     "MAX_TOKEN_CHARS",
+    "MAX_TTL_MS",
     "TOKENS_FILE",
+    "UNAUTHENTICATED",
     "Action",
     "AuthError",
     "Grant",
@@ -67,14 +70,20 @@ Action = Literal["ingest", "query", "admin"]
 TOKENS_FILE = "tokens.db"
 """Name of the token store inside the data directory."""
 DEFAULT_CACHE_TTL_MS = 5_000
-"""How long :meth:`TokenStore.verify` trusts a grant it read (so a revocation takes this long at most)."""
+"""How long :meth:`TokenStore.verify` keeps a grant it read. Changes to the store by any process
+(a revocation) empty the cache at the next verify, so they apply at once whatever this is."""
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 MAX_TOKEN_CHARS = 200
 """Longer strings are not tokens: :meth:`TokenStore.verify` rejects them before hashing."""
 MAX_DEVICE_CHARS = 256
 MAX_NOTE_CHARS = 1_000
+MAX_TTL_MS = 100 * 366 * 86_400_000
+"""The longest lifetime a token can be created with (100 years)."""
 SECRET_BYTES = 32
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+UNAUTHENTICATED = ("missing or invalid bearer token: send 'Authorization: Bearer <token>' "
+                   "with a token from `fluvial token create`")
+"""The reason of a 401 without a valid token."""
 
 _ROLES: tuple[str, ...] = get_args(Role)
 _TOKEN = re.compile(r"flv_([0-9a-f]{8})_[A-Za-z0-9_-]+", re.ASCII)
@@ -90,8 +99,10 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS tokens (
     device TEXT,
     note TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    revoked_ms INTEGER) WITHOUT ROWID"""
-_COLUMNS = "token_id, role, device, note, created_ms, revoked_ms"
+    revoked_ms INTEGER,
+    expires_ms INTEGER) WITHOUT ROWID"""
+_MIGRATIONS = {1: "ALTER TABLE tokens ADD COLUMN expires_ms INTEGER"}  # from schema version N to N + 1
+_COLUMNS = "token_id, role, device, note, created_ms, revoked_ms, expires_ms"
 
 
 class AuthError(FluvialError):
@@ -120,6 +131,7 @@ class Grant(msgspec.Struct, frozen=True):
         created_ms: Creation time, epoch milliseconds.
         revoked_ms: When it was revoked; None while valid (always None in what
             :meth:`TokenStore.verify` returns).
+        expires_ms: When it stops being valid, epoch milliseconds; None: never.
     """
 
     token_id: str
@@ -128,6 +140,11 @@ class Grant(msgspec.Struct, frozen=True):
     note: str
     created_ms: int
     revoked_ms: int | None = None
+    expires_ms: int | None = None
+
+    def expired(self, now_ms: int | None = None) -> bool:
+        """Whether the token is past its expiry time (at ``now_ms``, default: now)."""
+        return self.expires_ms is not None and self.expires_ms <= (_now_ms() if now_ms is None else now_ms)
 
 
 def _now_ms() -> int:
@@ -188,9 +205,12 @@ class TokenStore:
     Args:
         path: The database file (created if missing, readable by its owner
             only), or ``":memory:"``; normally ``DATA_DIR / TOKENS_FILE``.
-        cache_ttl_ms: How long :meth:`verify` trusts a grant it has read
-            without asking SQLite again, so also how long a revocation made
-            by another process may take to be seen. 0 disables the cache.
+        cache_ttl_ms: How long :meth:`verify` keeps a grant it has read
+            without looking it up again. 0 disables the cache. Whatever it is,
+            a change to the store by any process (a revocation) empties the
+            cache at the next :meth:`verify` (``PRAGMA data_version``, a
+            cheap check of the WAL index), and expiry times are checked on
+            every call, so both apply to the very next request.
         busy_timeout_ms: How long a writer waits for another writer's lock.
 
     Only ``sha256(token)`` is stored, never the token: the token is returned
@@ -205,6 +225,7 @@ class TokenStore:
         self.path = os.fspath(path)
         self.cache_ttl_ms = cache_ttl_ms
         self._cache: dict[str, tuple[Grant, int]] = {}
+        self._data_version: int | None = None  # PRAGMA data_version when the cache was last valid
         self._lock = threading.Lock()
         try:
             if self.path != ":memory:" and not os.path.exists(self.path):
@@ -218,20 +239,28 @@ class TokenStore:
             raise StoreError(f"cannot open the token store {self.path!r}: {exc}") from exc
 
     def _init_schema(self) -> None:
-        (current,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if current == SCHEMA_VERSION:
+        """Create the table, or bring an older one up to :data:`SCHEMA_VERSION` (version 1 had no expiry)."""
+        if self._schema_version() == SCHEMA_VERSION:
             return
-        if current > SCHEMA_VERSION:
-            raise StoreError(f"{self.path!r} has token store schema {current}; this fluvial knows "
-                             f"{SCHEMA_VERSION}: upgrade fluvial")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute(_SCHEMA)
+            current = self._schema_version()  # again: another process may have upgraded it meanwhile
+            if current == 0:
+                self._conn.execute(_SCHEMA)  # the latest schema: nothing to migrate
+            for version in range(current or SCHEMA_VERSION, SCHEMA_VERSION):
+                self._conn.execute(_MIGRATIONS[version])
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def _schema_version(self) -> int:
+        (current,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path!r} has token store schema {current}; this fluvial knows "
+                             f"{SCHEMA_VERSION}: upgrade fluvial")
+        return int(current)
 
     def __enter__(self) -> Self:
         return self
@@ -245,7 +274,8 @@ class TokenStore:
             self._cache.clear()
             self._conn.close()
 
-    def create(self, role: Role, *, device: str | None = None, note: str = "") -> tuple[str, Grant]:
+    def create(self, role: Role, *, device: str | None = None, note: str = "",
+               expires_in_ms: int | None = None) -> tuple[str, Grant]:
         """Issue a token; returns it (the only time it is available) and its grant.
 
         Args:
@@ -253,9 +283,11 @@ class TokenStore:
             device: The device a ``"device"`` token may write events for;
                 required for that role, refused for the others.
             note: Who or what holds the token (shown by ``fluvial token list``).
+            expires_in_ms: The token's lifetime from now (1 ms to
+                :data:`MAX_TTL_MS`); None: it never expires.
 
         Raises:
-            ConfigError: A role, device or note that is not allowed.
+            ConfigError: A role, device, note or lifetime that is not allowed.
             StoreError: The database cannot be written.
         """
         if role not in _ROLES:
@@ -269,15 +301,19 @@ class TokenStore:
             raise ConfigError(f"a {role} token is not tied to a device: leave device out, "
                               "or create a 'device' token")
         _check_note(note)
+        _check_lifetime(expires_in_ms)
         for _ in range(8):  # 8 hex characters: a clash of ids is rare, and retried
             token_id = secrets.token_hex(4)
             token = f"flv_{token_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
-            grant = Grant(token_id=token_id, role=role, device=device, note=note, created_ms=_now_ms())
+            created_ms = _now_ms()
+            expires_ms = None if expires_in_ms is None else created_ms + expires_in_ms
+            grant = Grant(token_id=token_id, role=role, device=device, note=note, created_ms=created_ms,
+                          expires_ms=expires_ms)
             try:
                 with self._lock:
                     self._conn.execute(
-                        f"INSERT INTO tokens (token_hash, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                        (_digest(token), token_id, role, device, note, grant.created_ms))
+                        f"INSERT INTO tokens (token_hash, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                        (_digest(token), token_id, role, device, note, created_ms, expires_ms))
             except sqlite3.IntegrityError:
                 continue
             except sqlite3.Error as exc:
@@ -286,21 +322,47 @@ class TokenStore:
         raise StoreError(f"cannot find a free token id in {self.path!r}")  # pragma: no cover
 
     def verify(self, token: str) -> Grant | None:
-        """The grant of a valid token; None for an unknown, revoked or malformed one.
+        """The grant of a valid token; None for an unknown, revoked, expired or malformed one.
 
         The token is looked up by its SHA-256, so the time this takes says
         nothing about how much of a guessed secret is right. A grant read from
-        the database is trusted for ``cache_ttl_ms``.
+        the database is kept for ``cache_ttl_ms``, unless the store changed.
 
         Raises:
             StoreError: The database cannot be read (the request must fail,
                 not pass).
         """
+        grant = self._lookup(token)
+        return None if grant is None or grant.expired() else grant
+
+    def authenticate(self, token: str | None) -> Grant:
+        """The grant of the token a request carries, or the :class:`AuthError` (401) to answer.
+
+        Args:
+            token: What :func:`parse_bearer` found in the request (None: no token).
+
+        Raises:
+            AuthError: 401 with :data:`UNAUTHENTICATED` for no token or an unknown,
+                revoked or malformed one; 401 ``token expired ...`` for an expired one.
+            StoreError: The database cannot be read.
+        """
+        grant = self._lookup(token) if token is not None else None
+        if grant is None:
+            raise AuthError(401, UNAUTHENTICATED)
+        if grant.expired():
+            raise AuthError(401, f"token expired: token {grant.token_id} expired at {_iso(grant.expires_ms)}; "
+                                 "ask for a new one (`fluvial token create`)")
+        return grant
+
+    def _lookup(self, token: object) -> Grant | None:
+        """The grant stored for ``token`` (expired or not); None if unknown, revoked or malformed."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or _TOKEN.fullmatch(token) is None:
             return None
         digest = _digest(token)
         now = _monotonic_ms()
         with self._lock:
+            if self.cache_ttl_ms:
+                self._forget_if_changed()
             cached = self._cache.get(digest)
             if cached is not None and cached[1] > now:
                 return cached[0]
@@ -313,7 +375,7 @@ class TokenStore:
             if row is None:
                 self._cache.pop(digest, None)
                 return None
-            grant = Grant(*row)
+            grant = Grant(*row)  # type: ignore[arg-type]
             if self.cache_ttl_ms:
                 if len(self._cache) >= _CACHE_MAX:
                     self._cache = {d: c for d, c in self._cache.items() if c[1] > now}
@@ -321,6 +383,16 @@ class TokenStore:
                         self._cache.clear()
                 self._cache[digest] = (grant, now + self.cache_ttl_ms)
             return grant
+
+    def _forget_if_changed(self) -> None:
+        """Empty the cache if any connection changed the store since it was filled (call with the lock)."""
+        try:
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the token store {self.path!r}: {exc}") from exc
+        if version != self._data_version:
+            self._cache.clear()
+            self._data_version = version
 
     def list(self, *, include_revoked: bool = False) -> builtins.list[Grant]:
         """The tokens, oldest first: the valid ones, or all with ``include_revoked``."""
@@ -336,8 +408,8 @@ class TokenStore:
     def revoke(self, token_id: str) -> bool:
         """Revoke a token by its id; False if no valid token has that id.
 
-        This object stops accepting the token at once; other processes
-        within their ``cache_ttl_ms``.
+        Every :class:`TokenStore` on the file (this process or another) refuses
+        the token from its next :meth:`verify` on.
         """
         if not isinstance(token_id, str) or _TOKEN_ID.fullmatch(token_id) is None:
             return False
@@ -350,6 +422,21 @@ class TokenStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the token store {self.path!r}: {exc}") from exc
         return cursor.rowcount == 1
+
+
+def _check_lifetime(expires_in_ms: int | None) -> None:
+    if expires_in_ms is None:
+        return
+    if not isinstance(expires_in_ms, int) or isinstance(expires_in_ms, bool):
+        raise ConfigError(f"a token lifetime is an integer number of milliseconds, got {expires_in_ms!r}")
+    if not 0 < expires_in_ms <= MAX_TTL_MS:
+        raise ConfigError(f"a token lifetime must be between 1 ms and 100 years, got {expires_in_ms} ms")
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 def authorize(grant: Grant | None, action: Action, *, devices: Iterable[str] = ()) -> None:
@@ -371,8 +458,7 @@ def authorize(grant: Grant | None, action: Action, *, devices: Iterable[str] = (
     if action not in ("ingest", "query", "admin"):
         raise ConfigError(f"unknown action {action!r}: use 'ingest', 'query' or 'admin'")
     if grant is None:
-        raise AuthError(401, "missing or invalid bearer token: send 'Authorization: Bearer <token>' "
-                             "with a token from `fluvial token create`")
+        raise AuthError(401, UNAUTHENTICATED)
     role = grant.role
     if role == "admin":
         return

@@ -12,6 +12,11 @@ and key in it. A complete file with the defaults::
     max_body_bytes = 8388608         # largest request body, after gzip too (413 beyond)
     max_events_per_request = 100000
     max_pending_bytes = 67108864     # ingested bytes not yet appended (429 beyond)
+    flow_dirs = ["flows"]            # reprocess takes flow files from here (default: the served flows' folders)
+    allowed_hosts = []               # Host names besides this host, loopback names and IPs ("*": any)
+    allowed_origins = []             # web origins that may POST besides the server's own (https://dash.example)
+    # tls_cert = "server.pem"        # with tls_key: HTTPS (default: plain HTTP)
+    # tls_key = "server.key"
 
     [log]                            # fluvial.config.LogConfig
     partitions = 4                   # of a new log; by default an existing log keeps its own count
@@ -55,6 +60,7 @@ import difflib
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -134,6 +140,14 @@ class ServerSettings:
         max_body_bytes: Largest request body, after gzip decompression too (413 beyond).
         max_events_per_request: Most events in one ingest request.
         max_pending_bytes: Ingested bytes accepted but not yet appended to the log (429 beyond).
+        flow_dirs: The directories ``POST /v1/views/NAME/reprocess`` may take a flow file
+            from (besides the served flow files); None: the folders of the served flows.
+        allowed_hosts: ``Host`` names accepted besides IP addresses, loopback names, ``host``
+            and this machine's name (``.example.com`` also takes its subdomains, ``*`` any name).
+        allowed_origins: Web origins (``https://dash.example.com``) whose pages may send
+            POST requests, besides the server's own.
+        tls_cert: PEM certificate (chain) to serve HTTPS with; requires ``tls_key``.
+        tls_key: PEM private key of ``tls_cert`` (not encrypted).
 
     Example:
         >>> ServerSettings(host="0.0.0.0").auth_enabled, ServerSettings().auth_enabled
@@ -146,6 +160,11 @@ class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_events_per_request: int = 100_000
     max_pending_bytes: int = 64 * 1024 * 1024
+    flow_dirs: tuple[Path, ...] | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.host) and self.host.isprintable() and not any(c.isspace() for c in self.host),
@@ -155,11 +174,50 @@ class ServerSettings:
         _check_positive("max_body_bytes", self.max_body_bytes)
         _check_positive("max_events_per_request", self.max_events_per_request)
         _check_positive("max_pending_bytes", self.max_pending_bytes)
+        _check_security(self)
 
     @property
     def auth_enabled(self) -> bool:
         """Whether requests need a token: ``auth="auto"`` asks for them unless the host is loopback."""
         return self.auth == "tokens" or (self.auth == "auto" and not is_loopback(self.host))
+
+
+_HOST_NAME = re.compile(r"\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", re.ASCII)
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", re.ASCII)
+
+
+def _is_host_pattern(value: str) -> bool:
+    """``*``, a host name (``.example.com``: and its subdomains) or an IP address, without a port."""
+    if value == "*" or _HOST_NAME.fullmatch(value):
+        return True
+    try:
+        ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_origin(value: str) -> bool:
+    """``scheme://host[:port]`` as browsers send it in ``Origin`` (no path, no trailing slash)."""
+    match = _ORIGIN.fullmatch(value)
+    return match is not None and (match.group(3) is None or 0 < int(match.group(3)[1:]) <= 65535)
+
+
+def _check_security(server: ServerSettings) -> None:
+    """The flow directories, Host names, origins and TLS files of ``[server]``."""
+    for i, folder in enumerate(server.flow_dirs or ()):
+        _require(isinstance(folder, Path) and folder.is_dir(), f"flow_dirs[{i}]", "an existing directory",
+                 os.fspath(folder))
+    for i, host in enumerate(server.allowed_hosts):
+        _require(isinstance(host, str) and _is_host_pattern(host), f"allowed_hosts[{i}]",
+                 'a host name without port (fluvial.example.com, .example.com for its subdomains, "*")', host)
+    for i, origin in enumerate(server.allowed_origins):
+        _require(isinstance(origin, str) and _is_origin(origin), f"allowed_origins[{i}]",
+                 "an origin as browsers send it: scheme://host[:port], no path (https://dash.example.com)", origin)
+    if (server.tls_cert is None) != (server.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if server.tls_key is None else ("tls_key", "tls_cert")
+        raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both the certificate "
+                          "(tls_cert) and its private key (tls_key)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,11 +373,12 @@ def with_overrides(settings: Settings, *, host: str | None = None, port: int | N
 # Reading the file ---------------------------------------------------------------------------------
 
 _EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-             "table": "a table of strings"}
+             "table": "a table of strings", "strs": "an array of strings"}
 _SCHEMA: dict[str, dict[str, str]] = {
     "": {"data_dir": "str"},
     "server": {"host": "str", "port": "int", "auth": "str", "max_body_bytes": "int",
-               "max_events_per_request": "int", "max_pending_bytes": "int"},
+               "max_events_per_request": "int", "max_pending_bytes": "int", "flow_dirs": "strs",
+               "allowed_hosts": "strs", "allowed_origins": "strs", "tls_cert": "str", "tls_key": "str"},
     "log": {"partitions": "int", "fsync": "str", "fsync_interval_ms": "int", "segment_bytes": "int"},
     "stream": {"batch_interval_ms": "int", "max_batch_records": "int", "max_lag_records": "int"},
     "batch": {"every_s": "float", "engine": "str", "workers": "int", "spark_master": "str", "spark_conf": "table"},
@@ -438,6 +497,11 @@ def _checked(name: str, table: object, where: str, schema: str) -> dict[str, Any
 def _typed(name: str, value: object, key: str, kind: str) -> Any:
     if kind == "table":
         return _string_table(name, value, key)
+    if kind == "strs" and isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                _fail(name, f"{key}[{i}] must be a string, got {_show(item)}")
+        return tuple(value)
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if ((kind == "int" and type(value) is int) or (kind == "str" and isinstance(value, str))
@@ -500,7 +564,7 @@ def _parse(data: dict[str, Any], *, name: str, base: Path, source: Path) -> Sett
     stream = sections["stream"]
     max_lag_records = stream.pop("max_lag_records", Settings.max_lag_records)
     with _at(f"{name}: [server]."):
-        server = ServerSettings(**sections["server"])
+        server = ServerSettings(**_server_paths(name, sections["server"], base))
     with _at(f"{name}: [log].", sections["log"]):
         log = LogConfig(**sections["log"])
     with _at(f"{name}: [stream].", stream):
@@ -513,6 +577,18 @@ def _parse(data: dict[str, Any], *, name: str, base: Path, source: Path) -> Sett
     data_dir = _path(name, top["data_dir"], "data_dir", base) if "data_dir" in top else base / DEFAULT_DATA_DIR
     return Settings(data_dir=data_dir, server=server, log=log, stream=stream_config, max_lag_records=max_lag_records,
                     batch=batch, reprocess=reprocess, flows=_flows(name, data.get("flows", []), base), source=source)
+
+
+def _server_paths(name: str, values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``[server]`` with its paths (flow_dirs, tls_cert, tls_key) relative to the config folder."""
+    out = dict(values)
+    if "flow_dirs" in out:
+        out["flow_dirs"] = tuple(_path(name, d, f"[server].flow_dirs[{i}]", base).resolve()
+                                 for i, d in enumerate(out["flow_dirs"]))
+    for key in ("tls_cert", "tls_key"):
+        if key in out:
+            out[key] = _path(name, out[key], f"[server].{key}", base)
+    return out
 
 
 def _flows(name: str, entries: object, base: Path) -> tuple[FlowSettings, ...]:

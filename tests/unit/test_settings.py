@@ -33,6 +33,11 @@ auth = "tokens"
 max_body_bytes = 1024
 max_events_per_request = 10
 max_pending_bytes = 2048
+flow_dirs = ["flows/"]
+allowed_hosts = ["fluvial.example.com", ".iot.example.com", "10.0.0.7"]
+allowed_origins = ["https://dash.example.com", "http://[::1]:3000"]
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
 
 [log]
 partitions = 8
@@ -132,8 +137,12 @@ def test_full_file(tmp_path: Path) -> None:
     flow_files(tmp_path, "flows/top10.py", "flows/readings.py")
     s = Settings.load(write(tmp_path, FULL))
     assert s.data_dir == tmp_path / "var" / "data"
-    assert s.server == ServerSettings(host="0.0.0.0", port=9000, auth="tokens", max_body_bytes=1024,
-                                      max_events_per_request=10, max_pending_bytes=2048)
+    assert s.server == ServerSettings(
+        host="0.0.0.0", port=9000, auth="tokens", max_body_bytes=1024, max_events_per_request=10,
+        max_pending_bytes=2048, flow_dirs=((tmp_path / "flows").resolve(),),
+        allowed_hosts=("fluvial.example.com", ".iot.example.com", "10.0.0.7"),
+        allowed_origins=("https://dash.example.com", "http://[::1]:3000"),
+        tls_cert=tmp_path / "tls/cert.pem", tls_key=tmp_path / "tls/key.pem")
     assert s.log == LogConfig(partitions=8, fsync="interval", fsync_interval_ms=250, segment_bytes=8192)
     assert s.stream == StreamConfig(batch_interval_ms=50, max_batch_records=1000)
     assert s.max_lag_records == 7

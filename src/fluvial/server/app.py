@@ -58,6 +58,9 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None, **ex
 
 def build_app(server: Server) -> Starlette:
     """The ASGI application of ``server``."""
+    from fluvial.server.flowfiles import FlowFilePolicy
+
+    flow_files = FlowFilePolicy.of(server.settings)  # what reprocessing may load
 
     def guard(action: str) -> Callable[[Callable[[Request], Awaitable[Response]]],
                                        Callable[[Request], Awaitable[Response]]]:
@@ -233,13 +236,11 @@ def build_app(server: Server) -> Starlette:
 
     @guard("admin")
     async def reprocess_view(request: Request) -> Response:
-        body = await _json_body(request)
-        known = {"from", "flow", "dry_run", "keep_old", "grace_s"}
-        if not isinstance(body, dict) or set(body) - known:
-            return _error(400, f"the body must be a JSON object with keys among {sorted(known)}")
-        job = server.start_reprocess(request.path_params["name"], start=str(body.get("from", "earliest")),
-                                     flow_file=body.get("flow"), dry_run=bool(body.get("dry_run", False)),
-                                     keep_old=body.get("keep_old"), grace_s=body.get("grace_s"))
+        from fluvial.server.flowfiles import reprocess_options
+
+        options = reprocess_options(await _json_body(request), flow_files,
+                                    served=[reg.file for reg in server.flows.pipelines.values()])
+        job = server.start_reprocess(request.path_params["name"], **options)
         return MsgspecJSON(_job(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @guard("admin")
@@ -386,6 +387,8 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ConfigError(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError("the body is not a JSON object of options: it is nested too deeply") from None
 
 
 def _job(job: Any) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -296,9 +298,9 @@ def build_app(server: Server) -> Starlette:
 
     @guard("query")
     async def ui(request: Request) -> Response:
-        from fluvial.server.ui import page
+        from fluvial.server.ui import HEADERS, page
 
-        return HTMLResponse(page())
+        return HTMLResponse(page(), headers=HEADERS)
 
     @guard("query")
     async def pipelines(request: Request) -> Response:
@@ -329,7 +331,27 @@ def build_app(server: Server) -> Starlette:
         Route("/ui", ui),
         Route("/v1/metrics", metrics_json), Route("/metrics", metrics_prometheus),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[_same_origin(server)],
+                     exception_handlers={404: _not_found, 405: _not_allowed})
+
+
+def _same_origin(server: Server) -> Middleware:
+    """The Host and Origin checks (:mod:`fluvial.server.origin`) of ``server``'s settings."""
+    from fluvial.server.origin import OriginPolicy, SameOriginMiddleware
+
+    limits = server.settings.server
+    policy = OriginPolicy(bind_host=limits.host, allowed_hosts=limits.allowed_hosts,
+                          allowed_origins=limits.allowed_origins)
+    return Middleware(SameOriginMiddleware, policy=policy, on_refused=server.metrics.request)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, f"no such endpoint {request.method} {request.url.path[:200]}: see /docs")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    headers = dict(exc.headers) if isinstance(exc, HTTPException) and exc.headers else None
+    return _error(405, f"{request.method} is not allowed on {request.url.path[:200]}: see /docs", headers)
 
 
 _PATH = re.compile(r"(?<![\w.])(?:/[^\s'\":,;()]+)+")

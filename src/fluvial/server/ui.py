@@ -11,7 +11,17 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-__all__ = ["page"]
+__all__ = ["HEADERS", "page"]
+
+HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",  # no other site may frame it (clickjacking)
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Response headers of the page. The page only reads (GET); the API refuses state-changing requests
+from other origins (:mod:`fluvial.server.origin`), so an admin action added here is CSRF-safe as long
+as it is a ``fetch`` POST from this page: browsers send its ``Origin``, which is the server's own."""
 
 
 @cache

@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from fluvial.errors import ConfigError, FluvialError, StoreError, ViewNotFound
+from fluvial.server import disclosure
 from fluvial.server.auth import AuthError, authorize, parse_bearer
 from fluvial.server.core import Server
 from fluvial.server.ingest import AllRejected, IngestError, decompress, parse_body
@@ -68,30 +68,38 @@ def build_app(server: Server) -> Starlette:
                                        Callable[[Request], Awaitable[Response]]]:
         def wrap(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
+                request.state.grant = None
                 try:
                     if server.auth:
-                        grant = server.tokens.verify(parse_bearer(request.headers.get("authorization")) or "")
+                        grant = server.tokens.authenticate(parse_bearer(request.headers.get("authorization")))
                         authorize(grant, action)  # type: ignore[arg-type]
                         request.state.grant = grant
-                    else:
-                        request.state.grant = None
                     response = await handler(request)
                 except AuthError as exc:
                     response = _error(exc.status, exc.reason,
                                       {"WWW-Authenticate": 'Bearer realm="fluvial"'} if exc.status == 401 else None)
                 except ViewNotFound as exc:
-                    response = _error(404, str(exc))
+                    response = _error(404, str(exc) if _details(request)
+                                      else disclosure.unknown_view(request.path_params.get("name")))
                 except (ConfigError, StoreError) as exc:
-                    response = _error(400 if isinstance(exc, ConfigError) else 409, str(exc))
+                    response = _error(400 if isinstance(exc, ConfigError) else 409, _public(request, str(exc)))
                 except FluvialError as exc:
-                    response = _error(400, str(exc))
-                except Exception as exc:  # a bug: say so, keep serving
-                    _logger.exception("%s %s failed", request.method, request.url.path)
-                    response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+                    response = _error(400, _public(request, str(exc)))
+                except Exception as exc:  # a bug: say so (the details to admins only), keep serving
+                    reason, ref = disclosure.internal_error(exc, details=_details(request))
+                    _logger.exception("%s %s failed (reference %s)", request.method, request.url.path, ref)
+                    response = _error(500, reason)
                 server.metrics.request(response.status_code)
                 return response
             return endpoint
         return wrap
+
+    def _details(request: Request) -> bool:
+        """Whether the caller may read internal details (paths, error texts): an admin, or auth off."""
+        return disclosure.sees_details(request.state.grant, auth_enabled=server.auth)
+
+    def _public(request: Request, text: str) -> str:
+        return text if _details(request) else disclosure.without_paths(text)
 
     # -- ingest -------------------------------------------------------------------------------
     @guard("ingest")
@@ -203,7 +211,8 @@ def build_app(server: Server) -> Starlette:
     # -- queries --------------------------------------------------------------------------------
     @guard("query")
     async def list_views(request: Request) -> Response:
-        return MsgspecJSON({"views": await server.in_query_pool(server.view_infos)})
+        infos = await server.in_query_pool(server.view_infos)
+        return MsgspecJSON({"views": infos if _details(request) else disclosure.public_view_infos(infos)})
 
     @guard("query")
     async def get_view(request: Request) -> Response:
@@ -253,14 +262,15 @@ def build_app(server: Server) -> Starlette:
 
     @guard("query")
     async def list_jobs(request: Request) -> Response:
-        return MsgspecJSON({"jobs": [_job(j) for j in server.jobs.values()]})
+        return MsgspecJSON({"jobs": [_job(j, _details(request)) for j in list(server.jobs.values())]})
 
     @guard("query")
     async def get_job(request: Request) -> Response:
         job = server.jobs.get(request.path_params["id"])
         if job is None:
-            return _error(404, f"no job {request.path_params['id']!r} (jobs are kept until the server restarts)")
-        return MsgspecJSON(_job(job))
+            return _error(404, f"no job {request.path_params['id'][:100]!r} (jobs are kept until the server "
+                               "restarts)")
+        return MsgspecJSON(_job(job, _details(request)))
 
     # -- operations ---------------------------------------------------------------------------------
     @guard("query")
@@ -272,6 +282,7 @@ def build_app(server: Server) -> Starlette:
         return Response(_prometheus(_metrics(server)), media_type="text/plain; version=0.0.4")
 
     async def healthz(request: Request) -> Response:
+        details = _admin_caller(request)
         problems = []
         if server.writer.failed:
             problems.append(f"log writer: {server.writer.failed}")
@@ -279,12 +290,24 @@ def build_app(server: Server) -> Starlette:
             if not runner.alive:
                 problems.append(f"speed layer {name}: stopped")
             elif time.time() - runner.last_error_at < 30:  # failing now: restarts from its checkpoint
-                problems.append(f"speed layer {name}: {runner.errors} failures, last: {runner.last_error}")
+                last = runner.last_error if details else disclosure.LAST_ERROR_HIDDEN
+                problems.append(f"speed layer {name}: {runner.errors} failures, last: {last}")
         problems += server.log_health.problems()  # damaged batches on disk, batch runs failing on them
-        problems = [_PATH.sub("<path>", p) for p in problems]  # no file paths for callers without a token
+        if not details:  # no file paths for callers who are not admins
+            problems = [disclosure.without_paths(p) for p in problems]
         body = {"status": "ok" if not problems else "degraded", "problems": problems,
                 "uptime_s": round(time.time() - server.metrics.started, 1)}
         return MsgspecJSON(body, status_code=200 if not problems else 503)
+
+    def _admin_caller(request: Request) -> bool:
+        """For routes without a guard: auth off, or a valid admin token in the request."""
+        if not server.auth:
+            return True
+        try:
+            grant = server.tokens.verify(parse_bearer(request.headers.get("authorization")) or "")
+        except StoreError:
+            return False
+        return disclosure.sees_details(grant, auth_enabled=True)
 
     async def openapi(request: Request) -> Response:
         from fluvial.server.openapi import document
@@ -304,10 +327,11 @@ def build_app(server: Server) -> Starlette:
 
     @guard("query")
     async def pipelines(request: Request) -> Response:
-        return MsgspecJSON({"pipelines": [
-            {"name": reg.name, "file": str(reg.file), "architecture": reg.architecture, "views": list(reg.views),
-             "batch_every_s": reg.batch_every_s, "lineage": reg.pipeline.explain()}
-            for reg in server.flows.pipelines.values()]})
+        found = [{"name": reg.name, "file": str(reg.file), "architecture": reg.architecture, "views": list(reg.views),
+                  "batch_every_s": reg.batch_every_s, "lineage": reg.pipeline.explain()}
+                 for reg in server.flows.pipelines.values()]
+        return MsgspecJSON({"pipelines": found if _details(request) else
+                            [disclosure.public_pipeline(p) for p in found]})
 
     async def index(request: Request) -> Response:
         return MsgspecJSON({"service": "fluvial", "ui": "/ui", "docs": "/docs", "openapi": "/openapi.json",
@@ -354,7 +378,6 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _error(405, f"{request.method} is not allowed on {request.url.path[:200]}: see /docs", headers)
 
 
-_PATH = re.compile(r"(?<![\w.])(?:/[^\s'\":,;()]+)+")
 _INT64 = (-(2**63), 2**63 - 1)
 _MAX_DIGITS = 19  # every int64 has at most 19 digits
 
@@ -413,10 +436,10 @@ async def _json_body(request: Request) -> Any:
         raise ConfigError("the body is not a JSON object of options: it is nested too deeply") from None
 
 
-def _job(job: Any) -> dict[str, Any]:
+def _job(job: Any, details: bool = True) -> dict[str, Any]:
     out = job.to_dict()
     out["progress"] = {k: v for k, v in out["progress"].items() if not k.startswith("_")}
-    return out
+    return out if details else disclosure.public_job(out)
 
 
 def _metrics(server: Server) -> dict[str, Any]:

@@ -52,7 +52,10 @@ Run fluvial as a service, in one process:
 
 Settings come from fluvial.toml (every one has a default) and these flags.
 Auth: bearer tokens (`fluvial token create`), on by default when --host is
-not a loopback address. Stop with Ctrl-C or SIGTERM."""
+not a loopback address. Requests whose Host is not a name of this server, and
+POST requests from web pages of other origins, are refused (403; see
+[server] allowed_hosts and allowed_origins). HTTPS: --tls-cert and --tls-key
+(or [server] tls_cert and tls_key). Stop with Ctrl-C or SIGTERM."""
 
 
 @subcommand(
@@ -75,6 +78,11 @@ not a loopback address. Stop with Ctrl-C or SIGTERM."""
             help="seconds between batch-layer runs (0: only on demand)"),
         arg("--batch-interval-ms", type=int, default=None, metavar="N",
             help="speed layer: time between micro-batches (default 200)"),
+        arg("--tls-cert", default=None, metavar="FILE",
+            help="serve HTTPS with this PEM certificate (chain); needs --tls-key (default: [server] tls_cert, "
+                 "else plain HTTP)"),
+        arg("--tls-key", default=None, metavar="FILE",
+            help="the PEM private key of --tls-cert, not encrypted (default: [server] tls_key)"),
     ],
 )
 def serve(args: argparse.Namespace) -> int:
@@ -92,6 +100,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
     from fluvial.settings import FlowSettings
 
     settings = load_settings(args, host=args.host, port=args.port, auth=args.auth)
+    settings = _tls_settings(settings, args)
     flows = list(settings.flows)
     for file, architecture in [*((f, "lambda") for f in args.flow or ()), *((f, "kappa") for f in args.kappa or ())]:
         path = Path(file).resolve()
@@ -112,6 +121,68 @@ def _serve_settings(args: argparse.Namespace) -> Any:
     return settings
 
 
+def _tls_settings(settings: Any, args: argparse.Namespace) -> Any:
+    """``settings`` with ``--tls-cert``/``--tls-key`` (relative to the current directory) applied."""
+    import dataclasses
+
+    server = settings.server
+    if args.tls_cert is None and args.tls_key is None:
+        if server.tls_cert is not None and server.tls_key is not None:  # from the config file
+            where = f"{settings.source}: [server]." if settings.source is not None else ""
+            check_tls(server.tls_cert, server.tls_key, cert_name=f"{where}tls_cert", key_name=f"{where}tls_key")
+        return settings
+    cert = Path(args.tls_cert).absolute() if args.tls_cert is not None else server.tls_cert
+    key = Path(args.tls_key).absolute() if args.tls_key is not None else server.tls_key
+    if cert is None or key is None:
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        raise ConfigError(f"{given} needs {missing}: HTTPS needs the certificate and its private key")
+    check_tls(cert, key, cert_name="--tls-cert" if args.tls_cert is not None else "tls_cert",
+              key_name="--tls-key" if args.tls_key is not None else "tls_key")
+    return dataclasses.replace(settings, server=dataclasses.replace(server, tls_cert=cert, tls_key=key))
+
+
+def check_tls(cert: Path, key: Path, *, cert_name: str = "--tls-cert", key_name: str = "--tls-key") -> None:
+    """Refuse, before anything binds, TLS files that are missing, unreadable, not PEM, encrypted or mismatched.
+
+    Raises:
+        ConfigError: What is wrong with which file (named by ``cert_name``/``key_name``) and how to fix it.
+    """
+    import ssl
+
+    for name, path in ((cert_name, cert), (key_name, key)):
+        if not path.is_file():
+            raise ConfigError(f"{name} {path}: {'not a file' if path.exists() else 'no such file'}")
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ConfigError(f"{name} {path}: cannot be read: {exc.strerror} (the server needs to read it)") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=str(cert))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{cert_name} {cert}: not a PEM certificate ({exc}); give the certificate file "
+                          "(-----BEGIN CERTIFICATE-----)") from None
+
+    class _Encrypted(Exception):
+        pass
+
+    def no_password() -> bytes:
+        raise _Encrypted()
+
+    try:
+        context.load_cert_chain(str(cert), str(key), password=no_password)
+    except _Encrypted:
+        raise ConfigError(f"{key_name} {key}: the key is encrypted; give an unencrypted key "
+                          "(e.g. openssl pkey -in KEY -out KEY.plain), readable by the server only") from None
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise ConfigError(f"{key_name} {key} is not the private key of the certificate {cert_name} {cert}: "
+                              "give the key the certificate was made for") from None
+        raise ConfigError(f"{key_name} {key}: not a PEM private key (-----BEGIN PRIVATE KEY-----) for the "
+                          f"certificate {cert} (OpenSSL: {exc.reason or exc})") from None
+
+
 def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -> int:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers stop it cleanly)."""
     import uvicorn
@@ -119,6 +190,9 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     from fluvial.server.app import build_app
     from fluvial.server.core import Server
 
+    cert, key = settings.server.tls_cert, settings.server.tls_key
+    if cert is not None and key is not None:
+        check_tls(cert, key, cert_name="tls_cert", key_name="tls_key")  # before anything binds
     host, port = settings.server.host, settings.server.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -133,7 +207,7 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     server = Server(settings)
     server.start()
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}"
+    url = f"{'https' if cert is not None else 'http'}://{shown}:{port}"
     server.announce(url)
     if settings.server.auth_enabled and not server.tokens.list():
         print("auth is on and no token exists yet: create one with `fluvial token create --admin` "
@@ -141,7 +215,9 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     if announce is not None:
         announce(url)
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False,
-                            timeout_keep_alive=30, timeout_graceful_shutdown=10)
+                            timeout_keep_alive=30, timeout_graceful_shutdown=10,
+                            ssl_certfile=None if cert is None else str(cert),
+                            ssl_keyfile=None if key is None else str(key))
     uv = uvicorn.Server(config)
     if on_started is not None:
         on_started(server, uv)

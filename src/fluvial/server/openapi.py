@@ -7,6 +7,10 @@ from typing import Any
 
 __all__ = ["docs_html", "document"]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+VIEW_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+"""What a view name may be (:data:`fluvial.serving.keys.VIEW_NAME`); other names are 404."""
+
 _ROW = {"type": "object", "required": ["key", "window", "value"], "properties": {
     "key": {"description": "the key (string, number, bool, null or an array of them)"},
     "window": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "integer"}, "minItems": 2,
@@ -14,122 +18,223 @@ _ROW = {"type": "object", "required": ["key", "window", "value"], "properties": 
                "description": "[start_ms, end_ms) in event time, or null"},
     "value": {"description": "the aggregate (number, object, list...)"}}}
 _EVENT = {"type": "object", "required": ["device", "kind", "ts", "seq", "payload"], "additionalProperties": False,
-          "properties": {"device": {"type": "string", "minLength": 1},
-                         "kind": {"type": "string", "description": "a registered schema (`fluvial schema list`)"},
-                         "ts": {"type": "integer", "description": "event time, epoch ms"},
-                         "seq": {"type": "integer", "minimum": 0,
+          "properties": {"device": {"type": "string", "minLength": 1, "maxLength": 256,
+                                    "description": "the device's id; no control characters"},
+                         "kind": {"type": "string", "minLength": 1,
+                                  "description": "a registered schema (`fluvial schema list`); not empty"},
+                         "ts": {"type": "integer", "minimum": _INT64_MIN, "maximum": _INT64_MAX,
+                                "description": "event time, epoch ms (a signed 64-bit integer)"},
+                         "seq": {"type": "integer", "minimum": 0, "maximum": _INT64_MAX,
                                  "description": "the device's counter: (device, seq) identifies a retry"},
-                         "payload": {"type": "object"}}}
-_ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
-_JOB = {"type": "object", "properties": {
+                         "payload": {"type": "object", "description": "matches the kind's schema; integers "
+                                     "within 64 bits, nested at most 256 levels"}}}
+_ERROR = {"type": "object", "required": ["error", "status"], "properties": {
+    "error": {"type": "string", "description": "what failed and how to fix it"},
+    "status": {"type": "integer", "description": "the HTTP status, again"}}}
+_JOB = {"type": "object", "required": ["id", "kind", "view", "pipeline", "status"], "properties": {
     "id": {"type": "string"}, "kind": {"type": "string", "enum": ["batch", "reprocess"]},
     "view": {"type": "string"}, "pipeline": {"type": "string"},
     "status": {"type": "string", "enum": ["running", "done", "failed"]},
-    "result": {"type": ["object", "null"]}, "error": {"type": ["string", "null"]}}}
+    "started_ms": {"type": "integer"}, "finished_ms": {"type": ["integer", "null"]},
+    "result": {"type": ["object", "null"]},
+    "error": {"type": ["string", "null"], "description": "why it failed (admins only; others see a pointer to "
+                                                         "the server log)"},
+    "progress": {"type": "object"}}}
+_INGEST_RESULT = {"type": "object", "required": ["accepted", "duplicates", "rejected"], "properties": {
+    "accepted": {"type": "integer", "minimum": 0}, "duplicates": {"type": "integer", "minimum": 0},
+    "rejected": {"type": "array", "items": {"type": "object", "required": ["index", "reason"], "properties": {
+        "index": {"type": "integer", "minimum": 0}, "reason": {"type": "string"}}}},
+    "error": {"type": "string"}, "status": {"type": "integer"}}}
+_REPROCESS_BODY = {"type": "object", "additionalProperties": False, "properties": {
+    "from": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer", "minimum": 0}],
+             "description": "earliest | offset | P:O,... | epoch ms | ISO time (default earliest)"},
+    "flow": {"type": "string", "minLength": 1,
+             "description": "the new flow file (.py) on the server: inside its flow directories ([server] "
+                            "flow_dirs) or one of its flow files, absolute or relative to a flow directory"},
+    "dry_run": {"type": "boolean"}, "keep_old": {"type": ["boolean", "null"]},
+    "grace_s": {"type": "number", "minimum": 0, "maximum": 1e9}}}
+_RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
-def _err(description: str) -> dict[str, Any]:
-    schema = {"$ref": "#/components/schemas/Error"}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if headers:
+        out["headers"] = headers
+    return out
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+_REFUSED = "a Host that is not a name of this server ([server] allowed_hosts), or a state-changing request " \
+           "from another web origin ([server] allowed_origins)"
+_PUBLIC = {"403": _err(_REFUSED)}
+_AUTH = {"401": _err("missing, invalid, revoked or expired bearer token (when auth is on)",
+                     {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+         "403": _err("the token's role may not do this; or " + _REFUSED)}
+_STORE = {"409": _err("the view store refused (e.g. busy, or no previous version to roll back to)")}
+
+
+def _view_name() -> dict[str, Any]:
+    return {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": VIEW_NAME_PATTERN, "examples": ["device_stats"]},
+            "description": "a view: 1 to 128 letters, digits, '_', '.', '-' (other names: 404)"}
+
+
+def _ingest() -> dict[str, Any]:
+    return {"post": {
+        "summary": "Ingest events",
+        "description": "Many events per request: a JSON array (or NDJSON, or MessagePack), optionally gzip "
+                       "(`Content-Encoding: gzip`). Each event is validated against its kind's schema; invalid "
+                       "ones are listed with their index and reason and kept in the dead-letter log. A 200 means "
+                       "the accepted events are in the log. Duplicates by (device, seq) are acknowledged and "
+                       "stored once, so retrying is safe.",
+        "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                        "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+            "application/x-ndjson": {"schema": {"type": "string", "description": "one Event per line"}},
+            "application/msgpack": {"schema": {"type": "string", "format": "binary",
+                                               "description": "an array of Events, or Events one after another"}}}},
+        "responses": {"200": _json("written (some events may be rejected: see `rejected`)", _INGEST_RESULT),
+                      "400": _err("the body is not readable (empty, malformed JSON/MessagePack, invalid gzip, "
+                                  "a bad Content-Length)"),
+                      "413": _err("the body or the event count is over the server's limit"),
+                      "415": _err("unsupported Content-Type or Content-Encoding"),
+                      "422": _json("no event of the body is valid (each one's reason in `rejected`)", _INGEST_RESULT),
+                      "429": _err("ingest is behind: retry after `Retry-After` seconds", _RETRY),
+                      "503": _err("the speed layer is behind, or the log cannot be written now: retry after "
+                                  "`Retry-After` seconds", _RETRY),
+                      "507": _err("the disk of the log is full: retry after `Retry-After` seconds", _RETRY),
+                      **_AUTH}}}
+
+
+def _query_view() -> dict[str, Any]:
+    return {"get": {
+        "summary": "Query a view (batch ⊕ realtime)",
+        "parameters": [_view_name(),
+                       {"name": "key", "in": "query", "schema": {"type": "string"},
+                        "description": "only this key; JSON if it parses (42, [\"dev-1\",\"temperature\"]), "
+                                       "else a string"},
+                       {"name": "from", "in": "query", "schema": {"type": "string"},
+                        "description": "windows starting at or after (epoch ms or ISO-8601; within 64 bits)"},
+                       {"name": "to", "in": "query", "schema": {"type": "string"},
+                        "description": "windows starting before (epoch ms or ISO-8601; within 64 bits)"},
+                       {"name": "version", "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64_MAX},
+                        "description": "read this batch version alone (no realtime part)"}],
+        "responses": {"200": _json("the rows", {"type": "object", "required": ["view", "version", "rows"],
+                                                "properties": {
+            "view": {"type": "string"}, "version": {"type": ["integer", "null"]},
+            "rows": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}}}}),
+            "400": _err("a bad or unknown query parameter, or a key a view cannot have"),
+            "404": _err("no such view"), **_STORE, **_AUTH}}}
+
+
+def _admin_paths() -> dict[str, Any]:
+    started = _json("started (or the run already going)", {"$ref": "#/components/schemas/Job"},
+                    {"Location": {"description": "the job: /v1/jobs/{id}", "schema": {"type": "string"}}})
+    return {
+        "/v1/views/{name}/batch": {"post": {
+            "summary": "Run the batch layer of the view's pipeline now (admin)", "parameters": [_view_name()],
+            "responses": {"202": started,
+                          "400": _err("the view belongs to a kappa flow (no batch layer) or to no served flow"),
+                          "404": _err("no such view"), **_STORE, **_AUTH}}},
+        "/v1/views/{name}/reprocess": {"post": {
+            "summary": "Kappa reprocessing into a new version (admin)", "parameters": [_view_name()],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _REPROCESS_BODY}}},
+            "responses": {"202": started,
+                          "400": _err("a body that is not these options, no flow of this server writes the view, "
+                                      "or no such flow file"),
+                          "401": _AUTH["401"],
+                          "403": _err("the token's role may not do this; the flow file is outside the flow "
+                                      "directories or not .py; or " + _REFUSED),
+                          "404": _err("no such view"), **_STORE}}},
+        "/v1/views/{name}/rollback": {"post": {
+            "summary": "Switch back to the previous version (admin)", "parameters": [_view_name()],
+            "responses": {"200": _json("the versions now current", {
+                "type": "object", "required": ["view", "versions"], "properties": {
+                    "view": {"type": "string"},
+                    "versions": {"type": "object", "additionalProperties": {"type": "integer"}}}}),
+                          "400": _err("no flow of this server writes the view"),
+                          "404": _err("no such view"),
+                          "409": _err("no previous version to roll back to"), **_AUTH}}},
+    }
+
+
+def _read_paths() -> dict[str, Any]:
+    def plain(summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": {"200": ok, **_AUTH}}}
+
+    return {
+        "/v1/views": plain("List the views", _json(
+            "name, version, batch cut-off, realtime lag, late-event count of every view",
+            {"type": "object", "required": ["views"], "properties": {"views": {"type": "array"}}})),
+        "/v1/jobs": plain("Batch runs and reprocessings", _json("jobs", {
+            "type": "object", "required": ["jobs"],
+            "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}})),
+        "/v1/jobs/{id}": {"get": {"summary": "One job", "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"}),
+                          "404": _err("no such job (jobs are kept until the server restarts)"), **_AUTH}}},
+        "/v1/pipelines": plain("The served pipelines: flow file (its name only for callers who are not admins), "
+                               "architecture, views, lineage", _json("pipelines", {
+                                   "type": "object", "required": ["pipelines"],
+                                   "properties": {"pipelines": {"type": "array"}}})),
+        "/ui": plain("The web UI: live views, runner metrics, lineage", _text("the page", "text/html")),
+        "/v1/metrics": plain("Metrics (JSON)", _json(
+            "events in/s, per-runner batch duration, lag, late events, dead letters", {"type": "object"})),
+        "/metrics": plain("Metrics (Prometheus text format)", _text("the metrics", "text/plain")),
+    }
+
+
+def _public_paths() -> dict[str, Any]:
+    health = {"type": "object", "required": ["status", "problems", "uptime_s"], "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "problems": {"type": "array", "items": {"type": "string"},
+                     "description": "what is wrong and what to do; internal paths and error texts for admins "
+                                    "only (send an admin token to see them)"},
+        "uptime_s": {"type": "number"}}}
+    return {
+        "/": {"get": {"summary": "Where things are", "security": [], "responses": {
+            "200": _json("links", {"type": "object"}), **_PUBLIC}}},
+        "/healthz": {"get": {"summary": "Health", "security": [], "responses": {
+            "200": _json("ok", health), "503": _json("degraded", health), **_PUBLIC}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+            "200": _json("OpenAPI 3.1", {"type": "object"}), **_PUBLIC}}},
+        "/docs": {"get": {"summary": "This document, readable", "security": [], "responses": {
+            "200": _text("the page", "text/html"), **_PUBLIC}}},
+    }
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI description of every endpoint."""
     from fluvial import __version__
 
-    view_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    auth = {"401": _err("missing or invalid bearer token (when auth is on)"),
-            "403": _err("the token's role may not do this")}
-    ingest_result = {"type": "object", "properties": {
-        "accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
-        "rejected": {"type": "array", "items": {"type": "object", "properties": {
-            "index": {"type": "integer"}, "reason": {"type": "string"}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "fluvial", "version": __version__,
                  "description": "Ingest IoT events into an immutable log; query views merged from the "
-                                "batch and speed layers (batch ⊕ realtime)."},
+                                "batch and speed layers (batch ⊕ realtime). Every error is a JSON "
+                                "`{\"error\", \"status\"}`."},
         "components": {
             "schemas": {"Event": _EVENT, "Row": _ROW, "Error": _ERROR, "Job": _JOB},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "`fluvial token create --device ID | --read | --admin`"}}},
+                                           "description": "`fluvial token create --device ID | --read | --admin "
+                                                          "[--expires-in 30d]`; not needed when the server runs "
+                                                          "with auth off (the default on loopback)"}}},
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/events": {"post": {
-                "summary": "Ingest events",
-                "description": "Many events per request: a JSON array (or NDJSON, or MessagePack), optionally "
-                               "gzip (`Content-Encoding: gzip`). Each event is validated against its kind's "
-                               "schema; invalid ones are listed with their index and reason and kept in the "
-                               "dead-letter log. A 200 means the accepted events are in the log. Duplicates by "
-                               "(device, seq) are acknowledged and stored once, so retrying is safe.",
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                    "application/msgpack": {"schema": {"type": "string", "format": "binary"}}}},
-                "responses": {"200": _json("written (some events may be rejected: see `rejected`)", ingest_result),
-                              "400": _err("the body is not readable (malformed JSON/MessagePack, invalid gzip)"),
-                              "413": _err("the body or the event count is over the server's limit"),
-                              "415": _err("unsupported Content-Type or Content-Encoding"),
-                              "422": _json("no event of the body is valid", ingest_result),
-                              "429": _err("ingest is behind: retry after `Retry-After` seconds"),
-                              "503": _err("the speed layer is behind: retry after `Retry-After` seconds"),
-                              **auth}}},
-            "/v1/views": {"get": {"summary": "List the views", "responses": {"200": _json(
-                "name, version, batch cut-off, realtime lag, late-event count of every view",
-                {"type": "object"}), **auth}}},
-            "/v1/views/{name}": {"get": {
-                "summary": "Query a view (batch ⊕ realtime)",
-                "parameters": [view_name,
-                               {"name": "key", "in": "query", "schema": {"type": "string"},
-                                "description": "only this key; JSON if it parses (42, [\"dev-1\",\"temperature\"]), "
-                                               "else a string"},
-                               {"name": "from", "in": "query", "schema": {"type": "string"},
-                                "description": "windows starting at or after (epoch ms or ISO-8601)"},
-                               {"name": "to", "in": "query", "schema": {"type": "string"},
-                                "description": "windows starting before (epoch ms or ISO-8601)"},
-                               {"name": "version", "in": "query", "schema": {"type": "integer"},
-                                "description": "read this batch version alone (no realtime part)"}],
-                "responses": {"200": _json("the rows", {"type": "object", "properties": {
-                    "view": {"type": "string"}, "version": {"type": ["integer", "null"]},
-                    "rows": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}}}}),
-                    "404": _err("no such view"), **auth}}},
-            "/v1/views/{name}/batch": {"post": {
-                "summary": "Run the batch layer of the view's pipeline now (admin)", "parameters": [view_name],
-                "responses": {"202": _json("started", {"$ref": "#/components/schemas/Job"}), **auth}}},
-            "/v1/views/{name}/reprocess": {"post": {
-                "summary": "Kappa reprocessing into a new version (admin)", "parameters": [view_name],
-                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                    "from": {"type": "string", "description": "earliest | offset | P:O,... | epoch ms | ISO time"},
-                    "flow": {"type": "string", "description": "path of the new flow file (on the server)"},
-                    "dry_run": {"type": "boolean"}, "keep_old": {"type": "boolean"},
-                    "grace_s": {"type": "number"}}}}}},
-                "responses": {"202": _json("started", {"$ref": "#/components/schemas/Job"}), **auth}}},
-            "/v1/views/{name}/rollback": {"post": {
-                "summary": "Switch back to the previous version (admin)", "parameters": [view_name],
-                "responses": {"200": _json("the versions now current", {"type": "object"}),
-                              "409": _err("no previous version"), **auth}}},
-            "/v1/jobs": {"get": {"summary": "Batch runs and reprocessings", "responses": {
-                "200": _json("jobs", {"type": "object"}), **auth}}},
-            "/v1/jobs/{id}": {"get": {"summary": "One job", "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"}),
-                              "404": _err("no such job"), **auth}}},
-            "/v1/pipelines": {"get": {"summary": "The served pipelines: file, architecture, views, lineage",
-                                      "responses": {"200": _json("pipelines", {"type": "object"}), **auth}}},
-            "/ui": {"get": {"summary": "The web UI: live views, runner metrics, lineage", "responses": {
-                "200": {"description": "text/html"}, **auth}}},
-            "/v1/metrics": {"get": {"summary": "Metrics (JSON)", "responses": {
-                "200": _json("events in/s, per-runner batch duration, lag, late events, dead letters",
-                             {"type": "object"}), **auth}}},
-            "/metrics": {"get": {"summary": "Metrics (Prometheus text format)", "responses": {
-                "200": {"description": "text/plain; version=0.0.4"}, **auth}}},
-            "/healthz": {"get": {"summary": "Health", "security": [], "responses": {
-                "200": _json("ok", {"type": "object"}), "503": _json("degraded", {"type": "object"})}}},
-        },
+        "paths": {"/v1/events": _ingest(), "/v1/views/{name}": _query_view(), **_admin_paths(), **_read_paths(),
+                  **_public_paths()},
     }
 
 

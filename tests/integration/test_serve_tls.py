@@ -121,6 +121,13 @@ def test_https_with_the_flags(tmp_path: Path) -> None:
         assert untrusted_https_fails(srv.port)  # it is this certificate the server presents
         assert f"fluvial serving on https://127.0.0.1:{srv.port}" in srv.output()
         assert json.loads((srv.data_dir / "server.json").read_text())["url"] == f"https://127.0.0.1:{srv.port}"
+        cli = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(srv.data_dir), "batch", "words"]
+        env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+        run = subprocess.run(cli, capture_output=True, text=True, timeout=120, check=False, env=env)
+        assert run.returncode == 1 and "cannot trust the certificate of https://" in run.stderr, run.stderr
+        run = subprocess.run(cli, capture_output=True, text=True, timeout=120, check=False,
+                             env={**env, "SSL_CERT_FILE": str(cert)})
+        assert run.returncode == 0 and f"{len(events)} records" in run.stdout, run.stderr
 
 
 def test_https_from_the_config_file(tmp_path: Path) -> None:

@@ -467,6 +467,11 @@ def _call(url: str, method: str, path: str, args: argparse.Namespace, body: Any 
             reason = exc.reason
         raise FluvialError(f"{method} {url}{path}: {exc.code} {reason}") from None
     except urllib.error.URLError as exc:
+        import ssl
+
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            raise FluvialError(f"cannot trust the certificate of {url}: {exc.reason.verify_message}; for a "
+                               "self-signed one, run with SSL_CERT_FILE=CERT.pem (its --tls-cert)") from None
         raise FluvialError(f"cannot reach the server at {url}: {exc.reason} (is `fluvial serve` running?)") from None
 
 

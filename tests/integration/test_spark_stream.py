@@ -20,7 +20,7 @@ import pytest
 
 from fluvial import Pipeline
 from fluvial.config import LogConfig
-from fluvial.errors import UnsupportedOperation
+from fluvial.errors import ConfigError, UnsupportedOperation
 from fluvial.testing import make_events, read_results, run_stream
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 from fluvial.workspace import Workspace
@@ -187,3 +187,26 @@ def test_unsupported_sources_are_refused_before_starting(ws: Workspace, tmp_path
     with pytest.raises(UnsupportedOperation, match=r"text source at .*test_spark_stream\.py:\d+"):
         _runner(ws).run(p, until_caught_up=True)
     assert not (Path(ws.path) / "spark-checkpoints").exists()
+
+
+def test_a_query_whose_python_worker_could_not_start_is_restarted_from_the_checkpoint(
+        spark: Any, ws: Workspace, local_reference: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark gives a Python worker 10 s to connect back: on a busy machine the query fails at start.
+    The runner restarts it from the store's checkpoint (twice at most); other failures are raised."""
+    real = SparkStreamRunner._run_query
+    failures = iter([RuntimeError("Python worker failed to connect back.")])
+
+    def flaky(self: SparkStreamRunner, *args: Any) -> Any:
+        failure = next(failures, None)
+        return failure if failure is not None else real(self, *args)
+
+    monkeypatch.setattr(SparkStreamRunner, "_run_query", flaky)
+    pipeline = build_pipeline(CATALOG)
+    ws.log.append(EVENTS)
+    stats = _runner(ws).run(pipeline, until_caught_up=True)
+    assert stats.micro_batches > 0
+    _check(read_results(pipeline, ws.store), local_reference)
+
+    monkeypatch.setattr(SparkStreamRunner, "_run_query", lambda self, *a: RuntimeError("boom"))
+    with pytest.raises(ConfigError, match="the Spark streaming query failed: boom"):
+        _runner(ws).run(build_pipeline(CATALOG), until_caught_up=True)

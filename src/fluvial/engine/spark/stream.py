@@ -21,6 +21,7 @@ from the log), never trusted over it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -39,6 +40,10 @@ from fluvial.engine.spark.session import SparkConfig, get_session
 from fluvial.engine.stream import Checkpoint, StreamRunner, _check_streamable
 from fluvial.errors import ConfigError, UnsupportedOperation
 from fluvial.flow.graph import Pipeline
+
+_logger = logging.getLogger("fluvial.spark")
+_WORKER_START_FAILED = "Python worker failed to connect back"
+_WORKER_START_ATTEMPTS = 3
 
 
 def check_spark_streamable(plan: Plan) -> None:
@@ -100,11 +105,30 @@ class SparkStreamRunner(StreamRunner):
                               f"{type(self.log).__name__} has no path")
         for name, spec in plan.views.items():
             self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
-        cp = self._load(plan, True)
         stats = RunStats(pipeline.name, "spark-stream")
         if max_batches is not None and max_batches <= 0:
             return stats
         started = time.perf_counter()
+        for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
+            failure = self._run_query(plan, log_path, stats, until_caught_up, max_batches, stop)
+            if failure is None:
+                break
+            if _WORKER_START_FAILED not in str(failure) or attempt == _WORKER_START_ATTEMPTS:
+                raise ConfigError(f"the Spark streaming query failed: {failure}")
+            # Spark gives a Python worker 10 s to start (not configurable): on a busy machine it may
+            # not; the query restarts from the store's checkpoint, so committed batches stay committed.
+            _logger.warning("the Spark streaming query of %s could not start a Python worker (a busy "
+                            "machine?); restarting it from its checkpoint (attempt %d of %d)",
+                            plan.name, attempt + 1, _WORKER_START_ATTEMPTS)
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    def _run_query(self, plan: Plan, log_path: Any, stats: RunStats, until_caught_up: bool,
+                   max_batches: int | None, stop: threading.Event | None) -> Any:
+        """Run one streaming query from the store's checkpoint; return its exception (None: none)."""
+        cp = self._load(plan, True)
+        if max_batches is not None:
+            max_batches -= stats.micro_batches
         spark = get_session(self.spark, announce=False)
         from fluvial.engine.spark.source import FluvialLogSource
 
@@ -127,10 +151,7 @@ class SparkStreamRunner(StreamRunner):
             batch.serve(query, stop)
         finally:
             query.stop()
-        if query.exception() is not None:
-            raise ConfigError(f"the Spark streaming query failed: {query.exception()}")
-        stats.seconds = time.perf_counter() - started
-        return stats
+        return query.exception()
 
     # -- internals -----------------------------------------------------------------------
     def _spark_checkpoint(self, plan: Plan, cp: Checkpoint) -> str:

@@ -207,11 +207,16 @@ SUBCOMMANDS = {
     ("log", "stats"): ["example"],
     ("log", "tail"): ["-n", "--kind", "--format"],
     ("log", "dead-letters"): ["-n"],
+    ("log", "verify"): ["--format", "example", "fluvial log salvage"],
+    ("log", "salvage"): ["--dry-run", "log-quarantine", "example"],
+    ("generate",): ["tweets", "readings", "words", "lines", "accel", "--seed"],
+    ("token", "create"): ["--device", "--read", "--admin", "--expires-in"],
+    ("serve",): ["--tls-cert", "--tls-key", "--flow", "--kappa"],
     ("schema", "list"): ["example"],
     ("schema", "add"): ["--field", "--version"],
-    ("log",): ["stats", "tail", "dead-letters"],
+    ("log",): ["stats", "tail", "dead-letters", "verify", "salvage"],
     ("schema",): ["list", "add"],
-    (): ["--data-dir", "[env: FLUVIAL_HOME]", "--version", "ingest", "query"],
+    (): ["--data-dir", "[env: FLUVIAL_HOME]", "--version", "ingest", "query", "generate"],
 }
 
 

@@ -12,7 +12,8 @@ The tree::
     ├── FlowError              a flow cannot be planned or run on a runner
     │   └── UnsupportedOperation   the runner cannot execute an operator
     ├── StoreError             the serving store cannot be read or written
-    │   └── ViewNotFound       no view of that name exists
+    │   ├── ViewNotFound       no view of that name exists
+    │   └── CheckpointFenced   another writer replaced a runner's checkpoint: its commit is void
     └── MissingDependency      an optional extra is not installed
 
 Messages say what failed, where, and how to fix it.
@@ -73,6 +74,14 @@ class StoreError(FluvialError):
 
 class ViewNotFound(StoreError):
     """No view of that name exists in the store."""
+
+
+class CheckpointFenced(StoreError):
+    """A runner's checkpoint was replaced by another writer since the runner read it.
+
+    The commit that found it out is rolled back; the runner reloads the checkpoint
+    (DESIGN principle 5: writers are fenced).
+    """
 
 
 class MissingDependency(FluvialError):

@@ -19,7 +19,7 @@ come back as lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
@@ -70,7 +70,12 @@ class ViewInfo(msgspec.Struct, frozen=True):
         cutoffs: Per published version, the log cut-off it covers (partition -> offset).
         created_ms: When the view was defined (epoch ms).
         updated_ms: When its metadata or rows last changed (epoch ms).
-        late_events: Events the speed layer counted as late for this view.
+        late_events: Late events of the version being served: those the code that wrote it
+            counted up to its cut-off (a replay counts its own), plus those the speed layer
+            counted since.  A reprocessing, a dry run or a rollback never adds to it twice.
+        cutoff_tails: Per published version whose cut-off was read from the log itself, per
+            partition, the identity ``[device, seq, append_ms]`` of the last event before the
+            cut-off (``None`` at offset 0): whether the log still holds what the version covers.
     """
 
     name: str
@@ -83,6 +88,7 @@ class ViewInfo(msgspec.Struct, frozen=True):
     created_ms: int
     updated_ms: int
     late_events: int
+    cutoff_tails: dict[int, list[Any]] = msgspec.field(default_factory=dict)
 
     @property
     def cutoff(self) -> dict[int, int] | None:
@@ -90,6 +96,13 @@ class ViewInfo(msgspec.Struct, frozen=True):
         if self.alias_version is None:
             return None
         return self.cutoffs.get(self.alias_version)
+
+    @property
+    def tails(self) -> list[Any] | None:
+        """The identities at the cut-off of the current batch version (see ``cutoff_tails``)."""
+        if self.alias_version is None:
+            return None
+        return self.cutoff_tails.get(self.alias_version)
 
 
 class Txn(Protocol):
@@ -114,15 +127,29 @@ class Txn(Protocol):
         ...
 
     def publish(self, view: str, version: int, cutoff: dict[int, int], *,
-                drop_realtime: bool = False, realtime_through: int | None = None) -> None:
+                drop_realtime: bool = False, realtime_through: int | None = None,
+                tails: Sequence[Any] | None = None) -> None:
         """Switch the alias to ``version`` inside this transaction (see ``ViewStore.publish_version``)."""
         ...
 
-    def set_checkpoint(self, runner_id: str, blob: bytes) -> None: ...
+    def reset_realtime(self, view: str, *, retract: bool = False) -> None:
+        """Drop every realtime generation (and with ``retract`` the current batch version)."""
+        ...
+
+    def set_checkpoint(self, runner_id: str, blob: bytes, *, expect: Any = UNSET) -> int:
+        """Write a checkpoint; with ``expect`` (a token, or ``None``: none) only if it is still
+        that one (else ``CheckpointFenced``).  Returns the new token."""
+        ...
 
     def get_checkpoint(self, runner_id: str) -> bytes | None: ...
 
-    def add_late_events(self, view: str, n: int) -> None: ...
+    def checkpoint_token(self, runner_id: str) -> int | None:
+        """The fencing token of a runner's checkpoint (``None``: it has none)."""
+        ...
+
+    def add_late_events(self, view: str, n: int, *, part: Part = REALTIME) -> None:
+        """Count late events for the served view, or for the version ``part`` a replay writes."""
+        ...
 
     def save_rows(self, table: str, columns: list[str], rows: Iterable[Any], *,
                   key_columns: int = 1) -> int:
@@ -138,10 +165,15 @@ class ViewStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[Txn]: ...
 
+    def checkpoint_token(self, runner_id: str) -> int | None:
+        """The fencing token of a runner's checkpoint, read without a write lock."""
+        ...
+
     def begin_version(self, view: str) -> int: ...
 
     def publish_version(self, view: str, version: int, cutoff: dict[int, int], *,
-                        drop_realtime: bool = False, realtime_through: int | None = None) -> None: ...
+                        drop_realtime: bool = False, realtime_through: int | None = None,
+                        tails: Sequence[Any] | None = None) -> None: ...
 
     def rollback(self, view: str) -> int: ...
 

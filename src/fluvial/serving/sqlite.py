@@ -31,9 +31,10 @@ import gc
 import json
 import os
 import pickle
+import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
@@ -43,7 +44,7 @@ import cloudpickle
 import msgspec
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.errors import ConfigError, StoreError, ViewNotFound
+from fluvial.errors import CheckpointFenced, ConfigError, StoreError, ViewNotFound
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window, _Unset
 from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
 from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
@@ -52,7 +53,7 @@ NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
 REALTIME_PART = 0
 """Realtime generation ``g`` is stored as part ``-g`` (generation 0 is part 0); batch versions are parts >= 1."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -99,10 +100,18 @@ _SCHEMA = [
 
 _VIEW_COLUMNS = ("view_id, name, agg_rev, agg_spec, window_spec, alias_version, previous_version, "
                  "created_ms, updated_ms, late_events")
+_SCHEMA_CREATES = 2
+"""``_SCHEMA`` creates this schema version; a new store then takes the migrations after it."""
 _MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL DEFAULT 0",
                    "ALTER TABLE fluvial_versions ADD COLUMN aggregator BLOB",
                    "ALTER TABLE fluvial_versions ADD COLUMN agg_spec TEXT",
-                   "ALTER TABLE fluvial_versions ADD COLUMN window_spec TEXT"]}
+                   "ALTER TABLE fluvial_versions ADD COLUMN window_spec TEXT"],
+               # late counts per version and at the last seal; cut-off identities; checkpoint fencing
+               2: ["ALTER TABLE fluvial_views ADD COLUMN sealed_gen INTEGER",
+                   "ALTER TABLE fluvial_views ADD COLUMN sealed_late INTEGER",
+                   "ALTER TABLE fluvial_versions ADD COLUMN late_events INTEGER",
+                   "ALTER TABLE fluvial_versions ADD COLUMN cutoff_tails TEXT",
+                   "ALTER TABLE fluvial_checkpoints ADD COLUMN token INTEGER NOT NULL DEFAULT 0"]}
 """Statements taking a store from schema version N to N + 1."""
 
 
@@ -176,10 +185,10 @@ class SqliteStore:
             if current == 0:
                 for statement in _SCHEMA:
                     self._conn.execute(statement)
-            else:
-                for version in range(current, SCHEMA_VERSION):
-                    for statement in _MIGRATIONS[version]:
-                        self._conn.execute(statement)
+                current = _SCHEMA_CREATES
+            for version in range(current, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -304,12 +313,15 @@ class SqliteStore:
     def _info(self, row: tuple[Any, ...]) -> ViewInfo:
         view_id, name, _rev, agg_spec, window_spec, alias, previous, created, updated, late = row
         versions = self._versions(view_id)
+        tails = {version: json.loads(text) for version, text in self._conn.execute(
+            "SELECT version, cutoff_tails FROM fluvial_versions WHERE view_id = ? AND cutoff_tails IS NOT NULL",
+            (view_id,))}
         return ViewInfo(
             name=name, alias_version=alias, previous_version=previous, versions=list(versions),
             window=json.loads(window_spec) if window_spec is not None else None,
             aggregator=json.loads(agg_spec),
             cutoffs={v: c for v, c in versions.items() if c is not None},
-            created_ms=created, updated_ms=updated, late_events=late)
+            created_ms=created, updated_ms=updated, late_events=late, cutoff_tails=tails)
 
     def _touch(self, view_id: int) -> None:
         self._conn.execute("UPDATE fluvial_views SET updated_ms = ? WHERE view_id = ?",
@@ -411,6 +423,14 @@ class SqliteStore:
                 txn._open = False
                 self._txn = None
 
+    def checkpoint_token(self, runner_id: str) -> int | None:
+        """The fencing token of a runner's checkpoint, read without a write lock
+        (``None``: it has none): whether a runner's checkpoint is still the one it read."""
+        with self._read() as conn:
+            row = conn.execute("SELECT token FROM fluvial_checkpoints WHERE runner_id = ?",
+                               (runner_id,)).fetchone()
+        return int(row[0]) if row is not None else None
+
     @contextmanager
     def exclusive(self, name: str, *, wait_s: float = 0.0) -> Iterator[None]:
         """Hold a named lock shared by every process using this store (an flock on
@@ -475,7 +495,8 @@ class SqliteStore:
         return int(version)
 
     def publish_version(self, view: str, version: int, cutoff: Mapping[int, int], *,
-                        drop_realtime: bool = False, realtime_through: int | None = None) -> None:
+                        drop_realtime: bool = False, realtime_through: int | None = None,
+                        tails: Sequence[Any] | None = None) -> None:
         """Atomically make ``version`` the current batch version of ``view``.
 
         ``cutoff`` is the log position it covers (partition -> offset).  The
@@ -485,11 +506,12 @@ class SqliteStore:
         covers, is emptied in the same transaction: all of it, or with
         ``realtime_through=g`` the generations up to ``g`` (see
         :meth:`SqliteTxn.seal_realtime`), keeping what the speed layer
-        committed after the batch run read its cut-off.
+        committed after the batch run read its cut-off.  ``tails`` identifies the
+        events at the cut-off (see :attr:`ViewInfo.cutoff_tails`).
         """
         with self.transaction() as txn:
             txn.publish(view, version, cutoff, drop_realtime=drop_realtime,
-                        realtime_through=realtime_through)
+                        realtime_through=realtime_through, tails=tails)
         self.drop_older_versions(view)
 
     def drop_older_versions(self, view: str) -> None:
@@ -734,6 +756,10 @@ class SqliteTxn:
             store._merging = None
         self._conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part = ? AND acc IS NULL",
                            (meta.view_id, part))
+        # The snapshot holds what the served code computed: it keeps that code's late count.
+        self._conn.execute("UPDATE fluvial_versions SET late_events = "
+                           "(SELECT late_events FROM fluvial_views WHERE view_id = ?) "
+                           "WHERE view_id = ? AND version = ?", (meta.view_id, meta.view_id, part))
         return cursor.rowcount
 
     def seal_realtime(self, view: str) -> int:
@@ -747,18 +773,24 @@ class SqliteTxn:
         """
         self._check_open()
         meta = self._store._meta(view)
-        self._conn.execute("UPDATE fluvial_views SET rt_gen = rt_gen + 1 WHERE view_id = ?", (meta.view_id,))
+        # The late count at the seal is what the batch version publishing these generations
+        # takes over (the count of the code that wrote the view, up to the cut-off).
+        self._conn.execute("UPDATE fluvial_views SET rt_gen = rt_gen + 1, sealed_gen = rt_gen, "
+                           "sealed_late = late_events WHERE view_id = ?", (meta.view_id,))
         return meta.rt_gen
 
     def publish(self, view: str, version: int, cutoff: Mapping[int, int], *,
-                drop_realtime: bool = False, realtime_through: int | None = None) -> None:
+                drop_realtime: bool = False, realtime_through: int | None = None,
+                tails: Sequence[Any] | None = None) -> None:
         """The switch of :meth:`SqliteStore.publish_version`, inside this transaction
         (so that it commits together with, e.g., a stream checkpoint)."""
         self._check_open()
         try:
             cutoff_json = json.dumps({str(int(p)): int(o) for p, o in dict(cutoff).items()})
+            tails_json = None if tails is None else json.dumps(list(tails))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"cutoff must map partition numbers to offsets, got {cutoff!r}") from exc
+            raise ConfigError(f"cutoff must map partition numbers to offsets, got {cutoff!r} "
+                              f"(tails {tails!r})") from exc
         store, conn = self._store, self._conn
         meta = store._meta(view)
         store._part_no(meta, version)
@@ -770,24 +802,95 @@ class SqliteTxn:
             conn.execute("UPDATE fluvial_views SET aggregator = ?, agg_spec = ?, window_spec = ?, "
                          "agg_rev = agg_rev + 1 WHERE view_id = ? AND (aggregator IS NOT ? OR "
                          "window_spec IS NOT ?)", (spec[0], spec[1], spec[2], meta.view_id, spec[0], spec[2]))
-        conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ? WHERE view_id = ? AND version = ?",
-                     (cutoff_json, now, meta.view_id, version))
+        conn.execute("UPDATE fluvial_versions SET cutoff = ?, published_ms = ?, "
+                     "cutoff_tails = COALESCE(?, cutoff_tails) WHERE view_id = ? AND version = ?",
+                     (cutoff_json, now, tails_json, meta.view_id, version))
         if meta.alias != version:
             conn.execute("UPDATE fluvial_views SET alias_version = ?, previous_version = ?, updated_ms = ? "
                          "WHERE view_id = ?", (version, meta.alias, now, meta.view_id))
+        self._publish_late(meta.view_id, version, drop_realtime=drop_realtime, realtime_through=realtime_through)
         if drop_realtime:
             lowest = -(2**62) if realtime_through is None else -int(realtime_through)
             conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part <= 0 AND part >= ?",
                          (meta.view_id, lowest))
 
-    def set_checkpoint(self, runner_id: str, blob: bytes) -> None:
+    def _publish_late(self, view_id: int, version: int, *, drop_realtime: bool,
+                      realtime_through: int | None) -> None:
+        """Late counts at a switch: each late event counts once per version.
+
+        A batch version counts no late event itself: it takes over the count of the
+        realtime generations it covers (the count at their seal), and the served count
+        goes on.  A version with a count of its own (written by a replay, a snapshot of
+        the realtime part, or published before) brings it back when it replaces the
+        whole realtime part: a reprocessing, a dry run or a rollback adds nothing twice.
+        """
+        conn = self._conn
+        (own,) = conn.execute("SELECT late_events FROM fluvial_versions WHERE view_id = ? AND version = ?",
+                              (view_id, version)).fetchone()
+        if own is None:
+            sealed_gen, sealed_late, live = conn.execute(
+                "SELECT sealed_gen, sealed_late, late_events FROM fluvial_views WHERE view_id = ?",
+                (view_id,)).fetchone()
+            covered = sealed_late if realtime_through is not None and sealed_gen == realtime_through else live
+            conn.execute("UPDATE fluvial_versions SET late_events = ? WHERE view_id = ? AND version = ?",
+                         (covered, view_id, version))
+        elif drop_realtime and realtime_through is None:
+            conn.execute("UPDATE fluvial_views SET late_events = ? WHERE view_id = ?", (own, view_id))
+
+    def reset_realtime(self, view: str, *, retract: bool = False) -> None:
+        """Drop every realtime generation of ``view``: the speed layer recomputes them.
+
+        The served late count goes back to that of the current batch version (what was
+        counted up to its cut-off).  With ``retract`` the current batch version is
+        dropped too (it covers events the log no longer holds): queries then read the
+        realtime part alone until the next publish.
+        """
+        self._check_open()
+        meta = self._store._meta(view)
+        conn = self._conn
+        conn.execute("DELETE FROM fluvial_rows WHERE view_id = ? AND part <= 0", (meta.view_id,))
+        alias = meta.alias
+        if retract and alias is not None:
+            conn.execute("UPDATE fluvial_views SET alias_version = NULL WHERE view_id = ?", (meta.view_id,))
+            self._store._drop(meta.view_id, alias)
+            alias = None
+        row = None if alias is None else conn.execute(
+            "SELECT late_events FROM fluvial_versions WHERE view_id = ? AND version = ?",
+            (meta.view_id, alias)).fetchone()
+        conn.execute("UPDATE fluvial_views SET late_events = ?, updated_ms = ? WHERE view_id = ?",
+                     ((row[0] or 0) if row is not None else 0, _now_ms(), meta.view_id))
+
+    def set_checkpoint(self, runner_id: str, blob: bytes, *, expect: int | _Unset | None = UNSET) -> int:
+        """Write a runner's checkpoint; return its new fencing token.
+
+        With ``expect`` (the token the writer read, ``None``: no checkpoint), the write
+        succeeds only if the checkpoint is still that one: otherwise another writer (a
+        batch run handing over its cut-off, a switch, a second runner) replaced it, and
+        :class:`~fluvial.errors.CheckpointFenced` voids this whole transaction.
+        """
         self._check_open()
         if not isinstance(runner_id, str) or not runner_id:
             raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
+        if not isinstance(expect, _Unset):
+            current = self.checkpoint_token(runner_id)
+            if current != expect:
+                raise CheckpointFenced(
+                    f"the checkpoint {runner_id!r} in {self._store.path!r} was replaced by another writer "
+                    f"(token {current}, this writer read {expect}): its micro-batch is not committed; "
+                    "the runner reloads the checkpoint and goes on from there")
+        token = secrets.randbits(62) + 1
         self._conn.execute(
-            "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms) VALUES (?, ?, ?) "
-            "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
-            (runner_id, bytes(blob), _now_ms()))
+            "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms, token) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms, "
+            "token = excluded.token", (runner_id, bytes(blob), _now_ms(), token))
+        return token
+
+    def checkpoint_token(self, runner_id: str) -> int | None:
+        """The fencing token of a runner's checkpoint (``None``: it has none)."""
+        self._check_open()
+        row = self._conn.execute("SELECT token FROM fluvial_checkpoints WHERE runner_id = ?",
+                                 (runner_id,)).fetchone()
+        return int(row[0]) if row is not None else None
 
     def delete_checkpoint(self, runner_id: str) -> None:
         self._check_open()
@@ -799,11 +902,19 @@ class SqliteTxn:
                                  (runner_id,)).fetchone()
         return bytes(row[0]) if row is not None else None
 
-    def add_late_events(self, view: str, n: int) -> None:
+    def add_late_events(self, view: str, n: int, *, part: Part = REALTIME) -> None:
+        """Count ``n`` late events: for the served view (its realtime part), or for the
+        batch version ``part`` a replay is writing (it counts only once that version is
+        served)."""
         self._check_open()
-        meta = self._store._meta(view)
-        self._conn.execute("UPDATE fluvial_views SET late_events = late_events + ?, updated_ms = ? "
-                           "WHERE view_id = ?", (int(n), _now_ms(), meta.view_id))
+        store = self._store
+        meta = store._meta(view)
+        if part == REALTIME:
+            self._conn.execute("UPDATE fluvial_views SET late_events = late_events + ?, updated_ms = ? "
+                               "WHERE view_id = ?", (int(n), _now_ms(), meta.view_id))
+            return
+        self._conn.execute("UPDATE fluvial_versions SET late_events = COALESCE(late_events, 0) + ? "
+                           "WHERE view_id = ? AND version = ?", (int(n), meta.view_id, store._part_no(meta, part)))
 
     def save_rows(self, table: str, columns: list[str], rows: Iterable[Any], *,
                   key_columns: int = 1) -> int:

@@ -84,7 +84,9 @@ class Workspace:
         log, or ``log`` (e.g. a Parquet export: ``fluvial.log.parquet.ParquetLog.open(dir)``)."""
         from fluvial.engine.batch import BatchRunner
 
-        return BatchRunner(log=log if log is not None else self._lazy_log, store=self.store, **options)
+        # this directory's log (opened or not yet), not an export of it
+        own = log is None or log == self._lazy_log or log is self.__dict__.get("log")
+        return BatchRunner(log=self._lazy_log if own else log, store=self.store, own_log=own, **options)
 
     def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> Any:
         """A :class:`~fluvial.engine.stream.StreamRunner` over this directory's log and store."""

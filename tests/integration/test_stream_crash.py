@@ -86,13 +86,14 @@ class _DyingTxn:
             _die()
         return n  # type: ignore[no-any-return]
 
-    def set_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+    def set_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         self._write()
         if self.dying and self._where == "before_checkpoint":
             _die()
-        self._txn.set_checkpoint(*args, **kwargs)
+        token = self._txn.set_checkpoint(*args, **kwargs)   # the fencing token: the runner keeps it
         if self.dying and self._where == "before_commit":
             _die()
+        return token
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._txn, name)

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
@@ -46,6 +46,17 @@ class RunStats:
         return self.records_in / self.seconds if self.seconds > 0 else 0.0
 
 
+class Cutoff(NamedTuple):
+    """Where a batch run ends: per-partition log offsets (``None``: it reads no log), the
+    realtime generation of each view it covers (sealed), and the identities at the
+    offsets (see :mod:`fluvial.engine.checkpoint`)."""
+
+    offsets: list[int] | None
+    sealed: dict[str, int] | None = None
+    tails: list[Any] | None = None
+    handover: Any = None   # a fluvial.engine.checkpoint.Handover: the publish moves the speed layer's start
+
+
 class BatchRunner(LazyLog):
     """Runs pipelines over all of their (bounded) input.
 
@@ -56,6 +67,9 @@ class BatchRunner(LazyLog):
         slice_records: Log records per split.
         progress: Show a progress bar (default: when stderr is a terminal).
         out: Where ``print()`` sinks write.
+        own_log: ``log`` is the log the speed layer reads (not an export of it): a stream
+            checkpoint beyond its end is a torn tail, rewound (see
+            :func:`~fluvial.engine.checkpoint.take_cutoff`), instead of refused.
 
     Example:
         >>> p = Pipeline("wc")
@@ -73,8 +87,9 @@ class BatchRunner(LazyLog):
 
     def __init__(self, *, log: Any = None, store: Any = None, workers: int | None = None,
                  slice_records: int = 100_000, progress: bool | None = None,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, own_log: bool = False) -> None:
         self._log = log
+        self.own_log = own_log
         self.store = store
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self.slice_records = slice_records
@@ -93,10 +108,10 @@ class BatchRunner(LazyLog):
 
     def _run(self, plan: Plan, cutoff: list[int] | None) -> RunStats:
         started = time.perf_counter()
-        cutoff, sealed = self._cutoff(plan, cutoff)
-        output, records = self._execute(plan, cutoff)
+        cut = self._cutoff(plan, cutoff)
+        output, records = self._execute(plan, cut.offsets)
         stats = RunStats(plan.name, "batch", records_in=records, micro_batches=1)
-        self._commit(plan, output, cutoff, stats, sealed)
+        self._commit(plan, output, cut, stats)
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -104,51 +119,46 @@ class BatchRunner(LazyLog):
         """Run only what ``flow`` needs and return its elements."""
         sink = Node("collect", (flow.node,), {}, "collect")
         plan = compile_plan(flow.pipeline, [sink])
-        output, _ = self._execute(plan, self._cutoff(plan, None, seal=False)[0])
+        output, _ = self._execute(plan, self._cutoff(plan, None, seal=False).offsets)
         return output.collected.get(sink.id, [])
 
     # -- internals ---------------------------------------------------------------------
-    def _cutoff(self, plan: Plan, cutoff: list[int] | None, *, seal: bool = True
-                ) -> tuple[list[int] | None, dict[str, int] | None]:
+    def _cutoff(self, plan: Plan, cutoff: list[int] | None, *, seal: bool = True) -> Cutoff:
         """Where the batch view ends in the log, and the realtime generations it covers.
 
-        When the pipeline's stream runner has a checkpoint, the cut-off is its
-        committed offsets, read in the same store transaction that seals the
-        views' open realtime generations: the sealed generations then hold
-        exactly the realtime events up to the cut-off, and publishing drops
-        those, while what the speed layer commits during this run (a new
-        generation) stays.
+        The cut-off is taken in the store transaction that *seals* the views' open
+        realtime generations (see :func:`~fluvial.engine.checkpoint.take_cutoff`):
+        the sealed generations then hold exactly the realtime events up to the
+        cut-off, and publishing drops those, while what the speed layer commits
+        during this run (a new generation) stays.  When the speed layer has no
+        realtime rows yet, the cut-off is the end of the log and the publish moves
+        the speed layer's start there (``handover``).  ``seal=False`` only reads
+        (``collect``, ``explain``).
         """
         if not log_sources(plan):
-            return None, None
+            return Cutoff(None)
         if self.log is None:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
         if cutoff is not None:
-            return list(cutoff), None
-        if self.store is not None and plan.views:
-            from fluvial.engine.stream import Checkpoint, checkpoint_id
+            return Cutoff(list(cutoff))
+        if self.store is None or not plan.views:
+            return Cutoff(self.log.end_offsets())
+        from fluvial.engine.checkpoint import Checkpoint, checkpoint_id, take_cutoff
 
-            sealed: dict[str, int] | None = None
-            for name, spec in plan.views.items():
-                self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+        for name, spec in plan.views.items():
+            self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+        if not seal:
             with self.store.transaction() as txn:
                 blob = txn.get_checkpoint(checkpoint_id(plan.name))
-                if seal:
-                    sealed = {name: txn.seal_realtime(name) for name in plan.views}
-            if blob is not None:
-                offsets = Checkpoint.loads(blob).offsets
-                ends = self.log.end_offsets()
-                if any(c > e for c, e in zip(offsets, ends)):
-                    # The input (an older export) does not reach what the realtime part
-                    # covers: publishing would drop realtime rows the batch does not hold.
-                    raise ConfigError(
-                        f"the input of {plan.name!r} ends at offsets {ends}, before its stream "
-                        f"checkpoint {offsets}: the batch view would not cover the realtime part it "
-                        "replaces. Export the log again (`fluvial log export`) or read the log itself")
-                return offsets, sealed
-            return self.log.end_offsets(), sealed
-        return self.log.end_offsets(), None
+            ends = self.log.end_offsets()
+            if blob is None:
+                return Cutoff(ends)
+            return Cutoff([min(o, e) for o, e in zip(Checkpoint.loads(blob).offsets, ends)])
+        with self.store.transaction() as txn:
+            offsets, tails, handover = take_cutoff(self.store, txn, plan, self.log, own_log=self.own_log)
+            sealed = {name: txn.seal_realtime(name) for name in plan.views}
+        return Cutoff(offsets, sealed, tails, handover)
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
         executor = Executor(plan, stream=False)
@@ -201,8 +211,7 @@ class BatchRunner(LazyLog):
             bar(None)
         return merged, records
 
-    def _commit(self, plan: Plan, output: BatchOutput, cutoff: list[int] | None, stats: RunStats,
-                sealed: dict[str, int] | None = None) -> None:
+    def _commit(self, plan: Plan, output: BatchOutput, cutoff: Cutoff, stats: RunStats) -> None:
         out = self.out or sys.stdout
         for text in output.prints:
             out.write(text + "\n")
@@ -214,22 +223,39 @@ class BatchRunner(LazyLog):
         if store is None:
             raise ConfigError(f"pipeline {plan.name!r} writes views or tables: give the runner a store "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
-        cut = dict(enumerate(cutoff)) if cutoff is not None else {}
-        for name, spec in plan.views.items():
-            store.define_view(name, aggregator=spec.aggregator, window=spec.window)
-            version = store.begin_version(name)
-            with store.transaction() as txn:
-                txn.merge_rows(name, output.view_merges.get(name, []), part=version)
-            # The sealed realtime generations hold what the stream runner committed up
-            # to the cut-off (see _cutoff): the new version covers them.
-            store.publish_version(name, version, cut, drop_realtime=True,
-                                  realtime_through=None if sealed is None else sealed.get(name))
-            stats.views[name] = version
+        self._publish(plan, output, cutoff, stats)
         for node, rows in output.saves:
             target = node.params["store"] or store
             with target.transaction() as txn:
                 txn.save_rows(node.params["table"], node.params["columns"], rows,
                               key_columns=node.params["key_columns"])
+
+    def _publish(self, plan: Plan, output: BatchOutput, cutoff: Cutoff, stats: RunStats) -> None:
+        """Write a new version of every view, then switch them all in ONE transaction
+        (with the speed layer's new start, if this run hands it over)."""
+        store = self.store
+        cut = dict(enumerate(cutoff.offsets)) if cutoff.offsets is not None else {}
+        sealed = cutoff.sealed
+        for name, spec in plan.views.items():
+            store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+            version = store.begin_version(name)
+            with store.transaction() as txn:
+                txn.merge_rows(name, output.view_merges.get(name, []), part=version)
+            stats.views[name] = version
+        if not plan.views:
+            return
+        with store.transaction() as txn:
+            for name, version in stats.views.items():
+                # The sealed realtime generations hold what the stream runner committed up
+                # to the cut-off (see _cutoff): the new version covers them.
+                txn.publish(name, version, cut, drop_realtime=True,
+                            realtime_through=None if sealed is None else sealed.get(name), tails=cutoff.tails)
+            if cutoff.handover is not None:
+                from fluvial.engine.checkpoint import finish_handover
+
+                finish_handover(txn, plan, self.log, cutoff.handover, own_log=self.own_log)
+        for name in stats.views:
+            store.drop_older_versions(name)
 
 
 _WORKER_CONTEXT: tuple[Any, ...] | None = None

@@ -9,53 +9,42 @@ transaction back; the restarted runner reads the same records again from the
 committed offsets and, since per-partition watermarks depend only on log
 order, computes the same result: the effect is exactly once.  ``print`` and
 ``foreach`` sinks run before the commit, so they are at-least-once.
+
+Writers are fenced: a runner commits only on top of the checkpoint it read.
+Where the speed layer starts and where a batch run ends is one decision
+(:mod:`fluvial.engine.checkpoint`), and a checkpoint that the log no longer
+backs (a torn tail cut after a crash) is rewound when the runner starts.
 """
 
 from __future__ import annotations
 
-import pickle
+import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from fluvial.engine.batch import RunStats
-from fluvial.engine.execute import Chunk, ExecState, Executor
+from fluvial.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    Tail,
+    checkpoint_id,
+    initial_checkpoint,
+    read_tails,
+    rewind,
+    torn_partitions,
+)
+from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import ConfigError, UnsupportedOperation
+from fluvial.errors import CheckpointFenced, ConfigError, UnsupportedOperation
 from fluvial.flow.graph import NARROW_OPS, Pipeline
+from fluvial.serving.base import REALTIME
 from fluvial.windows.shapes import Session
 
-CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class Checkpoint:
-    """What a stream runner commits with every micro-batch."""
-
-    fingerprint: str
-    offsets: list[int]                                   # next log offset per partition
-    sources: dict[int, int] = field(default_factory=dict)  # plan position -> position in a finite source
-    state: ExecState = field(default_factory=ExecState)
-    micro_batches: int = 0
-    warmup_until: list[int] | None = None   # replaying history to rebuild state, views untouched
-
-    def dumps(self) -> bytes:
-        return pickle.dumps((CHECKPOINT_FORMAT, self), protocol=pickle.HIGHEST_PROTOCOL)
-
-    @staticmethod
-    def loads(blob: bytes) -> Checkpoint:
-        fmt, cp = pickle.loads(blob)
-        if fmt != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {fmt} is not supported (expected {CHECKPOINT_FORMAT})")
-        return cp  # type: ignore[no-any-return]
-
-
-def checkpoint_id(pipeline_name: str) -> str:
-    """The default checkpoint key of a pipeline's stream runner."""
-    return f"stream:{pipeline_name}"
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "StreamRun", "StreamRunner", "checkpoint_id"]
+_logger = logging.getLogger("fluvial.engine")
 
 
 class StreamRunner(LazyLog):
@@ -76,7 +65,8 @@ class StreamRunner(LazyLog):
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
-            ``micro_batches``, ``records``, ``late_events``, ``last_batch_ms``
+            ``micro_batches``, ``records``, ``late_events`` (of the served views: what
+            their version counted, see :attr:`ViewInfo.late_events`), ``last_batch_ms``
             (wall time of the last micro-batch) and ``committed_at`` (epoch s).
             Read by ``fluvial serve`` for lag and metrics.
     """
@@ -96,15 +86,15 @@ class StreamRunner(LazyLog):
         self.view_parts = dict(view_parts or {})
         self.start_offsets = None if start_offsets is None else list(start_offsets)
         self.progress: dict[str, Any] = {}
+        self._token: int | None = None   # the fencing token of the checkpoint this runner read
 
     def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
         """The key of this runner's checkpoint in the store."""
         return self.runner_id or checkpoint_id(pipeline.name)
 
-    def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
-            stop: threading.Event | None = None) -> RunStats:
-        """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
-        ``until_caught_up``) the input holds nothing more."""
+    def start(self, pipeline: Pipeline) -> StreamRun:
+        """Attach ``pipeline``: load its checkpoint (or make a first one); then
+        :meth:`StreamRun.step` runs one micro-batch at a time (:meth:`run` loops over it)."""
         plan = compile_plan(pipeline)
         if self.store is None:
             raise ConfigError("a stream runner commits to a store: give it one "
@@ -116,29 +106,31 @@ class StreamRunner(LazyLog):
         for name, spec in plan.views.items():
             if name not in self.view_parts:  # a version being built has its own aggregator (begin_version)
                 self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
-        cp = self._load(plan, reads_log)
-        executor = Executor(plan, stream=True, state=cp.state)
-        stats = RunStats(pipeline.name, "stream")
-        self.progress = {"offsets": list(cp.offsets), "micro_batches": 0, "records": 0, "late_events": 0,
-                         "last_batch_ms": 0.0, "committed_at": time.time()}
+        if self.view_parts:
+            with self.store.transaction() as txn:  # a version a replay writes counts its own late events
+                for name, version in self.view_parts.items():
+                    txn.add_late_events(name, 0, part=version)
+        return StreamRun(self, plan, reads_log)
+
+    def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
+            stop: threading.Event | None = None) -> RunStats:
+        """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
+        ``until_caught_up``) the input holds nothing more."""
+        run = self.start(pipeline)
+        stats = run.stats
+        self.progress = run.progress(0.0)
         started = time.perf_counter()
-        out = self.out or sys.stdout
         while not (stop is not None and stop.is_set()):
             if max_batches is not None and stats.micro_batches >= max_batches:
                 break
             tick = time.monotonic()
-            inputs, new_offsets, new_sources, records, batch_time = self._read(plan, cp)
-            if records == 0 and new_sources == cp.sources:
+            records = run.step()
+            if records is None:
                 if until_caught_up:
                     break
                 self._sleep(tick, stop)
                 continue
-            self.commit_micro_batch(plan, executor, cp, inputs, offsets=new_offsets,
-                                    sources=new_sources, records=records, batch_time_ms=batch_time,
-                                    stats=stats, out=out)
-            self.progress = {"offsets": list(cp.offsets), "micro_batches": stats.micro_batches,
-                             "records": stats.records_in, "late_events": stats.late_events,
-                             "last_batch_ms": (time.monotonic() - tick) * 1000, "committed_at": time.time()}
+            self.progress = run.progress((time.monotonic() - tick) * 1000)
             if records < self.max_batch_records and not until_caught_up:
                 self._sleep(tick, stop)
         stats.seconds = time.perf_counter() - started
@@ -146,11 +138,18 @@ class StreamRunner(LazyLog):
 
     def commit_micro_batch(self, plan: Plan, executor: Executor, cp: Checkpoint,
                            inputs: dict[int, list[Chunk]], *, offsets: list[int], sources: dict[int, int],
-                           records: int, batch_time_ms: int, stats: RunStats, out: TextIO) -> None:
+                           records: int, batch_time_ms: int, stats: RunStats, out: TextIO,
+                           tails: list[Tail | None] | None = None) -> None:
         """Run one micro-batch and commit it: view changes, ``save_to`` rows, late counts,
         state and the offsets it consumed, in ONE store transaction (the exactly-once
         effect); then the idempotent writes to other stores and the prints.  Shared by
-        every stream runner, whatever reads the log for it."""
+        every stream runner, whatever reads the log for it.
+
+        The checkpoint is written only if it is still the one this runner read
+        (fencing): otherwise :class:`~fluvial.errors.CheckpointFenced` is raised, nothing
+        is committed, and ``cp``/``executor`` are stale (reload them).  ``tails``: the
+        identity of the last event read per partition (see :mod:`.checkpoint`).
+        """
         output = executor.run(inputs, batch_time_ms=batch_time_ms, stamp=(1, cp.micro_batches))
         if cp.warmup_until is not None:
             # History the batch views already cover: keep the state, not the
@@ -161,20 +160,22 @@ class StreamRunner(LazyLog):
             output.late.clear()  # counted when these events were first streamed
             if all(o >= c for o, c in zip(offsets, cp.warmup_until)):
                 cp.warmup_until = None
+        cp.tails = _next_tails(cp, offsets, tails)
         cp.offsets, cp.sources = offsets, sources
         cp.micro_batches += 1
         with self.store.transaction() as txn:
             for name, rows in output.view_merges.items():
-                txn.merge_rows(name, rows, part=self.view_parts.get(name, "realtime"))
+                txn.merge_rows(name, rows, part=self.view_parts.get(name, REALTIME))
             for pos, n in output.late.items():
                 for name, spec in plan.views.items():
-                    if plan.index[spec.source.id] == pos:
-                        txn.add_late_events(name, n)
+                    if plan.index[spec.source.id] == pos:  # a replay counts for the version it writes
+                        txn.add_late_events(name, n, part=self.view_parts.get(name, REALTIME))
             for node, rows in output.saves:
                 if node.params["store"] is None:
                     txn.save_rows(node.params["table"], node.params["columns"], rows,
                                   key_columns=node.params["key_columns"])
-            txn.set_checkpoint(self.checkpoint_id(plan), cp.dumps())
+            token = txn.set_checkpoint(self.checkpoint_id(plan), cp.dumps(), expect=self._token)
+        self._token = token
         for node, rows in output.saves:  # other stores: after the commit, idempotent upserts
             if node.params["store"] is not None:
                 with node.params["store"].transaction() as other:
@@ -190,12 +191,25 @@ class StreamRunner(LazyLog):
 
     # -- internals -----------------------------------------------------------------------
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
-        with self.store.transaction() as txn:
-            blob = txn.get_checkpoint(self.checkpoint_id(plan))
+        """The checkpoint of ``plan``, and its fencing token (``self._token``), read in one
+        transaction; a checkpoint covering events the log lost (a torn tail) is rewound."""
+        runner_id = self.checkpoint_id(plan)
         partitions = self.log.partitions if reads_log else 0
-        if blob is None:
-            return self._fresh(plan, partitions)
-        cp = Checkpoint.loads(blob)
+        with self.store.transaction() as txn:
+            blob = txn.get_checkpoint(runner_id)
+            cp = self._checked(plan, Checkpoint.loads(blob), partitions) if blob is not None else None
+            if cp is not None and reads_log and not self.view_parts:
+                torn = torn_partitions(self.log, cp.offsets, cp.tails)
+                if torn:
+                    rewind(self.store, txn, plan, self.log, runner_id, cp, torn)
+                    cp = None
+            self._token = txn.checkpoint_token(runner_id)
+            if cp is None:
+                cp = self._fresh(plan, partitions)
+        return cp
+
+    @staticmethod
+    def _checked(plan: Plan, cp: Checkpoint, partitions: int) -> Checkpoint:
         if cp.fingerprint != plan.fingerprint:
             raise ConfigError(
                 f"the flows of pipeline {plan.name!r} changed since its checkpoint was written: "
@@ -207,36 +221,40 @@ class StreamRunner(LazyLog):
         return cp
 
     def _fresh(self, plan: Plan, partitions: int) -> Checkpoint:
-        """A first checkpoint.  Where batch versions of the pipeline's views exist,
-        the realtime part must cover only what they do not: start at their
-        cut-off.  A pipeline with per-key state first replays the history up to
-        the cut-off to rebuild that state, without touching its views."""
-        cp = Checkpoint(plan.fingerprint, [0] * partitions)
+        """A first checkpoint: at ``start_offsets``, or where the batch versions of the
+        pipeline's views end (see :func:`~fluvial.engine.checkpoint.initial_checkpoint`)."""
+        log = self.log if partitions else None
         if self.start_offsets is not None:
             if len(self.start_offsets) != partitions:
                 raise ConfigError(f"start_offsets has {len(self.start_offsets)} partitions, the log has "
                                   f"{partitions}")
-            cp.offsets = list(self.start_offsets)
+            cp = Checkpoint(plan.fingerprint, list(self.start_offsets))
+            cp.tails = read_tails(log, cp.offsets) if log is not None else None
             return cp
         cutoffs = {json_key(self.store.view(name).cutoff) for name in plan.views}
         cutoffs.discard(None)
         if not cutoffs or not partitions:
-            return cp
+            return initial_checkpoint(plan, partitions, log=log)
         if len(cutoffs) > 1:
             raise ConfigError(f"the views of pipeline {plan.name!r} have batch versions with different "
                               "log cut-offs; run the batch layer once for the whole pipeline first")
         cut = dict(cutoffs.pop())  # type: ignore[arg-type]
-        cutoff = [int(cut.get(p, 0)) for p in range(partitions)]
-        if _has_state(plan) and any(cutoff):
-            cp.warmup_until = cutoff
-        else:
-            cp.offsets = cutoff
-        return cp
+        return initial_checkpoint(plan, partitions, [int(cut.get(p, 0)) for p in range(partitions)], log=log)
+
+    def _late_count(self, plan: Plan) -> int:
+        """The late events the served views hold so far (one view per aggregation)."""
+        if self.view_parts:
+            return 0
+        first: dict[int, str] = {}
+        for name, spec in plan.views.items():
+            first.setdefault(plan.index[spec.source.id], name)
+        return sum(self.store.view(name).late_events for name in first.values())
 
     def _read(self, plan: Plan, cp: Checkpoint
-              ) -> tuple[dict[int, list[Chunk]], list[int], dict[int, int], int, int]:
+              ) -> tuple[dict[int, list[Chunk]], list[int], dict[int, int], int, int, list[Tail | None]]:
         inputs: dict[int, list[Chunk]] = {}
         offsets = list(cp.offsets)
+        tails = _next_tails(cp, offsets, None)
         records = 0
         batch_time = int(time.time() * 1000)
         if self.batch_interval_ms:
@@ -254,6 +272,7 @@ class StreamRunner(LazyLog):
                 if not batch.events:
                     continue
                 offsets[partition] = batch.next_offset
+                tails[partition] = [batch.events[-1].device, batch.events[-1].seq, batch.append_ms[-1]]
                 records += len(batch.events)
                 for node_id, chunks in log_chunks(plan, partition, batch.events).items():
                     inputs.setdefault(node_id, []).extend(chunks)
@@ -280,7 +299,7 @@ class StreamRunner(LazyLog):
                         inputs.setdefault(node_id, []).extend(chunks)
                 sources[pos] = 1
                 records += sum(len(c.values) for c in inputs.get(node.id, []))
-        return inputs, offsets, sources, records, batch_time
+        return inputs, offsets, sources, records, batch_time, tails
 
     def _sleep(self, tick: float, stop: threading.Event | None) -> None:
         delay = self.batch_interval_ms / 1000 - (time.monotonic() - tick)
@@ -318,7 +337,66 @@ def json_key(cutoff: dict[int, int] | None) -> tuple[tuple[int, int], ...] | Non
     return None if cutoff is None else tuple(sorted((int(p), int(o)) for p, o in cutoff.items()))
 
 
-def _has_state(plan: Plan) -> bool:
-    """Whether results depend on state older than one micro-batch beyond the views."""
-    return any(n.op in ("state", "join") or n.id in plan.stateful for n in plan.nodes) or any(
-        spec.source.op != "aggregate" for spec in plan.views.values())
+def _next_tails(cp: Checkpoint, offsets: list[int], tails: list[Tail | None] | None) -> list[Tail | None]:
+    """The tails of a checkpoint moving to ``offsets``: those given, else the old ones
+    where a partition did not move (unknown where it did)."""
+    if tails is not None:
+        return list(tails)
+    old = cp.tails or [None] * len(cp.offsets)
+    return [t if o == c else None for t, o, c in zip(old, offsets, cp.offsets)]
+
+
+class StreamRun:
+    """A pipeline attached to a :class:`StreamRunner` (:meth:`StreamRunner.start`):
+    one micro-batch per :meth:`step`.
+
+    Attributes:
+        plan: The compiled pipeline.
+        cp: Its checkpoint, as last committed (or loaded).
+        stats: What the micro-batches of this run did.
+    """
+
+    def __init__(self, runner: StreamRunner, plan: Plan, reads_log: bool) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.reads_log = reads_log
+        self.stats = RunStats(plan.name, "stream")
+        self.out = runner.out or sys.stdout
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)read the checkpoint from the store; rewinds it if the log lost what it covered."""
+        self.cp = self.runner._load(self.plan, self.reads_log)
+        self.executor = Executor(self.plan, stream=True, state=self.cp.state)
+        self._late_base = self.runner._late_count(self.plan) - self.stats.late_events
+
+    def step(self) -> int | None:
+        """Read what the input gained since the checkpoint, run it, commit it.
+
+        Returns the records committed; ``None`` when there was nothing new; ``0`` when
+        another writer had replaced the checkpoint (a batch run that handed over its
+        cut-off): the micro-batch, if any, is void, and the run goes on from the new
+        checkpoint (also when idle: the hand-over may move it back).
+        """
+        cp = self.cp
+        inputs, offsets, sources, records, batch_time, tails = self.runner._read(self.plan, cp)
+        if records == 0 and sources == cp.sources:
+            if self.runner.store.checkpoint_token(self.runner.checkpoint_id(self.plan)) != self.runner._token:
+                self.reload()   # handed over while idle (a batch run moved the start): go on from there
+                return 0
+            return None
+        try:
+            self.runner.commit_micro_batch(self.plan, self.executor, cp, inputs, offsets=offsets,
+                                           sources=sources, records=records, batch_time_ms=batch_time,
+                                           stats=self.stats, out=self.out, tails=tails)
+        except CheckpointFenced as exc:
+            _logger.info("pipeline %r: %s", self.plan.name, exc)
+            self.reload()
+            return 0
+        return records
+
+    def progress(self, last_batch_ms: float) -> dict[str, Any]:
+        """What ``StreamRunner.progress`` shows after a micro-batch."""
+        return {"offsets": list(self.cp.offsets), "micro_batches": self.stats.micro_batches,
+                "records": self.stats.records_in, "late_events": self._late_base + self.stats.late_events,
+                "last_batch_ms": last_batch_ms, "committed_at": time.time()}

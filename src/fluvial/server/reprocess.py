@@ -202,14 +202,18 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
                     raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
                                      f"of {reg.name!r} ran at the same time; run it again")
                 live = txn.get_checkpoint(checkpoint_id(reg.name))
-                live_cutoff = dict(enumerate(Checkpoint.loads(live).offsets)) if live is not None else {}
+                live_cp = Checkpoint.loads(live) if live is not None else None
+                live_cutoff = dict(enumerate(live_cp.offsets)) if live_cp is not None else {}
                 for name, snapshot in snapshots.items():
-                    txn.snapshot_realtime(name, snapshot)
-                    txn.publish(name, snapshot, live_cutoff, drop_realtime=True)
+                    txn.snapshot_realtime(name, snapshot)   # keeps the late count of the old code
+                    txn.publish(name, snapshot, live_cutoff, drop_realtime=True,
+                                tails=live_cp.tails if live_cp is not None else None)
                     result.old_versions[name] = snapshot
-                cutoff = dict(enumerate(Checkpoint.loads(blob).offsets))
+                replay = Checkpoint.loads(blob)
+                cutoff = dict(enumerate(replay.offsets))
                 for name, version in result.new_versions.items():
-                    txn.publish(name, version, cutoff, drop_realtime=True)
+                    # the late events the replay counted become the served count (not added to it)
+                    txn.publish(name, version, cutoff, drop_realtime=True, tails=replay.tails)
                 txn.set_checkpoint(checkpoint_id(reg.name), blob)
                 txn.delete_checkpoint(replay_id)
             result.switched = True

@@ -1,0 +1,171 @@
+"""The batch cut-off and the speed layer's start are one decision, whatever runs first.
+
+Random interleavings of appends to the log, speed-layer micro-batches (from a
+live runner and from a second, stale one: a restarted or zombie runner), and
+batch runs -- before, during and after the speed layer's first checkpoint,
+again and again; some batch runs compute while the speed layer commits, some
+die before they publish.  After every step, the merged view ``batch ⊕
+realtime`` must equal a brute force over exactly the part of the log the store
+says it covers; at the end, with the speed layer caught up, over the whole log.
+
+    log:      |==========================================|
+    batch:    |== version (cut-off) ======|
+    speed:                                |== realtime ==|   checkpoint
+    merged == Counter(words of log[0 : checkpoint])  (or [0 : cut-off] before it)
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import random
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fluvial as fl
+from fluvial.engine.batch import BatchRunner
+from fluvial.engine.checkpoint import Checkpoint, checkpoint_id
+
+PARTITIONS = 3
+WORDS = "abcdefg"
+
+# An operation: ("append", n) | ("step", runner) | ("restart", runner) | ("batch", inner) | ("dies", inner)
+inner_ops = st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 12)),
+                               st.tuples(st.just("step"), st.integers(0, 1)),
+                               st.tuples(st.just("restart"), st.integers(0, 1))), max_size=4)
+operations = st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 25)),
+                                st.tuples(st.just("step"), st.integers(0, 1)),
+                                st.tuples(st.just("restart"), st.integers(0, 1)),
+                                st.tuples(st.just("batch"), inner_ops),
+                                st.tuples(st.just("dies"), inner_ops)), min_size=1, max_size=14)
+
+
+def pipeline() -> fl.Pipeline:
+    p = fl.Pipeline("handover")
+    words = p.from_log("line").flat_map(lambda e: e.payload["text"].split())
+    words.map(lambda w: (w, 1)).reduce_by_key(operator.add).to_view("counts")
+    (words.map(lambda w: (w, 1)).update_state_by_key(lambda vs, s: (s or 0) + sum(vs))
+     .to_view("running"))
+    return p
+
+
+class BatchDied(Exception):
+    """A batch run that dies after computing, before it publishes."""
+
+
+class World:
+    """The log, the store, up to two speed runs and the batch layer, in one process."""
+
+    def __init__(self, directory: Path, rng: random.Random) -> None:
+        self.ws = fl.open(directory, writer=True, log_config=fl.LogConfig(partitions=PARTITIONS, fsync="never"))
+        self.rng = rng
+        self.seq: Counter[str] = Counter()
+        self.runs: list[Any] = [None, None]
+        self.batches = 0
+
+    def do(self, op: tuple[str, Any]) -> None:
+        kind, arg = op
+        if kind == "append":
+            self.append(arg)
+        elif kind == "step":
+            self.step(arg)
+        elif kind == "restart":
+            self.runs[arg] = None
+        else:
+            self.batch(arg, dies=kind == "dies")
+
+    def append(self, n: int) -> None:
+        events = []
+        for _ in range(n):
+            device = f"d{self.rng.randrange(8)}"
+            self.seq[device] += 1
+            text = " ".join(self.rng.choices(WORDS, k=self.rng.randint(1, 3)))
+            events.append(fl.Event(device=device, kind="line", ts=1_000 * self.seq[device],
+                                   seq=self.seq[device], payload={"text": text}))
+        self.ws.log.append(events)
+
+    def step(self, which: int) -> int | None:
+        if self.runs[which] is None:
+            runner = self.ws.stream_runner(fl.StreamConfig(batch_interval_ms=0, max_batch_records=7))
+            self.runs[which] = runner.start(pipeline())
+        return self.runs[which].step()  # type: ignore[no-any-return]
+
+    def batch(self, inner: list[tuple[str, Any]], *, dies: bool) -> None:
+        world = self
+
+        class Interleaved(BatchRunner):
+            def _execute(self, plan: Any, cutoff: Any) -> Any:
+                for op in inner:               # the speed layer and ingest go on meanwhile
+                    world.do(op)
+                out = super()._execute(plan, cutoff)
+                if dies:
+                    raise BatchDied()
+                return out
+
+        runner = Interleaved(log=self.ws.log, store=self.ws.store, workers=1, own_log=True)
+        try:
+            runner.run(pipeline())
+            self.batches += 1
+        except BatchDied:
+            pass
+
+    # -- what the store says it covers, and the brute force over it ---------------------
+    def log_events(self) -> list[list[fl.Event]]:
+        out = []
+        for p in range(PARTITIONS):
+            events, offset = [], 0
+            while batch := self.ws.log.read(p, offset).events:
+                events.extend(batch)
+                offset += len(batch)
+            out.append(events)
+        return out
+
+    def covered(self) -> list[int]:
+        """Per partition, where the merged count view ends: the speed layer's checkpoint
+        once it holds realtime rows, else the batch cut-off (else nothing)."""
+        with self.ws.store.transaction() as txn:
+            blob = txn.get_checkpoint(checkpoint_id("handover"))
+        cut = self.ws.store.view("counts").cutoff if "counts" in self.views() else None
+        base = [int(cut.get(p, 0)) for p in range(PARTITIONS)] if cut else [0] * PARTITIONS
+        if blob is None:
+            return base
+        cp = Checkpoint.loads(blob)
+        return base if cp.warmup_until is not None else cp.offsets
+
+    def views(self) -> set[str]:
+        return {v.name for v in self.ws.store.views()}
+
+    def merged(self, name: str) -> dict[Any, Any]:
+        return {r.key: r.value for r in self.ws.store.query(name)} if name in self.views() else {}
+
+
+def brute(parts: list[list[fl.Event]], upto: list[int]) -> Counter[str]:
+    return Counter(w for events, n in zip(parts, upto) for e in events[:n] for w in e.payload["text"].split())
+
+
+@settings(max_examples=int(os.environ.get("FLUVIAL_HANDOVER_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations, seed=st.integers(0, 2**32 - 1))
+def test_batch_runs_at_any_moment_never_count_an_event_twice(ops: list[tuple[str, Any]], seed: int) -> None:
+    print(f"seed={seed} ops={ops}")
+    with tempfile.TemporaryDirectory() as tmp:
+        world = World(Path(tmp), random.Random(seed))
+        try:
+            for op in ops:
+                world.do(op)
+                upto = world.covered()
+                assert world.merged("counts") == brute(world.log_events(), upto), (op, upto)
+            world.runs[1] = None                            # the last runner standing catches up
+            while world.step(0) is not None:
+                pass
+            everything = world.log_events()
+            want = brute(everything, [len(events) for events in everything])
+            assert world.merged("counts") == want
+            assert world.merged("running") == want           # per-key state: totals, not deltas
+        finally:
+            world.ws.close()

@@ -11,12 +11,28 @@ and key in it. A complete file with the defaults::
     auth = "auto"                    # auto (tokens unless host is loopback) | tokens | none
     max_body_bytes = 8388608         # largest request body, after gzip too (413 beyond)
     max_events_per_request = 100000
-    max_pending_bytes = 67108864     # ingested bytes not yet appended (429 beyond)
+    max_pending_bytes = 67108864     # request bytes in flight, counted as they arrive (429 beyond); >= max_body_bytes
     flow_dirs = ["flows"]            # reprocess takes flow files from here (default: the served flows' folders)
     allowed_hosts = []               # Host names besides this host, loopback names and IPs ("*": any)
     allowed_origins = []             # web origins that may POST besides the server's own (https://dash.example)
     # tls_cert = "server.pem"        # with tls_key: HTTPS (default: plain HTTP)
     # tls_key = "server.key"
+
+    [limits]                         # load shedding, connections, per-device quotas (docs/guarantees.md)
+    max_queue_events = 1000000       # events waiting for the log writer (503 beyond)
+    max_queue_wait_ms = 1000         # requests wait longer than this for their answer (503)
+    max_memory_bytes = 0             # the server's resident memory (503 beyond); 0: half of this machine's
+    max_connections = 4096           # open connections (idle ones are closed first, else 503); <= open files
+    header_timeout_s = 10            # a request line and its headers must arrive within this
+    body_timeout_s = 30              # a request body must arrive within this (408)
+    keep_alive_s = 30                # an idle connection is closed after this
+    device_events_per_s = 2000       # per device token (0: no limit): 429 with Retry-After beyond
+    device_events_burst = 20000
+    device_bytes_per_s = 2097152     # request bytes per second per device token (0: no limit)
+    device_bytes_burst = 16777216
+    dead_letter_bytes = 1048576      # dead letters kept per device and window; beyond: refused (429), not kept
+    dead_letter_window_s = 60
+    per_address = false              # auth off: apply the device limits to each client address
 
     [log]                            # fluvial.config.LogConfig
     partitions = 4                   # of a new log; by default an existing log keeps its own count
@@ -139,7 +155,9 @@ class ServerSettings:
         auth: ``auto`` (tokens unless ``host`` is a loopback address), ``tokens`` or ``none``.
         max_body_bytes: Largest request body, after gzip decompression too (413 beyond).
         max_events_per_request: Most events in one ingest request.
-        max_pending_bytes: Ingested bytes accepted but not yet appended to the log (429 beyond).
+        max_pending_bytes: Request body bytes in flight: reserved from ``Content-Length`` (or counted
+            chunk by chunk) before they are read, held until the request is answered (429 beyond).
+            At least ``max_body_bytes``, so that any one body fits.
         flow_dirs: The directories ``POST /v1/views/NAME/reprocess`` may take a flow file
             from (besides the served flow files); None: the folders of the served flows.
         allowed_hosts: ``Host`` names accepted besides IP addresses, loopback names, ``host``
@@ -174,6 +192,8 @@ class ServerSettings:
         _check_positive("max_body_bytes", self.max_body_bytes)
         _check_positive("max_events_per_request", self.max_events_per_request)
         _check_positive("max_pending_bytes", self.max_pending_bytes)
+        _require(self.max_pending_bytes >= self.max_body_bytes, "max_pending_bytes",
+                 f"at least max_body_bytes ({self.max_body_bytes}) so that one body fits", self.max_pending_bytes)
         _check_security(self)
 
     @property
@@ -218,6 +238,64 @@ def _check_security(server: ServerSettings) -> None:
         given, missing = ("tls_cert", "tls_key") if server.tls_key is None else ("tls_key", "tls_cert")
         raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both the certificate "
                           "(tls_cert) and its private key (tls_key)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsSettings:
+    """What ``fluvial serve`` takes before it sheds load (:mod:`fluvial.server.limits`).
+
+    Attributes:
+        max_queue_events: Events waiting for the log writer; beyond, ingest answers 503.
+        max_queue_wait_ms: Ingest answers 503 while requests wait longer than this for their
+            answer (the median of the last second's, the oldest at the log writer, plus the event
+            loop's lag).
+        max_memory_bytes: Ingest answers 503 while the server's resident memory is above this;
+            0: half of this machine's memory.
+        max_connections: Open HTTP connections; a new one beyond closes the longest-idle one,
+            else gets 503. Kept below the open-file limit.
+        header_timeout_s: A request line and its headers must arrive within this, else the
+            connection is closed.
+        body_timeout_s: A request body must arrive within this (408, connection closed).
+        keep_alive_s: An idle connection is closed after this.
+        device_events_per_s: Events per second per device token (token bucket; 0: no limit).
+        device_events_burst: Events a device may send at once above its rate.
+        device_bytes_per_s: Request bytes per second per device token (0: no limit).
+        device_bytes_burst: Bytes a device may send at once above its rate.
+        dead_letter_bytes: Dead-letter bytes kept per device and window; beyond, a bad body is
+            refused (429) and counted, not kept (0: no quota).
+        dead_letter_window_s: The window of ``dead_letter_bytes``.
+        per_address: With auth off, apply the device limits to each client address.
+
+    Example:
+        >>> LimitsSettings().max_connections, LimitsSettings(max_connections=64).header_timeout_s
+        (4096, 10.0)
+    """
+
+    max_queue_events: int = 1_000_000
+    max_queue_wait_ms: int = 1_000
+    max_memory_bytes: int = 0
+    max_connections: int = 4096
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 30.0
+    device_events_per_s: float = 2_000.0
+    device_events_burst: int = 20_000
+    device_bytes_per_s: int = 2 * 1024 * 1024
+    device_bytes_burst: int = 16 * 1024 * 1024
+    dead_letter_bytes: int = 1024 * 1024
+    dead_letter_window_s: float = 60.0
+    per_address: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("max_queue_events", "max_queue_wait_ms", "max_connections"):
+            _check_positive(key, getattr(self, key))
+        for key in ("max_memory_bytes", "device_bytes_per_s", "device_bytes_burst", "dead_letter_bytes",
+                    "device_events_burst"):
+            _require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        for key in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "dead_letter_window_s"):
+            value = getattr(self, key)
+            _require(math.isfinite(value) and value > 0, key, "a finite number > 0", value)
+        _check_seconds("device_events_per_s", self.device_events_per_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,6 +369,7 @@ class Settings:
     Attributes:
         data_dir: The data directory (log, dead letters, schemas, views).
         server: The HTTP server.
+        limits: Load shedding, connection limits and per-device quotas.
         log: The embedded log.
         stream: Micro-batching of the speed layer.
         max_lag_records: Ingest answers 429 while a speed-layer runner is this far behind the log.
@@ -302,6 +381,7 @@ class Settings:
 
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     server: ServerSettings = ServerSettings()
+    limits: LimitsSettings = LimitsSettings()
     log: LogConfig = DEFAULT_LOG
     stream: StreamConfig = DEFAULT_STREAM_SETTINGS
     max_lag_records: int = 5_000_000
@@ -379,13 +459,18 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "server": {"host": "str", "port": "int", "auth": "str", "max_body_bytes": "int",
                "max_events_per_request": "int", "max_pending_bytes": "int", "flow_dirs": "strs",
                "allowed_hosts": "strs", "allowed_origins": "strs", "tls_cert": "str", "tls_key": "str"},
+    "limits": {"max_queue_events": "int", "max_queue_wait_ms": "int", "max_memory_bytes": "int",
+               "max_connections": "int", "header_timeout_s": "float", "body_timeout_s": "float",
+               "keep_alive_s": "float", "device_events_per_s": "float", "device_events_burst": "int",
+               "device_bytes_per_s": "int", "device_bytes_burst": "int", "dead_letter_bytes": "int",
+               "dead_letter_window_s": "float", "per_address": "bool"},
     "log": {"partitions": "int", "fsync": "str", "fsync_interval_ms": "int", "segment_bytes": "int"},
     "stream": {"batch_interval_ms": "int", "max_batch_records": "int", "max_lag_records": "int"},
     "batch": {"every_s": "float", "engine": "str", "workers": "int", "spark_master": "str", "spark_conf": "table"},
     "reprocess": {"grace_s": "float", "keep_old": "bool"},
     "flows": {"file": "str", "architecture": "str", "batch_every_s": "float"},
 }
-_SECTIONS = ("server", "log", "stream", "batch", "reprocess")
+_SECTIONS = ("server", "limits", "log", "stream", "batch", "reprocess")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -565,6 +650,8 @@ def _parse(data: dict[str, Any], *, name: str, base: Path, source: Path) -> Sett
     max_lag_records = stream.pop("max_lag_records", Settings.max_lag_records)
     with _at(f"{name}: [server]."):
         server = ServerSettings(**_server_paths(name, sections["server"], base))
+    with _at(f"{name}: [limits]."):
+        limits = LimitsSettings(**sections["limits"])
     with _at(f"{name}: [log].", sections["log"]):
         log = LogConfig(**sections["log"])
     with _at(f"{name}: [stream].", stream):
@@ -575,8 +662,9 @@ def _parse(data: dict[str, Any], *, name: str, base: Path, source: Path) -> Sett
     with _at(f"{name}: [reprocess]."):
         reprocess = ReprocessSettings(**sections["reprocess"])
     data_dir = _path(name, top["data_dir"], "data_dir", base) if "data_dir" in top else base / DEFAULT_DATA_DIR
-    return Settings(data_dir=data_dir, server=server, log=log, stream=stream_config, max_lag_records=max_lag_records,
-                    batch=batch, reprocess=reprocess, flows=_flows(name, data.get("flows", []), base), source=source)
+    return Settings(data_dir=data_dir, server=server, limits=limits, log=log, stream=stream_config,
+                    max_lag_records=max_lag_records, batch=batch, reprocess=reprocess,
+                    flows=_flows(name, data.get("flows", []), base), source=source)
 
 
 def _server_paths(name: str, values: dict[str, Any], base: Path) -> dict[str, Any]:

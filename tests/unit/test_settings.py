@@ -16,6 +16,7 @@ from fluvial.settings import (
     MAX_CONFIG_BYTES,
     BatchSettings,
     FlowSettings,
+    LimitsSettings,
     ReprocessSettings,
     ServerSettings,
     Settings,
@@ -38,6 +39,22 @@ allowed_hosts = ["fluvial.example.com", ".iot.example.com", "10.0.0.7"]
 allowed_origins = ["https://dash.example.com", "http://[::1]:3000"]
 tls_cert = "tls/cert.pem"
 tls_key = "tls/key.pem"
+
+[limits]
+max_queue_events = 500
+max_queue_wait_ms = 750
+max_memory_bytes = 1073741824
+max_connections = 64
+header_timeout_s = 2.5
+body_timeout_s = 12
+keep_alive_s = 4
+device_events_per_s = 100.5
+device_events_burst = 1000
+device_bytes_per_s = 65536
+device_bytes_burst = 131072
+dead_letter_bytes = 4096
+dead_letter_window_s = 10
+per_address = true
 
 [log]
 partitions = 8
@@ -149,6 +166,11 @@ def test_full_file(tmp_path: Path) -> None:
     assert s.batch == BatchSettings(every_s=0.0, engine="spark", workers=3, spark_master="spark://h:7077",
                                     spark_conf={"spark.executor.memory": "2g", "spark.sql.shuffle.partitions": "8"})
     assert s.reprocess == ReprocessSettings(grace_s=1.5, keep_old=True)
+    assert s.limits == LimitsSettings(
+        max_queue_events=500, max_queue_wait_ms=750, max_memory_bytes=1 << 30, max_connections=64,
+        header_timeout_s=2.5, body_timeout_s=12.0, keep_alive_s=4.0, device_events_per_s=100.5,
+        device_events_burst=1000, device_bytes_per_s=65536, device_bytes_burst=131072, dead_letter_bytes=4096,
+        dead_letter_window_s=10.0, per_address=True)
     assert s.flows == (
         FlowSettings(file=(tmp_path / "flows/top10.py").resolve(), architecture="kappa", batch_every_s=None),
         FlowSettings(file=(tmp_path / "flows/readings.py").resolve(), architecture="lambda", batch_every_s=30.0),
@@ -159,10 +181,11 @@ def test_full_file(tmp_path: Path) -> None:
 def test_the_full_file_sets_every_field() -> None:
     from fluvial import settings as mod
 
-    names = {f.name for f in dataclasses.fields(Settings)} - {"server", "log", "stream", "batch", "reprocess",
-                                                                 "flows", "source", "max_lag_records"}
+    names = {f.name for f in dataclasses.fields(Settings)} - {"server", "limits", "log", "stream", "batch",
+                                                                 "reprocess", "flows", "source", "max_lag_records"}
     assert set(mod._SCHEMA[""]) == names
-    for section, cls in [("server", ServerSettings), ("log", LogConfig), ("batch", BatchSettings),
+    for section, cls in [("server", ServerSettings), ("limits", LimitsSettings), ("log", LogConfig),
+                         ("batch", BatchSettings),
                          ("reprocess", ReprocessSettings), ("flows", FlowSettings)]:
         assert set(mod._SCHEMA[section]) == {f.name for f in dataclasses.fields(cls)}, section
     assert set(mod._SCHEMA["stream"]) == {f.name for f in dataclasses.fields(StreamConfig)} | {"max_lag_records"}
@@ -266,6 +289,12 @@ def test_wrong_types(tmp_path: Path, text: str, expected: str) -> None:
     ("[server]\nmax_body_bytes = 0\n", "[server].max_body_bytes must be > 0, got 0"),
     ("[server]\nmax_events_per_request = -1\n", "[server].max_events_per_request must be > 0, got -1"),
     ("[server]\nmax_pending_bytes = 0\n", "[server].max_pending_bytes must be > 0, got 0"),
+    ("[server]\nmax_body_bytes = 4096\nmax_pending_bytes = 4095\n",
+     "[server].max_pending_bytes must be at least max_body_bytes (4096) so that one body fits, got 4095"),
+    ("[limits]\nmax_connections = 0\n", "[limits].max_connections must be > 0, got 0"),
+    ("[limits]\nbody_timeout_s = 0\n", "[limits].body_timeout_s must be a finite number > 0, got 0.0"),
+    ("[limits]\ndevice_events_per_s = -1\n", "[limits].device_events_per_s must be a finite number >= 0, got -1.0"),
+    ("[limits]\ndead_letter_bytes = -1\n", "[limits].dead_letter_bytes must be >= 0, got -1"),
     ("[log]\npartitions = 0\n", "[log].partitions must be between 1 and 1024, got 0"),
     ("[log]\nsegment_bytes = 100\n", "[log].fsync_interval_ms must be > 0 and segment_bytes >= 4096; "
                                      "found segment_bytes = 100"),

@@ -20,6 +20,11 @@ backoff (:data:`RETRY_MIN_S` doubling to :data:`RETRY_MAX_S`) until it
 succeeds, then takes appends again: no restart.  The events a failed append
 wrote completely are recorded as stored by the recovery, so a device's retry
 is answered "duplicate"; nothing else of it is recorded.
+
+**Queue.** :attr:`LogWriter.queued_events` and :meth:`LogWriter.queue_wait_s`
+(how long the oldest waiting request has waited) tell ingest when to shed
+load (:mod:`fluvial.server.limits`) before the queue makes latency and
+memory grow.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ RETRY_MAX_S = 2.0
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _logger = logging.getLogger("fluvial.server")
 
-_Item = tuple[Sequence[Event], Sequence[DeadLetter], "Future[Appended]"]
+_Item = tuple[Sequence[Event], Sequence[DeadLetter], "Future[Appended]", float]  # ..., time.monotonic() queued
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class LogWriter:
         appends: Groups appended.
         failures: Times a write failed and the writer stopped taking events.
         recoveries: Times it took events again by itself.
+        queued_events: Events submitted and not yet taken into a group.
     """
 
     def __init__(self, log: Any, dead_letters: Any, *, max_group_events: int = 200_000,
@@ -100,6 +106,7 @@ class LogWriter:
         self.appends = 0
         self.failures = 0
         self.recoveries = 0
+        self.queued_events = 0
         self._retry_min_s, self._retry_max_s = retry_min_s, retry_max_s
         self._cause: str | None = None       # why writes fail, without paths (None: healthy)
         self._disk_full = False
@@ -125,6 +132,12 @@ class LogWriter:
         return (f"cannot append to the event log for {waited:.0f} s: {self._cause}; {advice}. "
                 f"Ingest resumes by itself (next try in {self._retry_after()} s)")
 
+    def queue_wait_s(self) -> float:
+        """How long the oldest request still waiting to be written has waited (0 when none waits)."""
+        with self._cond:
+            oldest = self._queue[0][3] if self._queue else None
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
     def unavailable(self) -> LogUnavailable | None:
         """The error a request gets now if the writer takes no events; None if it takes them."""
         return None if self._cause is None else self._unavailable()
@@ -141,7 +154,8 @@ class LogWriter:
             if self._cause is not None:
                 future.set_exception(self._unavailable())
                 return future
-            self._queue.append((events, letters, future))
+            self._queue.append((events, letters, future, time.monotonic()))
+            self.queued_events += len(events)
             self._cond.notify()
         return future
 
@@ -184,6 +198,7 @@ class LogWriter:
                 item = self._queue.popleft()
                 size += len(item[0])
                 group.append(item)
+            self.queued_events -= size
             return group
 
     def _loop(self) -> None:
@@ -197,7 +212,7 @@ class LogWriter:
 
     def _write(self, group: list[_Item]) -> None:
         """Append one group; answer each of its requests."""
-        events = [ev for evs, _, _ in group for ev in evs]
+        events = [ev for evs, _, _, _ in group for ev in evs]
         try:
             positions = self.log.append(events, decoded=True).positions if events else []
         except LogError as exc:  # the log itself failed: every request shares the cause
@@ -222,7 +237,7 @@ class LogWriter:
         self._attempts = 0
         self._keep_letters(group)
         at = 0
-        for evs, _, future in group:
+        for evs, _, future, _ in group:
             mine = positions[at:at + len(evs)]
             at += len(evs)
             if future.done():
@@ -232,7 +247,7 @@ class LogWriter:
 
     def _keep_letters(self, group: list[_Item]) -> None:
         """Append the group's dead letters; if that fails, the requests that had some fail."""
-        letters = [letter for _, lts, _ in group for letter in lts]
+        letters = [letter for _, lts, _, _ in group for letter in lts]
         if not letters:
             return
         try:
@@ -271,7 +286,7 @@ class LogWriter:
 
 
 def _fail(group: Sequence[_Item], exc: BaseException) -> None:
-    for _, _, future in group:
+    for _, _, future, _ in group:
         if not future.done():
             future.set_exception(exc)
 

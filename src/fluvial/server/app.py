@@ -104,6 +104,9 @@ def build_app(server: Server) -> Starlette:
     # -- ingest -------------------------------------------------------------------------------
     @guard("ingest")
     async def post_events(request: Request) -> Response:
+        from fluvial.server.connections import RECEIVED_AT
+        from fluvial.server.limits import BodyTimeout, ClientGone, Shed, read_body
+
         limits = server.settings.server
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
@@ -111,46 +114,46 @@ def build_app(server: Server) -> Starlette:
                 return _error(400, f"invalid Content-Length {length[:40]!r}")
             return _error(413, f"the body is {length} bytes; the server takes at most {limits.max_body_bytes} "
                                "(max_body_bytes): send fewer events per request")
-        if server.pending_bytes > limits.max_pending_bytes:
-            server.metrics.throttled += 1
-            return _error(429, f"ingest is {server.pending_bytes} bytes behind (limit {limits.max_pending_bytes})",
-                          {"Retry-After": "1"})
-        busy = server.overloaded()
-        if busy is not None:
-            server.metrics.throttled += 1
-            return _error(503, busy, {"Retry-After": "1"})
         unavailable = server.writer.unavailable()
         if unavailable is not None:  # the log writer is failing: answer at once, without reading the body
             return _unavailable(unavailable)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                return _error(413, f"the body exceeds {limits.max_body_bytes} bytes (max_body_bytes): "
-                                   "send fewer events per request")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        server.metrics.bytes_in += size
-        server.pending_bytes += size
-        try:
-            return await _ingest(request, body)
+        key = server.limits.key_of(request.state.grant, request.client.host if request.client else None)
+        try:  # before a byte of the body is read: the pending budget, the queue, memory, the device's rates
+            ticket = server.limits.admit(None if length is None else int(length), key, lagging=server.overloaded(),
+                                         received_at=request.scope.get(RECEIVED_AT))
+        except Shed as exc:
+            return _shed(exc)
+        try:  # (the body is not kept in this frame: _ingest lets it go once decoded)
+            return await _ingest(request, ticket, await read_body(
+                request.receive, ticket, max_bytes=limits.max_body_bytes,
+                timeout_s=server.settings.limits.body_timeout_s))
+        except Shed as exc:
+            return _shed(exc)
+        except BodyTimeout as exc:
+            return _error(408, exc.reason, {"Connection": "close"})
+        except (ClientGone, IngestError) as exc:
+            return _error(exc.status, exc.reason)
         finally:
-            server.pending_bytes -= size
+            ticket.release()
 
-    async def _ingest(request: Request, body: bytes) -> Response:
-        from fluvial.log.deadletter import DeadLetter
-
+    async def _ingest(request: Request, ticket: Any, body: bytearray) -> Response:
         limits = server.settings.server
         grant = request.state.grant
+        server.metrics.bytes_in += len(body)
         try:
             data = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
+            if data is not body:
+                ticket.hold(len(data))  # the inflated bytes count against the budget too
             parsed = parse_body(data, request.headers.get("content-type"), server.schemas,
                                 max_events=limits.max_events_per_request)
+            del body, data  # decoded: the bytes are not needed while the events wait for the log writer
         except AllRejected as exc:
             parsed = exc.parsed
             if grant is not None and grant.role == "device":
                 _check_devices(grant, parsed)
+            ticket.events(parsed.total)
+            if not _may_keep(ticket, parsed.letters):
+                raise _quota_refusal(ticket, exc.reason, parsed) from None
             failed = await _write([], parsed.letters)
             if failed is not None:
                 return failed
@@ -161,27 +164,60 @@ def build_app(server: Server) -> Starlette:
                                status_code=422)
         except IngestError as exc:
             if exc.raw is not None:
-                source = "http" if grant is None else f"http:{grant.role}:{grant.device or grant.token_id}"
-                letter = DeadLetter(reason=f"{exc.status}: {exc.reason}", source=source, line=None,
-                                    raw=exc.raw, at_ms=time.time_ns() // 1_000_000)
-                failed = await _write([], [letter])
-                if failed is not None:
-                    return failed
-                server.metrics.dead_letters += 1
+                return await _keep_unreadable(request, exc, ticket)
             return _error(exc.status, exc.reason)
         if grant is not None and grant.role == "device":
             _check_devices(grant, parsed)
-        future = server.writer.submit(parsed.events, parsed.letters)
-        failed = await _write(parsed.events, parsed.letters, future)
+        ticket.events(parsed.total)
+        letters = parsed.letters if _may_keep(ticket, parsed.letters) else []
+        future = server.writer.submit(parsed.events, letters)
+        failed = await _write(parsed.events, letters, future)
         if failed is not None:
             return failed
         appended = future.result()
         server.metrics.accepted(appended.accepted)
         server.metrics.events_duplicate += appended.duplicates
         server.metrics.events_rejected += len(parsed.rejected)
-        server.metrics.dead_letters += len(parsed.letters)
-        return MsgspecJSON({"accepted": appended.accepted, "duplicates": appended.duplicates,
-                            "rejected": [{"index": i, "reason": r} for i, r in parsed.rejected]})
+        server.metrics.dead_letters += len(letters)
+        answer = {"accepted": appended.accepted, "duplicates": appended.duplicates,
+                  "rejected": [{"index": i, "reason": r} for i, r in parsed.rejected]}
+        if len(letters) < len(parsed.letters):
+            answer["warning"] = (f"the rejected events were NOT kept in the dead-letter log: {ticket.key} is over "
+                                 "its dead-letter quota ([limits] dead_letter_bytes); fix what the device sends")
+        return MsgspecJSON(answer)
+
+    async def _keep_unreadable(request: Request, exc: IngestError, ticket: Any) -> Response:
+        """Dead-letter a body refused as a whole (as received), within its device's quota."""
+        from fluvial.log.deadletter import DeadLetter
+
+        grant = request.state.grant
+        assert exc.raw is not None
+        source = "http" if grant is None else f"http:{grant.role}:{grant.device or grant.token_id}"
+        letter = DeadLetter(reason=f"{exc.status}: {exc.reason}", source=source, line=None,
+                            raw=exc.raw, at_ms=time.time_ns() // 1_000_000)
+        if not _may_keep(ticket, [letter]):
+            raise _quota_refusal(ticket, f"{exc.status}: {exc.reason}")
+        failed = await _write([], [letter])
+        if failed is not None:
+            return failed
+        server.metrics.dead_letters += 1
+        return _error(exc.status, exc.reason)
+
+    def _may_keep(ticket: Any, letters: Any) -> bool:
+        """Whether the dead letters fit the quota of the ticket's device (or client address)."""
+        return not letters or server.limits.keep_dead_letters(ticket.key, sum(len(x.raw) for x in letters))
+
+    def _quota_refusal(ticket: Any, what: str, parsed: Any = None) -> Exception:
+        shed = server.limits.quota_refusal(ticket.key, what)
+        if parsed is not None:  # every event of the body was invalid: say which, as a 422 would
+            shed.rejected = [{"index": i, "reason": r} for i, r in parsed.rejected]
+            server.metrics.events_rejected += len(parsed.rejected)
+        return shed
+
+    def _shed(exc: Any) -> Response:
+        server.metrics.throttled += 1
+        extra = {} if exc.rejected is None else {"accepted": 0, "duplicates": 0, "rejected": exc.rejected}
+        return _error(exc.status, exc.reason, {"Retry-After": str(exc.retry_after_s)}, **extra)
 
     async def _write(events: Any, letters: Any, future: Any = None) -> Response | None:
         """Hand events and dead letters to the log writer; the answer to give if that failed."""
@@ -198,6 +234,7 @@ def build_app(server: Server) -> Starlette:
 
     def _unavailable(exc: Any) -> Response:
         server.metrics.throttled += 1
+        server.limits.refused("log_unavailable")
         return _error(507 if exc.disk_full else 503, exc.reason, {"Retry-After": str(exc.retry_after_s)})
 
     def _check_devices(grant: Any, parsed: Any) -> None:
@@ -457,7 +494,8 @@ def _metrics(server: Server) -> dict[str, Any]:
                    "rejected": m.events_rejected, "per_second": round(m.rate(), 1)},
         "dead_letters": m.dead_letters, "bytes_in": m.bytes_in, "throttled": m.throttled,
         "requests": {str(k): v for k, v in sorted(m.requests.items())},
-        "log_appends": server.writer.appends, "pending_bytes": server.pending_bytes,
+        "log_appends": server.writer.appends, "pending_bytes": server.limits.pending_bytes,
+        "limits": server.limits.snapshot(),
         "speed_layer": runners, "batch_layer": server.batch_stats,
     }
 
@@ -483,6 +521,10 @@ def _prometheus(m: dict[str, Any]) -> str:
     metric("dead_letters_total", "counter", "Records written to the dead-letter log.", [({}, m["dead_letters"])])
     metric("ingest_bytes_total", "counter", "Request body bytes received.", [({}, m["bytes_in"])])
     metric("throttled_total", "counter", "Ingest requests answered 429/503.", [({}, m["throttled"])])
+    from fluvial.server.limits import prometheus_metrics
+
+    for name, kind, help_, samples in prometheus_metrics(m["limits"]):
+        metric(name, kind, help_, samples)
     metric("http_requests_total", "counter", "HTTP requests by status.",
            [({"status": s}, n) for s, n in m["requests"].items()])
     sl = m["speed_layer"]

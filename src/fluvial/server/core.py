@@ -33,6 +33,7 @@ from typing import Any
 
 from fluvial.errors import ConfigError
 from fluvial.server.layers import FlowSet, Registered, SpeedRunner
+from fluvial.server.limits import Limits
 from fluvial.server.loghealth import LogHealth, open_logs
 from fluvial.server.writer import LogWriter
 
@@ -126,12 +127,12 @@ class Server:
         self.auth = settings.server.auth_enabled
         self.metrics = Metrics()
         self.writer = LogWriter(self.log, self.dead_letters)
+        self.limits = Limits(settings, self.writer)  # ingest's budget, load shedding, quotas, connections
         self.log_health = LogHealth(self)  # checksums of sealed segments, in the background (/healthz)
         self.speed: dict[str, SpeedRunner] = {}
         self.jobs: dict[str, Job] = {}
         self.batch_running: dict[str, Job] = {}
         self.batch_stats: dict[str, dict[str, Any]] = {}
-        self.pending_bytes = 0
         self.lag: dict[str, int] = {}
         self.url: str | None = None
         self._local = threading.local()

@@ -93,7 +93,7 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+def decompress(body: bytes | bytearray, content_encoding: str | None, max_bytes: int) -> bytes | bytearray:
     """Undo ``Content-Encoding: gzip`` (or ``identity``), refusing bodies that inflate past ``max_bytes``.
 
     Raises:
@@ -104,23 +104,23 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise IngestError(415, f"Content-Encoding {content_encoding!r} is not supported: send gzip or "
-                               "no Content-Encoding", raw=body)
+                               "no Content-Encoding", raw=bytes(body))
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, max_bytes + 1)
     except zlib.error as exc:
-        raise IngestError(400, f"invalid gzip body: {exc}", raw=body) from None
+        raise IngestError(400, f"invalid gzip body: {exc}", raw=bytes(body)) from None
     if len(out) > max_bytes:
         raise IngestError(413, f"the body inflates to more than {max_bytes} bytes (the server's "
                                "max_body_bytes): send fewer events per request")
     if not inflater.eof:
-        raise IngestError(400, "invalid gzip body: the compressed stream ends early (truncated)", raw=body)
+        raise IngestError(400, "invalid gzip body: the compressed stream ends early (truncated)", raw=bytes(body))
     if inflater.unused_data:
-        raise IngestError(400, "invalid gzip body: bytes after the end of the gzip stream", raw=body)
+        raise IngestError(400, "invalid gzip body: bytes after the end of the gzip stream", raw=bytes(body))
     return out
 
 
-def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, *,
+def parse_body(body: bytes | bytearray, content_type: str | None, registry: SchemaRegistry, *,
                max_events: int, source: str = "http") -> ParsedBody:
     """Decode and validate the events of a (decompressed) body.
 
@@ -136,8 +136,8 @@ def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, 
         fast, slow, what = _msgpack_events, decode_msgpack_items, "MessagePack"
     else:
         raise IngestError(415, f"Content-Type {content_type!r} is not supported: send application/json "
-                               "(an array of events), application/x-ndjson or application/msgpack", raw=body)
-    if not body.strip():
+                               "(an array of events), application/x-ndjson or application/msgpack", raw=bytes(body))
+    if not body or body.isspace():  # (no copy of a large body, unlike strip())
         raise IngestError(400, "empty body: send one or more events")
     parsed = ParsedBody()
     try:
@@ -156,10 +156,10 @@ def parse_body(body: bytes, content_type: str | None, registry: SchemaRegistry, 
     try:
         items = slow(body)
     except DecodeError as exc:
-        raise IngestError(400, f"the body is not valid {what}: {exc}", raw=body) from None
+        raise IngestError(400, f"the body is not valid {what}: {exc}", raw=bytes(body)) from None
     except RecursionError:
         raise IngestError(400, f"the body is {what} nested too deeply to read: events are flat "
-                               "envelopes with a payload object", raw=body) from None
+                               "envelopes with a payload object", raw=bytes(body)) from None
     parsed.total = len(items)
     _check_count(parsed.total, max_events)
     for i, item in enumerate(items):

@@ -44,6 +44,8 @@ _INGEST_RESULT = {"type": "object", "required": ["accepted", "duplicates", "reje
     "accepted": {"type": "integer", "minimum": 0}, "duplicates": {"type": "integer", "minimum": 0},
     "rejected": {"type": "array", "items": {"type": "object", "required": ["index", "reason"], "properties": {
         "index": {"type": "integer", "minimum": 0}, "reason": {"type": "string"}}}},
+    "warning": {"type": "string", "description": "the rejected events were not kept in the dead-letter log (the "
+                                                 "device is over its dead-letter quota)"},
     "error": {"type": "string"}, "status": {"type": "integer"}}}
 _REPROCESS_BODY = {"type": "object", "additionalProperties": False, "properties": {
     "from": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer", "minimum": 0}],
@@ -108,12 +110,17 @@ def _ingest() -> dict[str, Any]:
         "responses": {"200": _json("written (some events may be rejected: see `rejected`)", _INGEST_RESULT),
                       "400": _err("the body is not readable (empty, malformed JSON/MessagePack, invalid gzip, "
                                   "a bad Content-Length)"),
+                      "408": _err("the body did not arrive within [limits] body_timeout_s (the connection is "
+                                  "closed)"),
                       "413": _err("the body or the event count is over the server's limit"),
                       "415": _err("unsupported Content-Type or Content-Encoding"),
                       "422": _json("no event of the body is valid (each one's reason in `rejected`)", _INGEST_RESULT),
-                      "429": _err("ingest is behind: retry after `Retry-After` seconds", _RETRY),
-                      "503": _err("the speed layer is behind, or the log cannot be written now: retry after "
-                                  "`Retry-After` seconds", _RETRY),
+                      "429": _err("over a limit of this client: the request bytes in flight (max_pending_bytes), "
+                                  "the device's events or bytes per second, or its dead-letter quota (the bad body "
+                                  "was not kept); retry after `Retry-After` seconds", _RETRY),
+                      "503": _err("the server sheds load (requests wait too long, too many events queued, memory "
+                                  "over its bound, the speed layer behind, too many connections) or the log cannot "
+                                  "be written now: retry after `Retry-After` seconds", _RETRY),
                       "507": _err("the disk of the log is full: retry after `Retry-After` seconds", _RETRY),
                       **_AUTH}}}
 

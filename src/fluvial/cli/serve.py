@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import sys
@@ -188,8 +189,10 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     import uvicorn
 
     from fluvial.server.app import build_app
+    from fluvial.server.connections import raise_open_files_limit
     from fluvial.server.core import Server
 
+    open_files = raise_open_files_limit()  # the soft RLIMIT_NOFILE up to the hard limit; connections stay below
     cert, key = settings.server.tls_cert, settings.server.tls_key
     if cert is not None and key is not None:
         check_tls(cert, key, cert_name="tls_cert", key_name="tls_key")  # before anything binds
@@ -214,8 +217,11 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
               "(or --read, --device ID)", file=sys.stderr)
     if announce is not None:
         announce(url)
+    server.limits.connections.fit(open_files)
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False,
-                            timeout_keep_alive=30, timeout_graceful_shutdown=10,
+                            http=server.limits.connections.protocol(),  # header/body timeouts, connection limit
+                            timeout_keep_alive=max(1, math.ceil(settings.limits.keep_alive_s)),
+                            timeout_graceful_shutdown=10,
                             ssl_certfile=None if cert is None else str(cert),
                             ssl_keyfile=None if key is None else str(key))
     uv = uvicorn.Server(config)

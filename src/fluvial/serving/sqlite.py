@@ -410,7 +410,7 @@ class SqliteStore:
             >>> _ = store.define_view("hits", aggregator=Count())
             >>> with store.transaction() as txn:
             ...     _ = txn.merge_rows("hits", [("home", None, 3)])
-            ...     txn.set_checkpoint("speed-1", b"state and offsets")
+            ...     token = txn.set_checkpoint("speed-1", b"state and offsets")  # a fencing token
             >>> [(r.key, r.value) for r in store.query("hits")]
             [('home', 3)]
             >>> store.close()

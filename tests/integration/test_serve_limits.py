@@ -350,7 +350,7 @@ def test_overload_is_shed_with_retry_after_and_memory_stays_bounded(tmp_path: Pa
     rng = random.Random(seed)
     budget = 8 * MIB
     srv = ServerProcess(tmp_path, config=f"[server]\nmax_pending_bytes = {budget}\n[limits]\nmax_queue_wait_ms = 250\n")
-    posters = [Poster(f"dev-{k}-{rng.randrange(1000)}", batch=rng.choice([500, 1000, 1500])) for k in range(64)]
+    posters = [Poster(f"dev-{k}-{rng.randrange(1000)}", batch=rng.choice([1000, 2000, 3000])) for k in range(64)]
     with running(srv):
         base = baseline_rss(srv)
         stop = time.monotonic() + 8.0
@@ -367,8 +367,9 @@ def test_overload_is_shed_with_retry_after_and_memory_stays_bounded(tmp_path: Pa
     print(f"answers {dict(statuses)}, shed {shed}, RSS baseline {base / MIB:.0f} MiB, peak {rss.peak / MIB:.0f} MiB")
     assert [p.error for p in posters if p.error] == []
     assert statuses[200] > 0 and statuses[429] + statuses[503] > 0, statuses  # the excess was refused
-    assert set(shed) <= {"pending_bytes", "queue_wait", "queue_events"} and sum(shed.values()) >= statuses[429] + \
-        statuses[503] - statuses[0], (shed, statuses)
+    refused = statuses[429] + statuses[503]  # each one counted by its reason (unless its answer was lost)
+    assert set(shed) <= {"pending_bytes", "queue_wait", "queue_events"}, shed
+    assert refused <= sum(shed.values()) <= refused + statuses[0], (shed, statuses)
     assert rss.peak <= base + MEMORY_FACTOR * budget + MEMORY_MARGIN, "memory grew past the bound"
     for reason, n in shed.items():
         assert f'fluvial_shed_total{{reason="{reason}"}} {n}' in prometheus
@@ -391,18 +392,21 @@ def open_sockets(port: int, n: int, first: bytes = b"") -> list[socket.socket]:
     return out
 
 
-def closed_by_server(sock: socket.socket) -> bytes | None:
-    """What the server sent before closing the connection; None while it is open."""
-    data = b""
+def closed_by_server(sock: socket.socket, received: bytearray | None = None) -> bytes | None:
+    """What the server sent before closing the connection; None while it is open.
+
+    ``received`` keeps what came so far across calls (an answer may come before the close).
+    """
+    data = bytearray() if received is None else received
     while True:
         try:
             got = sock.recv(65536)
         except BlockingIOError:
             return None
         except OSError:
-            return data
+            return bytes(data)
         if not got:
-            return data
+            return bytes(data)
         data += got
 
 
@@ -417,6 +421,7 @@ def test_slow_headers_and_bodies_are_cut_while_normal_requests_succeed(tmp_path:
         slow_headers = open_sockets(srv.port, 150, SLOW_HEADER)
         slow_bodies = open_sockets(srv.port, 150, SLOW_BODY)
         ended: dict[int, bytes] = {}
+        received = [bytearray() for _ in range(300)]
         normal: Counter[int] = Counter()
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
         for step in range(150):  # trickle one byte per socket per step; bounded
@@ -425,9 +430,10 @@ def test_slow_headers_and_bodies_are_cut_while_normal_requests_succeed(tmp_path:
             for i, sock in enumerate([*slow_headers, *slow_bodies]):
                 if i in ended:
                     continue
-                with contextlib.suppress(OSError):  # (closed by now)
-                    sock.send(b"X" if i < 150 else b" ")
-                seen = closed_by_server(sock)
+                if not received[i]:  # (nothing more once answered)
+                    with contextlib.suppress(OSError):  # (closed by now)
+                        sock.send(b"X" if i < 150 else b" ")
+                seen = closed_by_server(sock, received[i])
                 if seen is not None:
                     ended[i] = seen
             normal[post(srv.port, msgspec.json.encode([reading("normal", step)]), conn=conn).status] += 1

@@ -251,7 +251,10 @@ def test_unsupported_media_is_415_and_kept(plain: ServerProcess, headers: dict[s
 GZIPPED = gzip.compress(encode([reading("bad-gzip", 0)], JSON))
 INVALID_GZIP = [
     ("random-bytes", random.Random(7).randbytes(300),
-     "invalid gzip body: Error -3 while decompressing data: incorrect header check"),
+     "invalid gzip body: it does not start as gzip data does (bytes 1f 8b); send the gzip file format, "
+     "or no Content-Encoding"),
+    ("damaged", GZIPPED[:-8] + bytes(b ^ 0xFF for b in GZIPPED[-8:-4]) + GZIPPED[-4:],
+     "invalid gzip body: the compressed data is damaged (a block or a checksum does not match)"),
     ("truncated", GZIPPED[:-12], "invalid gzip body: the compressed stream ends early (truncated)"),
     ("trailing-junk", GZIPPED + b"junk", "invalid gzip body: bytes after the end of the gzip stream"),
 ]

@@ -37,6 +37,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from fluvial.errors import ConfigError, FluvialError, StoreError, ViewNotFound
+from fluvial.events.diagnose import json_problem
 from fluvial.server import disclosure
 from fluvial.server.auth import AuthError, authorize, parse_bearer
 from fluvial.server.core import Server
@@ -467,8 +468,8 @@ async def _json_body(request: Request) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"the body is not JSON: {exc}") from None
+    except ValueError:
+        raise ConfigError(f"the body is not JSON: {json_problem(raw)}") from None
     except RecursionError:
         raise ConfigError("the body is not a JSON object of options: it is nested too deeply") from None
 

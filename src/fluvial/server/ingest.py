@@ -108,8 +108,8 @@ def decompress(body: bytes | bytearray, content_encoding: str | None, max_bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise IngestError(400, f"invalid gzip body: {exc}", raw=bytes(body)) from None
+    except zlib.error:
+        raise IngestError(400, _gzip_problem(body), raw=bytes(body)) from None
     if len(out) > max_bytes:
         raise IngestError(413, f"the body inflates to more than {max_bytes} bytes (the server's "
                                "max_body_bytes): send fewer events per request")
@@ -118,6 +118,14 @@ def decompress(body: bytes | bytearray, content_encoding: str | None, max_bytes:
     if inflater.unused_data:
         raise IngestError(400, "invalid gzip body: bytes after the end of the gzip stream", raw=bytes(body))
     return out
+
+
+def _gzip_problem(body: bytes | bytearray) -> str:
+    """fluvial's words for a body zlib cannot inflate."""
+    if bytes(body[:2]) != b"\x1f\x8b":
+        return ("invalid gzip body: it does not start as gzip data does (bytes 1f 8b); "
+                "send the gzip file format, or no Content-Encoding")
+    return "invalid gzip body: the compressed data is damaged (a block or a checksum does not match)"
 
 
 def parse_body(body: bytes | bytearray, content_type: str | None, registry: SchemaRegistry, *,

@@ -36,7 +36,7 @@ JOBS ?= 2
 
 ## test: the whole test suite (unit, property, integration, conformance) in JOBS processes, then the doctests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 
 ## lint: ruff and mypy over the sources

@@ -10,6 +10,7 @@ the same data directory and port.
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import http.client
 import json
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,13 @@ class ServerProcess:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        with warnings.catch_warnings():
+            # a restart replaces the Popen of a killed process: its handles go to the garbage
+            # collector, which warns about them (and warnings are errors in this suite)
+            warnings.simplefilter("ignore", ResourceWarning)
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> ServerProcess:
         with open(self.log_file, "ab") as out:  # the child has its own copy of the descriptor
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -75,6 +84,15 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.output()}")
+
+    def children(self) -> list[int]:
+        """The pids of this server's child processes (its batch runs)."""
+        assert self.proc is not None
+        pids = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):   # a thread that ended meanwhile
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""

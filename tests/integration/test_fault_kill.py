@@ -11,14 +11,12 @@ final batch run: nothing acknowledged lost, nothing counted twice. The seed is p
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import random
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from server_proc import ServerProcess
 from test_serve_e2e import (
@@ -37,15 +35,6 @@ from test_serve_e2e import (
 
 # 20 in the suite; bench/soak.sh runs the same test for longer (FLUVIAL_KILL_CYCLES=200)
 CYCLES = int(os.environ.get("FLUVIAL_KILL_CYCLES", "20"))
-
-
-def batch_children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (the batch layer runs each batch in one)."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def request_batch(srv: ServerProcess) -> bool:
@@ -73,7 +62,7 @@ def test_sigkill_of_the_server_and_batch_children_loses_and_duplicates_nothing(
             requested += request_batch(srv)
             time.sleep(rng.uniform(0.0, 0.3))
         assert srv.proc is not None
-        children = batch_children(srv.proc.pid)
+        children = srv.children()
         if children and rng.random() < 0.5:
             victim = rng.choice(children)
             try:
@@ -100,6 +89,6 @@ def test_sigkill_of_the_server_and_batch_children_loses_and_duplicates_nothing(
     _, got = view(srv, "device_stats")
     assert sum(v["count"] for v in got.values()) == len(acked)   # no event counted twice
 
-    wait_until(lambda: not batch_children(srv.proc.pid) if srv.proc else True, "batch runs finished", 60)
+    wait_until(lambda: not srv.children(), "batch runs finished", 60)
     run_batch(srv, "device_stats")                               # the batch layer's final answer
     eventually(srv, "device_stats", want, "merged view after a final batch run", timeout=60)

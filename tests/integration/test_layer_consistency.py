@@ -20,13 +20,11 @@ tail, over what the log holds):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
 import threading
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -48,24 +46,6 @@ Event = dict[str, Any]
 Rows = dict[tuple[Any, Any], Any]
 
 
-class Served(ServerProcess):
-    """A server whose ``start()`` leaves no ResourceWarning (warnings are errors here)."""
-
-    def start(self, timeout: float = 30.0) -> Served:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            super().start(timeout)
-        return self
-
-    def children(self) -> list[int]:
-        """The pids of this server's child processes (its batch runs)."""
-        assert self.proc is not None
-        pids = []
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
-            with contextlib.suppress(OSError):   # a thread that ended meanwhile
-                pids += [int(p) for p in (task / "children").read_text().split()]
-        return pids
-
 
 @pytest.fixture
 def rng() -> random.Random:
@@ -74,11 +54,11 @@ def rng() -> random.Random:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
 
-    def start(**kwargs: Any) -> Served:
-        srv = Served(tmp_path, **kwargs)
+    def start(**kwargs: Any) -> ServerProcess:
+        srv = ServerProcess(tmp_path, **kwargs)
         started.append(srv)
         return srv.start()
 
@@ -166,7 +146,7 @@ def run_batch(srv: ServerProcess) -> dict[str, Any]:
 # -- 1. a batch run before the speed layer's first checkpoint --------------------------------------
 
 def test_batch_requested_right_after_posting_counts_each_event_once(
-        serve: Callable[..., Served], rng: random.Random) -> None:
+        serve: Callable[..., ServerProcess], rng: random.Random) -> None:
     """Issue 16, defect 2.  A long micro-batch interval makes the speed layer's first
     commit come after the batch run took its cut-off (the order that counted twice)."""
     srv = serve(flows=[FLOW], batch_interval_ms=3000)
@@ -245,7 +225,7 @@ def wait_gone(pids: list[int], timeout: float = 60.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sigkill_while_batches_run_and_events_arrive(serve: Callable[..., Served], rng: random.Random) -> None:
+def test_sigkill_while_batches_run_and_events_arrive(serve: Callable[..., ServerProcess], rng: random.Random) -> None:
     """SIGKILL the server at random moments (sometimes its batch children too, sometimes
     leaving them to finish as orphans) while a device posts and batch runs are asked for."""
     srv = serve(flows=[FLOW], batch_interval_ms=rng.choice([50, 300, 1000]))
@@ -310,7 +290,7 @@ def tear_last_batch(data_dir: Path, rng: random.Random) -> Path:
 
 @pytest.mark.parametrize("tear", ["above_batch_cutoff", "below_batch_cutoff"])
 def test_a_torn_tail_below_the_checkpoint_is_recomputed(
-        serve: Callable[..., Served], rng: random.Random, tear: str) -> None:
+        serve: Callable[..., ServerProcess], rng: random.Random, tear: str) -> None:
     """Issue 16, defect 4.  The log loses its last batch in one partition after the speed
     layer counted it; new events then take those offsets again."""
     srv = serve(flows=[FLOW], batch_interval_ms=100)
@@ -365,7 +345,7 @@ def wait_late(srv: ServerProcess, want: int, what: str) -> None:
 
 
 def test_late_counts_once_per_version_through_reprocess_dry_run_and_rollback(
-        serve: Callable[..., Served], rng: random.Random) -> None:
+        serve: Callable[..., ServerProcess], rng: random.Random) -> None:
     """Issue 8, item 5: 2 late events showed as 4, 6, then 7."""
     srv = serve(flows=[FLOW], batch_interval_ms=100)
     fleet = Fleet(rng, n=8)

@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -39,15 +38,6 @@ ADVICE = "run `fluvial log verify` then `fluvial log salvage`"
 Event = dict[str, Any]
 
 
-class Served(ServerProcess):
-    """``ServerProcess`` whose start() leaves no ResourceWarning behind (warnings are errors)."""
-
-    def start(self, timeout: float = 30.0) -> Served:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            super().start(timeout)
-        return self
-
 
 @pytest.fixture
 def rng() -> random.Random:
@@ -57,11 +47,11 @@ def rng() -> random.Random:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
 
-    def make(**kwargs: Any) -> Served:
-        srv = Served(tmp_path, config=CONFIG, **kwargs)
+    def make(**kwargs: Any) -> ServerProcess:
+        srv = ServerProcess(tmp_path, config=CONFIG, **kwargs)
         started.append(srv)
         return srv
 
@@ -179,7 +169,7 @@ def run_batch(srv: ServerProcess) -> dict[str, Any]:
 # -- the tests -------------------------------------------------------------------------------------
 
 def test_damaged_sealed_segment_degrades_health_until_salvaged(
-        serve: Callable[..., Served], rng: random.Random, tmp_path: Path) -> None:
+        serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
     fleet = Fleet(rng)
     srv = serve(flows=[EXAMPLES / "device_stats.py"]).start()
     first = fleet.readings(rng.randint(400, 700))
@@ -223,7 +213,7 @@ def test_damaged_sealed_segment_degrades_health_until_salvaged(
 
 
 def test_damaged_active_segment_refuses_start_until_salvaged(
-        serve: Callable[..., Served], rng: random.Random) -> None:
+        serve: Callable[..., ServerProcess], rng: random.Random) -> None:
     fleet = Fleet(rng)
     writer = serve().start()  # no flow yet: nothing has counted the events before the damage
     events = fleet.readings(rng.randint(300, 600))

@@ -31,7 +31,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
@@ -53,17 +52,6 @@ Event = dict[str, Any]
 Rows = dict[tuple[Any, Any], Any]
 
 
-class Served(ServerProcess):
-    """:class:`ServerProcess` whose ``start()`` does not fail the test with a ResourceWarning:
-    ``ServerProcess.start`` leaves its handle on the output file to the garbage collector,
-    which warns as it returns (and warnings are errors here)."""
-
-    def start(self, timeout: float = 30.0) -> Served:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            super().start(timeout)
-        return self
-
 
 @pytest.fixture
 def rng() -> random.Random:
@@ -77,7 +65,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(**kwargs: Any) -> ServerProcess:
-        srv = Served(tmp_path, **kwargs)
+        srv = ServerProcess(tmp_path, **kwargs)
         started.append(srv)
         return srv.start()
 

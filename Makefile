@@ -34,9 +34,11 @@ demo: $(STAMP)
 # servers and subprocesses; `make test JOBS=0` runs them in one process.
 JOBS ?= 2
 
-## test: the whole test suite (unit, property, integration, conformance) in JOBS processes, then the doctests
+## test: the whole test suite (unit, property, integration, conformance): all but the Spark tests in JOBS
+## processes, then the Spark tests in one (Spark's Python workers must start within 10 s), then the doctests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark" tests
+	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 
 ## lint: ruff and mypy over the sources

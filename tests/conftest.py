@@ -32,3 +32,11 @@ def spark_or_skip() -> None:
 def spark_ready() -> None:
     """PySpark and Java are here (else the test skips, or fails under FLUVIAL_REQUIRE_SERVICES=1)."""
     spark_or_skip()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every Spark test ``spark``: `make test` runs them apart, one at a time, after the rest
+    (Spark gives a new Python worker a fixed 10 s to connect back, which a busy machine can miss)."""
+    for item in items:
+        if "spark" in item.nodeid.lower():
+            item.add_marker(pytest.mark.spark)

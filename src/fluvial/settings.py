@@ -246,9 +246,9 @@ class LimitsSettings:
 
     Attributes:
         max_queue_events: Events waiting for the log writer; beyond, ingest answers 503.
-        max_queue_wait_ms: Ingest answers 503 while requests wait longer than this for their
-            answer (the median of the last second's, the oldest at the log writer, plus the event
-            loop's lag).
+        max_queue_wait_ms: Ingest answers 503 once requests have waited longer than this for
+            their answer for a quarter of a second (the oldest request whose body is read, plus the
+            event loop's lag).
         max_memory_bytes: Ingest answers 503 while the server's resident memory is above this;
             0: half of this machine's memory.
         max_connections: Open HTTP connections; a new one beyond closes the longest-idle one,

@@ -15,6 +15,7 @@ import pytest
 
 from fluvial.server.ingest import IngestError
 from fluvial.server.limits import (
+    OVERLOADED_FOR_S,
     DeadLetterQuota,
     Limits,
     Shed,
@@ -169,15 +170,17 @@ def test_one_body_always_fits_an_empty_budget() -> None:
 # -- shedding by the queue, memory and rates --------------------------------------------------------------
 
 
-def test_a_long_writer_queue_sheds_with_503() -> None:
+def test_a_long_writer_queue_sheds_with_503_once_it_lasts() -> None:
     clock, writer = Clock(), Writer()
     limits = make(clock, writer, max_queue_events=100, max_queue_wait_ms=500)
     writer.queued_events = 101
     with pytest.raises(Shed) as info:
         limits.admit(10, None)
     assert (info.value.status, info.value.cause) == (503, "queue_events")
-    writer.queued_events, writer.wait = 0, 0.6     # the oldest queued request waits 600 ms
-    with pytest.raises(Shed) as info:
+    writer.queued_events, writer.wait = 0, 0.6     # the oldest queued request waits 600 ms ...
+    limits.admit(10, None).release()               # ... which may be a passing stall
+    clock.now += OVERLOADED_FOR_S
+    with pytest.raises(Shed) as info:              # it lasted: overload
         limits.admit(10, None)
     assert (info.value.status, info.value.cause, info.value.retry_after_s) == (503, "queue_wait", 1)
     writer.wait = 0.0
@@ -185,28 +188,39 @@ def test_a_long_writer_queue_sheds_with_503() -> None:
     assert limits.shed == {"queue_events": 1, "queue_wait": 1}
 
 
-def test_the_median_wait_of_recent_requests_sheds_and_one_slow_request_does_not() -> None:
+def test_requests_waiting_for_the_server_shed_new_ones_and_a_passing_stall_does_not(seed: int) -> None:
+    rng = random.Random(seed)
     clock = Clock()
     limits = make(clock, max_queue_wait_ms=500)
-
-    def answered(wait: float) -> None:  # a request admitted ``wait`` ago, its body read, answered now
-        ticket = Ticket(limits, None, 0, clock.now - wait, body_done_at=clock.now)
-        ticket.release()
-        clock.now += 0.01
-
-    for _ in range(8):      # a slow request among fast ones: the median stays low
-        answered(0.01)
-    answered(30.0)
-    clock.now += 0.2
-    limits.admit(10, None).release()
-    for _ in range(20):     # most requests wait 800 ms: shed
-        answered(0.8)
-    clock.now += 0.2
-    with pytest.raises(Shed) as info:
-        limits.admit(10, None)
-    assert info.value.cause == "queue_wait"
-    clock.now += 2.0        # nothing answered for a while: the window is empty again
-    limits.admit(10, None).release()
+    # a stall: one request whose body was read waits 2 s, then is answered at once
+    stalled = limits.admit(10, None)
+    stalled.body_read()
+    clock.now += 2.0
+    limits.admit(10, None).release()               # over the limit for the first time: admitted
+    stalled.release()
+    clock.now += 0.3
+    limits.admit(10, None).release()               # back under: nothing was shed
+    assert limits.shed == {}
+    # overload: requests keep waiting longer than the limit; a brute force says when 503 is due
+    waiting: list[Ticket] = []
+    over_since = None
+    for _ in range(200):
+        clock.now += rng.uniform(0.001, 0.05)
+        if waiting and rng.random() < 0.3:
+            waiting.pop(0).release()
+        oldest = waiting[0].body_done_at if waiting else None
+        over = oldest is not None and (clock.now - oldest) * 1000 > 500
+        over_since = (over_since if over_since is not None else clock.now) if over else None
+        due = over_since is not None and clock.now - over_since >= OVERLOADED_FOR_S
+        try:
+            ticket = limits.admit(10, None)
+        except Shed as exc:
+            assert due and exc.cause == "queue_wait", (clock.now, over_since)
+            continue
+        assert not due
+        ticket.body_read()
+        waiting.append(ticket)
+    assert limits.shed["queue_wait"] > 0
 
 
 def test_memory_over_its_bound_sheds_with_503() -> None:

@@ -105,7 +105,6 @@ def build_app(server: Server) -> Starlette:
     # -- ingest -------------------------------------------------------------------------------
     @guard("ingest")
     async def post_events(request: Request) -> Response:
-        from fluvial.server.connections import RECEIVED_AT
         from fluvial.server.limits import BodyTimeout, ClientGone, Shed, read_body
 
         limits = server.settings.server
@@ -120,8 +119,7 @@ def build_app(server: Server) -> Starlette:
             return _unavailable(unavailable)
         key = server.limits.key_of(request.state.grant, request.client.host if request.client else None)
         try:  # before a byte of the body is read: the pending budget, the queue, memory, the device's rates
-            ticket = server.limits.admit(None if length is None else int(length), key, lagging=server.overloaded(),
-                                         received_at=request.scope.get(RECEIVED_AT))
+            ticket = server.limits.admit(None if length is None else int(length), key, lagging=server.overloaded())
         except Shed as exc:
             return _shed(exc)
         try:  # (the body is not kept in this frame: _ingest lets it go once decoded)

@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from typing import Any
 
-__all__ = ["BODY_GRACE_S", "FD_RESERVE", "RECEIVED_AT", "ConnectionGuard", "raise_open_files_limit"]
+__all__ = ["BODY_GRACE_S", "FD_RESERVE", "ConnectionGuard", "raise_open_files_limit"]
 
-RECEIVED_AT = "fluvial.received_at"
-"""ASGI scope key: ``time.monotonic()`` when the request's headers were read (before the app ran it)."""
 BODY_GRACE_S = 2.0
 """How long after ``body_timeout_s`` the guard closes a connection whose body is still arriving."""
 FD_RESERVE = 256
@@ -211,7 +208,6 @@ def _guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
                 self._arm(guard.header_timeout_s, "header_timeout")
 
         def on_headers_complete(self) -> None:
-            self.scope[RECEIVED_AT] = time.monotonic()  # type: ignore[literal-required]
             guard.busy(self)
             self._in_body = True
             if self.app is not _refuse:

@@ -12,7 +12,7 @@ reason                  status  when
 ``memory``              503     the server's resident memory is over ``max_memory_bytes``
 ``speed_lag``           503     a speed-layer runner is ``max_lag_records`` behind the log
 ``queue_events``        503     more than ``max_queue_events`` events wait for the log writer
-``queue_wait``          503     a request would wait more than ``max_queue_wait_ms`` for the log writer
+``queue_wait``          503     requests wait longer than ``max_queue_wait_ms`` for their answer
 ``pending_bytes``       429     the request bodies in flight would exceed ``max_pending_bytes``
 ``dead_letter_quota``   429     the device is over its dead-letter bytes of the window: its bad body
                                 is refused and counted, not kept
@@ -30,12 +30,15 @@ answered, so they cover the decoded events waiting for the log writer too.
 Decoded events take about 4 to 6 times their JSON size in memory, so ingest
 holds at most about ``6 * max_pending_bytes`` on top of the server's baseline.
 
-**Queue wait.** The time between a request's body being read and its
-answer (decoding, waiting for the log writer, the append). The server
-sheds when the oldest request still queued at the log writer has waited
-longer than ``max_queue_wait_ms``, or when every request answered in the
-last half second waited longer (the minimum, so one slow request does not
-shed others), before the queue makes latency explode.
+**Queue wait.** How long the oldest request whose body is read has been
+waiting for its answer (decoding, the log writer, the append), plus the
+event loop's lag (the least lateness of its last three 50 ms timers: a
+request waits about that long before its headers are even read). Only the
+server's own work counts, not how fast clients send. Once the queue wait
+has stayed over ``max_queue_wait_ms`` for :data:`OVERLOADED_FOR_S` (so a
+passing stall, a pause of the whole process, sheds nothing), new requests
+get 503 until it is back under: the excess is answered at once instead of
+queued, before latency and memory explode.
 """
 
 from __future__ import annotations
@@ -54,10 +57,8 @@ from fluvial.server.ingest import IngestError
 
 __all__ = ["BodyTimeout", "ClientGone", "Limits", "Shed", "Ticket", "read_body"]
 
-WAIT_WINDOW_S = 1.0
-"""Requests answered within this window tell the recent wait (their median)..."""
-WAIT_SAMPLES = 8
-"""... when there are at least this many (fewer: the server is not busy, their wait is the clients' own)."""
+OVERLOADED_FOR_S = 0.25
+"""Requests are shed once the queue wait has been over its limit for this long (a stall is not overload)."""
 DRAIN_WINDOW_S = 2.0
 """The window over which the rate of answered bytes is measured (for Retry-After)."""
 RSS_EVERY_S = 0.1
@@ -185,14 +186,13 @@ class DeadLetterQuota:
         return 0.0 if entry is None else max(0.0, entry[0] + self.window_s - now)
 
 
-@dataclass
+@dataclass(eq=False)
 class Ticket:
     """One admitted request's share of the pending budget, from admission to answer."""
 
     limits: Limits
     key: str | None
     reserved: int
-    received_at: float
     read: int = 0
     body_done_at: float | None = None
     released: bool = False
@@ -219,6 +219,11 @@ class Ticket:
     def events(self, n: int) -> None:
         """Charge the device's events-per-second bucket with the events of its body."""
         self.limits.charge_events(self.key, n)
+
+    def body_read(self) -> None:
+        """The whole body is in: from now on the request waits for the server alone."""
+        self.body_done_at = self.limits.clock()
+        self.limits.processing[self] = None
 
     def release(self) -> None:
         """The request is answered: give its bytes back and record its queue wait."""
@@ -263,9 +268,8 @@ class Limits:
                        if limits.device_bytes_per_s > 0 else None)
         self._quota = (DeadLetterQuota(quota=limits.dead_letter_bytes, window_s=limits.dead_letter_window_s)
                        if limits.dead_letter_bytes > 0 else None)
-        self._waits: deque[tuple[float, float]] = deque()    # (answered at, wait s)
-        self._median_wait = 0.0
-        self._median_at = -math.inf
+        self.processing: dict[Ticket, None] = {}              # bodies read, not answered; oldest first
+        self._over_since: float | None = None                # since when the queue wait is over its limit
         self._lags: deque[float] = deque(maxlen=LAG_SAMPLES)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._drained: deque[tuple[float, int]] = deque()    # (answered at, bytes)
@@ -287,16 +291,13 @@ class Limits:
 
     # -- admission -----------------------------------------------------------------------------
 
-    def admit(self, content_length: int | None, key: str | None, *, lagging: str | None = None,
-              received_at: float | None = None) -> Ticket:
+    def admit(self, content_length: int | None, key: str | None, *, lagging: str | None = None) -> Ticket:
         """Admit a request before its body is read: reserve ``content_length`` bytes of the budget.
 
         Args:
             content_length: The request's ``Content-Length`` (None: chunked, counted as it streams).
             key: From :meth:`key_of`.
             lagging: Why the speed layer is too far behind (None: it is not).
-            received_at: When its headers were read (the clock's time; None: now). The time from
-                there to its answer is the request's wait.
 
         Raises:
             Shed: The request is refused (counted by its reason).
@@ -318,7 +319,7 @@ class Limits:
             self.shed[exc.cause] += 1
             raise
         self.pending_bytes += reserve
-        return Ticket(self, key, reserve, now if received_at is None else min(now, received_at))
+        return Ticket(self, key, reserve)
 
     def refused(self, cause: str) -> None:
         """Count a refusal decided elsewhere (a failing log writer, the budget mid-body)."""
@@ -353,23 +354,25 @@ class Limits:
                                             f"{limits.max_queue_events}): send again after Retry-After",
                        self.queue_wait_s(now) or 1)
         wait = self.queue_wait_s(now)
-        if wait * 1000 > limits.max_queue_wait_ms:
-            raise Shed(503, "queue_wait", f"requests wait {wait * 1000:.0f} ms for the log writer (max_queue_wait_ms "
+        if wait * 1000 <= limits.max_queue_wait_ms:
+            self._over_since = None
+            return
+        if self._over_since is None:
+            self._over_since = now
+        if now - self._over_since >= OVERLOADED_FOR_S:  # overloaded, not a passing stall
+            raise Shed(503, "queue_wait", f"requests wait {wait * 1000:.0f} ms for their answer (max_queue_wait_ms "
                                           f"{limits.max_queue_wait_ms}): send again after Retry-After", wait)
 
     # -- what the server holds now ------------------------------------------------------------
 
     def queue_wait_s(self, now: float | None = None) -> float:
-        """How long a request waits for its answer now: the oldest one queued at the log writer, or the
-        median wait of the requests answered in the last :data:`WAIT_WINDOW_S`, whichever is more."""
+        """How long a request waits for its answer now: how long the oldest request whose body is read
+        has waited since (to be decoded, for the log writer, for its answer), plus the event loop's lag
+        (how long a request waits before its headers are even read)."""
         now = self.clock() if now is None else now
-        if now - self._median_at >= 0.1:  # recomputed ten times a second, not per request
-            while self._waits and now - self._waits[0][0] > WAIT_WINDOW_S:
-                self._waits.popleft()
-            waits = sorted(w for _, w in self._waits)
-            self._median_wait = waits[len(waits) // 2] if len(waits) >= WAIT_SAMPLES else 0.0
-            self._median_at = now
-        return max(self._median_wait, self.writer.queue_wait_s()) + self.loop_lag_s()
+        oldest = next(iter(self.processing), None)
+        waiting = 0.0 if oldest is None or oldest.body_done_at is None else now - oldest.body_done_at
+        return max(waiting, self.writer.queue_wait_s()) + self.loop_lag_s()
 
     def loop_lag_s(self) -> float:
         """How late the event loop runs what is due (the least of its last :data:`LAG_SAMPLES` timers).
@@ -441,12 +444,11 @@ class Limits:
 
     def finished(self, ticket: Ticket) -> None:
         now = self.clock()
+        self.processing.pop(ticket, None)
         self.pending_bytes -= ticket.reserved
         self._drained.append((now, ticket.read))
         self._drained_bytes += ticket.read
         self._expire_drained(now)
-        if ticket.body_done_at is not None:  # (requests refused while reading tell nothing of the queue)
-            self._waits.append((now, now - ticket.received_at))
         if ticket.key is not None and self._bytes is not None:
             self._bytes.get(ticket.key, now).charge(ticket.read, now)
 
@@ -506,7 +508,7 @@ async def read_body(receive: Receive, ticket: Ticket, *, max_bytes: int, timeout
     except TimeoutError:
         raise BodyTimeout(408, f"the body did not arrive within {timeout_s:g} s ([limits] body_timeout_s; "
                                f"{len(body)} bytes came): send it again, faster or smaller") from None
-    ticket.body_done_at = ticket.limits.clock()
+    ticket.body_read()
     return body
 
 

@@ -218,6 +218,7 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     if announce is not None:
         announce(url)
     server.limits.connections.fit(open_files)
+    server.limits.connections.listeners = [sock]
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False,
                             http=server.limits.connections.protocol(),  # header/body timeouts, connection limit
                             timeout_keep_alive=max(1, math.ceil(settings.limits.keep_alive_s)),

@@ -22,7 +22,12 @@ makes a uvicorn protocol class that adds, per connection:
   requests; with none idle, the new connection gets ``503`` with ``Retry-After``
   and is closed. The limit is kept below the open-file limit
   (:func:`raise_open_files_limit` raises the soft limit to the hard one at start),
-  so the server never runs out of file descriptors.
+  so the server never runs out of file descriptors;
+* **accepting under load**: uvloop (libuv) accepts one connection per turn of the
+  event loop, and under load a turn takes long: new connections waited in the
+  kernel's queue until the load ended (24 s in a 20 s overload). Each accepted
+  connection therefore accepts every other one waiting (``listeners``, set by
+  ``fluvial serve``) and hands it to the loop like uvicorn does.
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ class ConnectionGuard:
         self.refused = 0
         self.open_files: int | None = None
         self._connections: set[Any] = set()
+        self.listeners: list[Any] = []      # the listening sockets (accepted from in bursts, see accept_pending)
+        self._accepting = False
+        self._handing_over: set[asyncio.Task[Any]] = set()
         self._idle: dict[Any, None] = {}   # connections without a request in progress, oldest first
 
     def fit(self, open_files: int | None) -> None:
@@ -127,6 +135,36 @@ class ConnectionGuard:
             self.refused += 1
         return False
 
+    def accept_pending(self, conn: Any) -> None:
+        """Accept every connection waiting in the listening sockets' queues now.
+
+        uvloop (libuv) accepts one connection per turn of the event loop; under load a turn takes
+        long, so new connections would wait seconds in the kernel's queue.
+        """
+        if self._accepting or not self.listeners:
+            return
+        self._accepting = True
+        try:
+            factory = _factory_like(conn)
+            for listener in self.listeners:
+                for _ in range(REFUSE_SLACK * 16):  # (bounded: the rest at the next connection)
+                    try:
+                        sock, _ = listener.accept()
+                    except OSError:  # none waiting (EAGAIN), or the server is closing
+                        break
+                    sock.setblocking(False)
+                    task = conn.loop.create_task(conn.loop.connect_accepted_socket(factory, sock,
+                                                                                   ssl=conn.config.ssl))
+                    self._handing_over.add(task)
+                    task.add_done_callback(self._handed_over)
+        finally:
+            self._accepting = False
+
+    def _handed_over(self, task: asyncio.Task[Any]) -> None:
+        self._handing_over.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _logger.warning("a connection accepted by the server could not be set up: %s", task.exception())
+
     def idle(self, conn: Any) -> None:
         self._idle.pop(conn, None)
         self._idle[conn] = None
@@ -140,6 +178,12 @@ class ConnectionGuard:
     def protocol(self) -> type[asyncio.Protocol]:
         """The uvicorn HTTP protocol class that enforces this guard (``uvicorn.Config(http=...)``)."""
         return _guarded_protocol(self)
+
+
+def _factory_like(conn: Any) -> Any:
+    """A protocol factory making connections like ``conn`` (same class, config and server state)."""
+    cls, config, state, app_state = type(conn), conn.config, conn.server_state, conn.app_state
+    return lambda: cls(config=config, server_state=state, app_state=app_state)
 
 
 async def _refuse(scope: Any, receive: Any, send: Any) -> None:
@@ -189,6 +233,7 @@ def _guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
         # -- the connection -------------------------------------------------------------------------
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            guard.accept_pending(self)
             if guard.opened(self, self.connections):
                 self._wait_for_request(guard.header_timeout_s, "header_timeout")
             elif not transport.is_closing():

@@ -1,13 +1,15 @@
 """Overload of ``fluvial serve``: offered load at a multiple of its capacity, for a minute.
 
-    python bench/overload.py [--seconds 60] [--factor 2] [--capacity N] [--connections 96]
+    python bench/overload.py [--seconds 60] [--factor 2] [--capacity N] [--connections 256]
                              [--batch 1000] [--limits 'max_queue_wait_ms = 1000'] [--max-pending-mib 64]
 
 1. **Capacity** (skipped with ``--capacity N``): a fresh server, 16 keep-alive connections
    posting back to back for 10 s; capacity = events/s accepted.
 2. **Overload**: a fresh server, ``--connections`` keep-alive connections in 4 load-generator
    processes sending batches on a fixed schedule at ``--factor`` x capacity (open loop: the
-   schedule does not wait for slow answers as long as a connection is free). A batch answered
+   schedule does not wait for slow answers as long as a connection is free; each connection has
+   one request in flight, so with fewer connections than the server answers in a second the
+   clients queue the excess themselves and the server never sees it). A batch answered
    429/503 is sent again after its ``Retry-After`` (same ``(device, seq)``), between new
    batches; a connection error leaves its batch "unknown" (it may be stored).
 3. **Checks**: every 429/503 carried ``Retry-After``; the server's resident memory (VmRSS,
@@ -16,7 +18,8 @@
    event exactly once, and nothing else but "unknown" ones.
 
 Reported: offered and accepted events/s, answers by status, shed requests by reason (from
-``/v1/metrics``), latency of acknowledged requests (p50/p99/max), peak RSS. The exit code
+``/v1/metrics``), latency of acknowledged requests (p50/p99/max), how long a new connection
+(``GET /healthz`` once a second) waits for its answer during the load, peak RSS. The exit code
 is 1 when a check fails. Before ``[limits]`` (issue 16) the same load gave no 429/503, p99
 11.5 s and RSS 518 MiB.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import multiprocessing as mp
 import shutil
@@ -184,13 +188,27 @@ def overload(args: argparse.Namespace, rate: float) -> dict[str, Any]:
             baseline = rss_bytes(server.pid)
             peak, sampling = [baseline], [True]
 
+            newcomers: list[tuple[float, int]] = []                 # (seconds, status) of GET /healthz
+
             def sample() -> None:
                 while sampling[0]:
                     peak[0] = max(peak[0], rss_bytes(server.pid))
                     time.sleep(0.02)
 
+            def newcomer() -> None:  # a new connection every second: is it served while the load lasts?
+                while sampling[0]:
+                    sent = time.monotonic()
+                    try:
+                        status = server.request("GET", "/healthz", timeout=120)[0]
+                    except OSError:
+                        status = 0
+                    newcomers.append((time.monotonic() - sent, status))
+                    time.sleep(1.0)
+
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+            prober = threading.Thread(target=newcomer, daemon=True)
+            prober.start()
             per_process = args.connections // PROCESSES
             interval = args.batch * PROCESSES * per_process / rate   # seconds between batches of one connection
             ctx = mp.get_context("spawn")
@@ -207,6 +225,7 @@ def overload(args: argparse.Namespace, rate: float) -> dict[str, Any]:
                 p.join(30)
             sampling[0] = False
             sampler.join()
+            prober.join()
             metrics = server.metrics()
         exact = check_log(workdir / "data", parts, args.batch)
     finally:
@@ -217,12 +236,18 @@ def overload(args: argparse.Namespace, rate: float) -> dict[str, Any]:
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "shed": metrics.get("limits", {}).get("shed"), "no_retry_after": sum(p["no_retry_after"] for p in parts),
             "p50_s": percentile(latency, 50), "p99_s": percentile(latency, 99), "max_s": max(latency, default=0.0),
+            "newcomer_max_s": max((t for t, _ in newcomers), default=0.0),
+            "newcomer_statuses": dict(Counter(str(s) for _, s in newcomers)),
             "rss_baseline_bytes": baseline, "rss_peak_bytes": peak[0],
             "rss_bound_bytes": baseline + MEMORY_FACTOR * max_pending + MEMORY_MARGIN, "log_exact": exact}
 
 
 def check_log(data_dir: Path, parts: list[dict[str, Any]], batch: int) -> str:
-    """'' when the log holds exactly the acknowledged events (and maybe unknown ones), else what is wrong."""
+    """'' when the log holds exactly the acknowledged events (and maybe unknown ones), else what is wrong.
+
+    A connection's batches start at multiples of ``batch``, so an event's batch is ``seq // batch``:
+    per device, every acknowledged batch must be stored whole, once, and no other batch but unknown ones.
+    """
     import fluvial
 
     stored: dict[str, array[int]] = {}
@@ -233,24 +258,27 @@ def check_log(data_dir: Path, parts: list[dict[str, Any]], batch: int) -> str:
             while offset < end:
                 events = log.read(p, offset, max_records=200_000).events
                 for e in events:
-                    stored.setdefault(e.device, array("q")).append(e.seq)
+                    if e.device != "warm-up":
+                        stored.setdefault(e.device, array("q")).append(e.seq)
                 offset += len(events)
     acked: dict[str, set[int]] = {}
     unknown: dict[str, set[int]] = {}
     for part in parts:
         for into, key in ((acked, "acked"), (unknown, "unknown")):
             for device, first in part[key]:
-                into.setdefault(device, set()).update(range(first, first + batch))
+                into.setdefault(device, set()).add(first // batch)
     for device in set(stored) | set(acked):
         seqs = sorted(stored.get(device, ()))
-        if len(seqs) != len(set(seqs)):
-            return f"{device}: {len(seqs) - len(set(seqs))} events stored twice"
-        missing = acked.get(device, set()) - set(seqs)
-        if missing:
-            return f"{device}: {len(missing)} acknowledged events missing"
-        extra = set(seqs) - acked.get(device, set()) - unknown.get(device, set())
-        if extra and device != "warm-up":
-            return f"{device}: {len(extra)} events stored that were refused"
+        twice = sum(1 for a, b in itertools.pairwise(seqs) if a == b)
+        if twice:
+            return f"{device}: {twice} events stored twice"
+        per_batch = Counter(seq // batch for seq in seqs)
+        partial = [b for b in acked.get(device, ()) if per_batch[b] != batch]
+        if partial:
+            return f"{device}: acknowledged events missing from {len(partial)} batches"
+        refused = set(per_batch) - acked.get(device, set()) - unknown.get(device, set())
+        if refused:
+            return f"{device}: events of {len(refused)} refused batches stored"
     return ""
 
 
@@ -268,7 +296,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60, help="how long the overload lasts (default 60)")
     ap.add_argument("--factor", type=float, default=2.0, help="offered load / capacity (default 2)")
     ap.add_argument("--capacity", type=float, default=None, help="events/s the server takes (default: measured)")
-    ap.add_argument("--connections", type=int, default=96, help="client connections, in 4 processes (default 96)")
+    ap.add_argument("--connections", type=int, default=256, help="client connections, in 4 processes (default 256)")
     ap.add_argument("--batch", type=int, default=1000, help="events per request (default 1000)")
     ap.add_argument("--max-pending-mib", type=int, default=64, help="[server] max_pending_bytes in MiB (default 64)")
     ap.add_argument("--limits", default="", help="lines for [limits] of the server's fluvial.toml (default: none)")
@@ -291,6 +319,8 @@ def main() -> int:
     print(f"  answers {result['statuses']}; shed by reason {result['shed']}")
     print(f"  latency of acknowledged requests: p50 {result['p50_s']:.2f} s, p99 {result['p99_s']:.2f} s, "
           f"max {result['max_s']:.2f} s")
+    print(f"  new connections during the load (GET /healthz each second): answers {result['newcomer_statuses']}, "
+          f"slowest {result['newcomer_max_s']:.2f} s")
     print(f"  RSS: baseline {result['rss_baseline_bytes'] / MIB:.0f} MiB, peak {result['rss_peak_bytes'] / MIB:.0f} "
           f"MiB, bound {result['rss_bound_bytes'] / MIB:.0f} MiB")
     for name, ok in checks.items():

@@ -65,7 +65,7 @@ def test_live_demo_serves_changing_views_and_its_commands_work(tmp_path: Path) -
     from urllib.parse import quote
 
     with subprocess.Popen(
-        [sys.executable, "-m", "fluvial.cli.main", "demo", "--seconds", "14", "--port", "0", "--devices", "20",
+        [sys.executable, "-m", "fluvial.cli.main", "demo", "--seconds", "20", "--port", "0", "--devices", "20",
          "--rate", "600", "--batch-every", "6", "--demo-dir", str(tmp_path / "demo"),
          "--examples", str(REPO / "examples")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as proc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from fluvial.errors import SchemaError, ValidationError
 from fluvial.events import Event, Schema, SchemaRegistry
+from fluvial.events.lost import LOST_KIND
 
 
 def env(payload: Any, **over: Any) -> dict[str, Any]:
@@ -120,6 +122,21 @@ def test_compatible_change_and_versions(tmp_path: Path) -> None:
     loaded = SchemaRegistry.load(path)
     assert loaded.to_dict() == reg.to_dict()
     assert loaded.kinds() == ["r"] and loaded.get("r", 1).fields == V1
+
+
+@pytest.mark.parametrize("kind", [LOST_KIND, "fluvial.", "fluvial.reading"])
+def test_reserved_kind_prefix_refused(tmp_path: Path, kind: str) -> None:
+    reg = SchemaRegistry()
+    reserved = rf"schema '{kind}': kinds starting with 'fluvial\.' are reserved for fluvial's own events"
+    with pytest.raises(SchemaError, match=reserved) as info:
+        reg.register(Schema(kind=kind, version=1, fields={"x": "int"}))
+    assert "register it under another name" in str(info.value)
+    assert kind not in reg
+    reg.register(Schema(kind="fluvial_reading", version=1, fields={}))  # only the dotted prefix is reserved
+    path = tmp_path / "schemas.json"
+    path.write_text(json.dumps({"format": 1, "schemas": [{"kind": kind, "version": 1, "fields": {}}]}))
+    with pytest.raises(SchemaError, match=f"schema '{kind}': kinds starting with"):
+        SchemaRegistry.load(path)
 
 
 def test_load_bad_file(tmp_path: Path) -> None:

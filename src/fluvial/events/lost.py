@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fluvial.events.envelope import Event
+from fluvial.events.schema import RESERVED_KIND_PREFIX
 
 __all__ = ["LOST_KIND", "placeholders", "without_lost"]
 
-LOST_KIND = "fluvial.lost"
-"""Kind and device of a placeholder: reserved, never register a schema of this name."""
+LOST_KIND = f"{RESERVED_KIND_PREFIX}lost"
+"""Kind and device of a placeholder: under the reserved prefix, so no schema can take this name."""
 
 
 def placeholders(base: int, count: int, *, ts_ms: int, note: str) -> list[Event]:

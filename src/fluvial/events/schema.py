@@ -4,6 +4,7 @@ A schema is declarative: a kind, a version and a mapping from payload field
 to type name. Type names are ``str``, ``int``, ``float``, ``bool``, ``any``,
 ``list`` and ``object``; a trailing ``?`` makes the field optional (it may be
 missing or null). Fields not named in the schema are allowed and kept.
+Kinds starting with ``fluvial.`` are fluvial's own and cannot be registered.
 
 Compatibility rule for a new version of a kind (checked against the latest):
 old producers and consumers must keep working, so
@@ -26,7 +27,7 @@ from fluvial.errors import SchemaError, ValidationError
 from fluvial.events.diagnose import envelope_problem, payload_problem, type_name
 from fluvial.events.envelope import Event
 
-__all__ = ["FIELD_TYPES", "Schema", "SchemaRegistry", "to_event"]
+__all__ = ["FIELD_TYPES", "RESERVED_KIND_PREFIX", "Schema", "SchemaRegistry", "to_event"]
 
 FIELD_TYPES: dict[str, Any] = {
     "str": str,
@@ -39,6 +40,9 @@ FIELD_TYPES: dict[str, Any] = {
 }
 
 _FORMAT = 1
+
+RESERVED_KIND_PREFIX = "fluvial."
+"""Kinds of fluvial's own events (the placeholders of :mod:`fluvial.events.lost`): never registered."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,17 @@ def _parse_type(kind: str, name: str, spec: Any) -> tuple[Any, bool]:
     return base, optional
 
 
+def _check_not_reserved(kind: str) -> None:
+    if not kind.startswith(RESERVED_KIND_PREFIX):
+        return
+    rest = kind[len(RESERVED_KIND_PREFIX):]
+    example = f", e.g. {rest!r}" if rest else ""
+    raise SchemaError(
+        f"schema {kind!r}: kinds starting with {RESERVED_KIND_PREFIX!r} are reserved for fluvial's "
+        f"own events (placeholders of records lost to damage on disk); register it under another name{example}"
+    )
+
+
 def to_event(item: Any) -> Event:
     """Check an event envelope (not its payload) and return it as an :class:`Event`.
 
@@ -184,8 +199,10 @@ class SchemaRegistry:
         """Add a schema, or a new version of a known kind.
 
         Raises:
-            SchemaError: The version is not newer, or the change is incompatible.
+            SchemaError: The kind is reserved, the version is not newer, or the change
+                is incompatible.
         """
+        _check_not_reserved(schema.kind)
         versions = self._versions.get(schema.kind)
         if not versions:
             self._versions[schema.kind] = [schema]

@@ -65,10 +65,6 @@ class Node:
     label: str
     id: int = field(default_factory=lambda: next(_ids))
 
-    @property
-    def is_table(self) -> bool:
-        return self.op in ("aggregate", "state", "join")
-
     def __repr__(self) -> str:
         return f"Node({self.op}#{self.id})"
 

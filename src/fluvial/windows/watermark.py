@@ -47,12 +47,5 @@ class Watermarks:
         high = self._max_ts.get(origin)
         return None if high is None else high - self.allowed_lateness_ms
 
-    def low_watermark(self) -> int | None:
-        """The smallest watermark over all partitions seen: every window ending
-        at or before it is complete everywhere."""
-        if not self._max_ts:
-            return None
-        return min(self._max_ts.values()) - self.allowed_lateness_ms
-
     def snapshot(self) -> dict[Hashable, int]:
         return dict(self._max_ts)

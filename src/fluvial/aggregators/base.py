@@ -53,7 +53,7 @@ class Aggregator(Generic[I, A, O]):
         raise NotImplementedError(f"{self.name} has no inverse")
 
     def result(self, acc: A) -> O:
-        return acc  # type: ignore[return-value]
+        return acc  # type: ignore[return-value]  # the default result is the accumulator itself (O is A)
 
     def is_zero(self, acc: A) -> bool:
         """True if ``acc`` equals ``zero()`` (lets stores drop empty rows)."""

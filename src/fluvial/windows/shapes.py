@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError
 
 Window = tuple[int, int]
+A = TypeVar("A")  # an aggregator's accumulator
 
 
 class WindowShape:
@@ -162,15 +163,16 @@ def shape_from_spec(spec: Mapping[str, Any] | None) -> WindowShape | None:
     if spec is None:
         return None
     fields = {k: v for k, v in spec.items() if k != "kind"}
-    kinds = {"tumbling": Tumbling, "sliding": Sliding, "session": Session, "explicit": Explicit}
+    kinds: dict[str, Callable[..., WindowShape]] = {
+        "tumbling": Tumbling, "sliding": Sliding, "session": Session, "explicit": Explicit}
     try:
-        return kinds[spec["kind"]](**fields)  # type: ignore[abstract]
+        return kinds[spec["kind"]](**fields)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"not a window spec: {dict(spec)!r} ({exc})") from None
 
 
-def compose(shape: WindowShape | None, parts: Iterable[tuple[Window | None, Any]],
-            agg: Aggregator[Any, Any, Any]) -> dict[Window | None, Any]:
+def compose(shape: WindowShape | None, parts: Iterable[tuple[Window | None, A]],
+            agg: Aggregator[Any, A, Any]) -> dict[Window | None, A]:
     """Merge stored partial accumulators of ONE key into accumulators per window.
 
     ``parts`` holds ``(storage_window, acc)`` pairs (panes for tumbling and
@@ -179,20 +181,26 @@ def compose(shape: WindowShape | None, parts: Iterable[tuple[Window | None, Any]
     part and a realtime part): they are merged first.  Returns only windows
     that hold at least one non-empty part.
     """
-    panes: dict[Window | None, Any] = {}
+    panes: dict[Window | None, A] = {}
     for window, acc in parts:
         panes[window] = agg.merge(panes[window], acc) if window in panes else acc
     if shape is None or isinstance(shape, (Tumbling, Explicit)):
         return panes
+    if not _all_windowed(panes):
+        raise ValueError(f"{shape.kind} windows are composed from parts with a window, got a part without one")
     if isinstance(shape, Session):
-        return _compose_sessions(panes, agg)  # type: ignore[arg-type]
+        return _compose_sessions(panes, agg)
     assert isinstance(shape, Sliding)
-    return _compose_sliding(shape, panes, agg)  # type: ignore[arg-type]
+    return _compose_sliding(shape, panes, agg)
 
 
-def _compose_sessions(fragments: dict[Window, Any], agg: Aggregator[Any, Any, Any]) -> dict[Window | None, Any]:
-    out: dict[Window | None, Any] = {}
-    current: tuple[int, int, Any] | None = None
+def _all_windowed(panes: dict[Window | None, A]) -> TypeGuard[dict[Window, A]]:
+    return None not in panes
+
+
+def _compose_sessions(fragments: dict[Window, A], agg: Aggregator[Any, A, Any]) -> dict[Window | None, A]:
+    out: dict[Window | None, A] = {}
+    current: tuple[int, int, A] | None = None
     for (start, end), acc in sorted(fragments.items(), key=lambda item: item[0]):
         if current is not None and start < current[1]:
             current = (current[0], max(current[1], end), agg.merge(current[2], acc))
@@ -205,17 +213,17 @@ def _compose_sessions(fragments: dict[Window, Any], agg: Aggregator[Any, Any, An
     return out
 
 
-def _compose_sliding(shape: Sliding, panes: dict[Window, Any],
-                     agg: Aggregator[Any, Any, Any]) -> dict[Window | None, Any]:
+def _compose_sliding(shape: Sliding, panes: dict[Window, A],
+                     agg: Aggregator[Any, A, Any]) -> dict[Window | None, A]:
     if not panes:
         return {}
     pane_ms, slide, length = shape.pane_ms, shape.slide_ms, shape.length_ms
     starts: set[int] = set()
     for pane_start, _ in panes:
         starts.update(shape.window_starts_of_pane(pane_start))
-    out: dict[Window | None, Any] = {}
+    out: dict[Window | None, A] = {}
     prev: int | None = None
-    acc: Any = None
+    acc = agg.zero()
     for start in sorted(starts):
         if agg.has_subtract and prev is not None and start - prev == slide:
             # Incremental: add the panes entering, subtract the panes leaving.

@@ -19,11 +19,13 @@ import os
 import sys
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import (
     TYPE_CHECKING,
     Any,
     Generic,
     NamedTuple,
+    Protocol,
     TypeVar,
 )
 
@@ -71,13 +73,21 @@ class Node:
 
 def _call_site() -> str:
     """file:line of the user code that called the operator (for explain())."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     here = os.path.dirname(__file__)
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     if frame is None:
         return "?"
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+class Runner(Protocol):
+    """What the actions (``collect``, ``count``, ``reduce``) need from a runner."""
+
+    def collect(self, flow: Flow[T]) -> list[T]:
+        """Run ``flow`` over all of its input and return its elements."""
+        ...
 
 
 class Pipeline:
@@ -195,8 +205,8 @@ class Flow(Generic[T]):
         """
         return self._then("lookup", table=table, default=default, inner=inner)
 
-    def join(self, other: Flow[tuple[K, U]], *, window: WindowShape | None = None,
-             allowed_lateness_ms: int = 0) -> Flow[tuple[K, tuple[Any, U]]]:
+    def join(self: Flow[tuple[K, V]], other: Flow[tuple[K, U]], *, window: WindowShape | None = None,
+             allowed_lateness_ms: int = 0) -> Flow[tuple[K, tuple[V, U]]]:
         """Inner join of two keyed flows: ``(k, (v, w))`` for every pair with equal keys
         (and, with ``window``, in the same window).  Without a window the join keeps
         every element of both sides in state.
@@ -253,13 +263,13 @@ class Flow(Generic[T]):
         window; ``inv`` (the inverse of ``f``) makes sliding cheaper."""
         from fluvial.aggregators import Reduce
 
-        shape: WindowShape = (Tumbling(length_ms=length_ms) if slide_ms in (None, length_ms)
-                              else Sliding(length_ms=length_ms, slide_ms=slide_ms))  # type: ignore[arg-type]
+        shape: WindowShape = (Tumbling(length_ms=length_ms) if slide_ms is None or slide_ms == length_ms
+                              else Sliding(length_ms=length_ms, slide_ms=slide_ms))
         return self._aggregate(Reduce(f, inv), keyed=True, window=shape, lateness_ms=allowed_lateness_ms,
                                name="reduce_by_key_and_window")
 
     # -- per-key state -------------------------------------------------------------
-    def map_with_state(self, f: Callable[[Any, Any, S | None], tuple[S | None, Any]]) -> Flow[Any]:
+    def map_with_state(self: Flow[tuple[K, V]], f: Callable[[K, V, S | None], tuple[S | None, U]]) -> Flow[U]:
         """Per-key state (Spark's ``mapWithState``; "one actor per key").
 
         ``f(key, value, state) -> (new_state, output)`` is called for each
@@ -268,7 +278,7 @@ class Flow(Generic[T]):
         """
         return Flow(self.pipeline, Node("state", (self.node,), {"f": f, "mode": "map"}, _call_site()))
 
-    def update_state_by_key(self, f: Callable[[list[Any], S | None], S | None]) -> Table:
+    def update_state_by_key(self: Flow[tuple[K, V]], f: Callable[[list[V], S | None], S | None]) -> Table:
         """Spark's ``updateStateByKey``: ``f(new_values, state) -> new_state`` once per key and
         micro-batch; the table's rows are ``(key, state)``."""
         return Table(self.pipeline, Node("state", (self.node,), {"f": f, "mode": "update"}, _call_site()))
@@ -301,16 +311,16 @@ class Flow(Generic[T]):
         self._sink("view", name=name)
 
     # -- actions --------------------------------------------------------------------
-    def collect(self, runner: Any = None) -> list[T]:
+    def collect(self, runner: Runner | None = None) -> list[T]:
         """Run the flow (default: a local batch runner) and return its elements."""
         from fluvial.engine.batch import BatchRunner
 
         return (runner or BatchRunner()).collect(self)
 
-    def count(self, runner: Any = None) -> int:
+    def count(self, runner: Runner | None = None) -> int:
         return len(self.collect(runner))
 
-    def reduce(self, f: Callable[[T, T], T], runner: Any = None) -> T:
+    def reduce(self, f: Callable[[T, T], T], runner: Runner | None = None) -> T:
         items = self.collect(runner)
         if not items:
             raise ValueError("reduce() of an empty flow")

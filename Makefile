@@ -41,7 +41,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 
-## lint: ruff and mypy over the sources
+## lint: ruff and mypy over the sources (--strict for the pure packages: the overrides of [tool.mypy])
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests bench
 	$(BIN)/python -m mypy

@@ -7,9 +7,12 @@
 * a refused huge ``seq`` leaves de-duplication on and shutdown clean (snapshots written);
 * query parameters beyond 64 bits are a 400, not a 500;
 * the disk fills up while devices post (a small tmpfs when this machine lets the test
-  mount one, and an ``ENOSPC`` injected into the server's ``os.write`` in any case):
-  507 with ``Retry-After`` and ``/healthz`` degraded while full, recovery by itself once
-  space returns, nothing acknowledged lost, nothing stored twice.
+  mount one, which fills the SQLite view store too, and an ``ENOSPC`` injected into the
+  server's ``os.write`` in any case): 507 with ``Retry-After`` and ``/healthz`` degraded
+  while full (on the tmpfs: the speed layer cannot commit, and says why), ingest and the
+  speed layer recover by themselves once space returns, nothing acknowledged lost,
+  nothing stored twice, the view equal to a brute force over the acknowledged events.
+  Without a tmpfs (not root) that variant skips, and fails under ``FLUVIAL_REQUIRE_SERVICES=1``.
 
 The log is read back from the data directory; counts are compared with exactly what
 was acknowledged. Each test prints its seed (``FLUVIAL_TEST_SEED=<n>`` reproduces it).
@@ -26,9 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from fluvial.events import Event
 from fluvial.log import DeadLetterLog
 from fluvial.log.dedup import DedupState
 from fluvial.log.limits import MAX_DEPTH
+from fluvial.testing.brute import split_late
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_proc import EXAMPLES, ServerProcess
@@ -49,6 +54,8 @@ pytestmark = pytest.mark.services
 T0 = 1_700_000_000_000
 JSON, MSGPACK = "application/json", "application/msgpack"
 RETRYABLE = (0, 429, 503, 507)  # 0: the connection failed
+WINDOW_MS, ALLOWED_LATENESS_MS = 60_000, 30_000  # examples/device_stats.py
+REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"  # as tests/conftest.py
 
 
 @pytest.fixture
@@ -374,7 +381,10 @@ class Disk:
             done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(self.root)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected variant runs")
+                why = f"cannot mount a tmpfs here ({done.stderr.strip()})"
+                if REQUIRE_SERVICES:  # only a real small file system fills the view store (SQLite) too
+                    pytest.fail(f"{why}; FLUVIAL_REQUIRE_SERVICES=1 needs it (run the tests as root)")
+                pytest.skip(f"{why}; the injected variant runs")
         else:
             hook = tmp_path / "hook"
             hook.mkdir()
@@ -411,12 +421,36 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> flo
     return time.monotonic() - start
 
 
+def served_stats(srv: ServerProcess) -> dict[Any, dict[str, Any]]:
+    rows = srv.get("/v1/views/device_stats")["rows"]
+    return {(tuple(r["key"]), tuple(r["window"])): r["value"] for r in rows}
+
+
+def brute_stats(events: list[Event]) -> dict[Any, dict[str, Any]]:
+    """``examples/device_stats.py`` by brute force: Stats per (device, kind) and 1-minute window."""
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        start = e.ts - e.ts % WINDOW_MS
+        groups[((e.device, e.payload["kind"]), (start, start + WINDOW_MS))].append(e.payload["value"])
+    return {k: {"count": len(v), "min": min(v), "max": max(v), "mean": float(sum(map(Fraction, v)) / len(v))}
+            for k, v in groups.items()}
+
+
+def speed_problems(srv: ServerProcess) -> list[str]:
+    return [p for p in json.loads(srv.request("GET", "/healthz")[1])["problems"] if p.startswith("speed layer")]
+
+
 @pytest.mark.parametrize("kind", ["tmpfs", "injected"])
-def test_full_disk_is_507_and_ingest_recovers_by_itself(tmp_path: Path, seed: int, kind: str) -> None:
+def test_full_disk_is_507_and_ingest_and_speed_layer_recover_by_themselves(tmp_path: Path, seed: int,
+                                                                          kind: str) -> None:
+    """On the tmpfs the view store fills too: the speed layer cannot commit, /healthz says why,
+    and it commits again by itself once space returns. With ``os.write`` failing only the log is
+    full (SQLite writes below Python): the speed layer keeps committing."""
     rng = random.Random(seed)
     disk = Disk(tmp_path, kind)
     try:
-        srv = ServerProcess(disk.root, config="[log]\nsegment_bytes = 262144\n", env=disk.env)
+        srv = ServerProcess(disk.root, flows=[EXAMPLES / "device_stats.py"],
+                            config="[log]\nsegment_bytes = 262144\n", env=disk.env)
         srv.log_file = tmp_path / "server.log"  # not on the full disk
         started = time.monotonic()
 
@@ -435,24 +469,42 @@ def test_full_disk_is_507_and_ingest_recovers_by_itself(tmp_path: Path, seed: in
             status, body = srv.request("GET", "/healthz")
             health = json.loads(body)
             assert status == 503 and health["status"] == "degraded", health
-            (problem,) = health["problems"]
+            (problem,) = [p for p in health["problems"] if p.startswith("log writer")]
             assert "No space left on device (ENOSPC)" in problem and "free space" in problem, problem
             assert str(disk.root) not in body.decode() and str(tmp_path) not in body.decode()
+            if kind == "tmpfs":  # the micro-batches of what the log took before it filled cannot commit
+                wait_for("/healthz says the speed layer cannot commit", lambda: speed_problems(srv) != [])
+                (problem,) = speed_problems(srv)
+                assert problem.startswith("speed layer device_stats: ") and "database or disk is full" in problem \
+                    and "free space" in problem and "cannot rollback" not in problem, problem
             time.sleep(0.5)
+            failures = srv.get("/v1/metrics")["speed_layer"]["device_stats"]["errors"]
             disk.free()
+            freed = time.monotonic()
             took = wait_for("/healthz is ok again", lambda: srv.request("GET", "/healthz")[0] == 200)
             acked_before = sum(len(d.acked) for d in devices)
             wait_for("devices are acknowledged again", lambda: sum(len(d.acked) for d in devices) > acked_before)
+            speed_took = wait_for("the speed layer commits what came after space returned", lambda: (
+                srv.get("/v1/metrics")["speed_layer"]["device_stats"]["micro_batches"] > 0
+                and speed_problems(srv) == []), timeout=20 - (time.monotonic() - freed))
             time.sleep(0.3)
             stop[0] = 0
             for t in threads:
                 t.join()
-        print(f"{kind}: recovered {took:.2f} s after space returned; statuses {[dict(d.statuses) for d in devices]}")
+            srv.wait_caught_up(timeout=60)
+            served = served_stats(srv)
+            late = srv.get("/v1/views")
+        print(f"{kind}: /healthz ok {took:.2f} s after space returned; {failures} speed-layer failures while "
+              f"full; statuses {[dict(d.statuses) for d in devices]}")
         assert [d.error for d in devices if d.error] == [] and [d.gave_up for d in devices] == [0] * len(devices)
         full = [a for d in devices for a in d.refusals if a.status == 507]
         assert full and all(a.headers.get("retry-after", "").isdigit() for a in full)
         assert all("the disk is full" in a.body["error"] and "send them again" in a.body["error"] for a in full)
         assert all(a.status == 507 for d in devices for a in d.refusals), "only the full disk refused"
+        if kind == "tmpfs":
+            assert failures > 0 and took < 10 and speed_took < 10, (failures, took, speed_took)
+        else:  # SQLite does not write through os.write: only the log was full
+            assert failures == 0, failures
 
         events = stored_events(srv.data_dir)
         per_pair = Counter((e.device, e.seq) for e in events)
@@ -461,7 +513,14 @@ def test_full_disk_is_507_and_ingest_recovers_by_itself(tmp_path: Path, seed: in
             stored = {seq for device, seq in per_pair if device == d.name}
             assert d.acked <= stored, f"{d.name}: acknowledged but lost {sorted(d.acked - stored)[:10]}"
             assert stored == d.acked  # every batch was retried until acknowledged: nothing more stored
+        # the served view: a brute force over exactly the acknowledged events (in log order: lateness)
+        acked = {(d.name, s) for d in devices for s in d.acked}
+        on_time, too_late = split_late([e for e in events if (e.device, e.seq) in acked], partitions=4,
+                                       lateness_ms=ALLOWED_LATENESS_MS)
+        assert len(on_time) + len(too_late) == len(acked)
+        assert served == brute_stats(on_time)
+        (info,) = [v for v in late["views"] if v["name"] == "device_stats"]
+        assert info["late_events"] == len(too_late), (info["late_events"], len(too_late))
     finally:
         disk.free()
         disk.release()
-

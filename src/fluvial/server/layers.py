@@ -10,9 +10,11 @@ server runs the code that wrote the current views.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import traceback
@@ -24,7 +26,7 @@ from fluvial.engine.plan import compile_plan
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Pipeline
 
-__all__ = ["FLOWS_FILE", "RAN_FILE", "FlowSet", "Registered", "SpeedRunner"]
+__all__ = ["FLOWS_FILE", "RAN_FILE", "FlowSet", "Registered", "SpeedRunner", "failure_reason"]
 
 FLOWS_FILE = "flows.json"
 RAN_FILE = "flows-used.json"  # the flow files last used here: offline commands fall back on them
@@ -192,7 +194,15 @@ class SpeedRunner:
     The thread opens its own store connection and a read-only view of the log.
     If a micro-batch fails, the error is kept (``last_error``) and the runner
     restarts from its checkpoint after ``retry_s``: committed work is never
-    redone twice, uncommitted work is redone.
+    redone twice, uncommitted work is redone. A full disk (the view store
+    cannot commit) is such a failure: the runner retries until space returns.
+
+    Attributes:
+        last_error: Why it last failed (the root cause, with what to do about a full disk).
+        errors: How many times it failed.
+        failing: It failed and has not committed a micro-batch since.
+        last_error_at: When it last failed, while :attr:`failing` (else 0.0): ``/healthz``
+            says the speed layer is degraded until it commits again.
     """
 
     def __init__(self, reg: Registered, data_dir: Path, *, batch_interval_ms: int, max_batch_records: int,
@@ -205,8 +215,9 @@ class SpeedRunner:
         self.retry_s = retry_s
         self.runner: Any = None
         self.last_error: str | None = None
-        self.last_error_at = 0.0
         self.errors = 0
+        self._error_at = 0.0
+        self._failed: Any = None  # the runner that failed last (None: no failure yet)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"fluvial-speed-{reg.name}", daemon=True)
@@ -227,6 +238,18 @@ class SpeedRunner:
     def progress(self) -> dict[str, Any]:
         return dict(self.runner.progress) if self.runner is not None else {}
 
+    @property
+    def failing(self) -> bool:
+        """It failed, and no micro-batch has committed since (a new runner replaces a failed one)."""
+        runner = self.runner
+        if self._failed is None:
+            return False
+        return runner is self._failed or runner is None or not runner.progress.get("micro_batches")
+
+    @property
+    def last_error_at(self) -> float:
+        return self._error_at if self.failing else 0.0
+
     def _loop(self) -> None:
         from fluvial.config import StreamConfig
         from fluvial.workspace import Workspace
@@ -239,13 +262,47 @@ class SpeedRunner:
                 self.runner.run(self.reg.pipeline, stop=self._stop)
             except Exception as exc:
                 self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self.last_error_at = time.time()
+                self.last_error = failure_reason(exc, self.retry_s)
+                self._error_at = time.time()
+                self._failed = self.runner
                 _logger.error("speed layer of %s failed, restarting from its checkpoint: %s\n%s",
                               self.reg.name, self.last_error, traceback.format_exc())
                 self._stop.wait(self.retry_s)
             finally:
                 ws.close()
+
+
+def failure_reason(exc: BaseException, retry_s: float) -> str:
+    """``Type: message`` of what made a micro-batch fail, from the root cause.
+
+    A failed commit can surface as a later error raised while undoing it (SQLite
+    rolls a transaction back by itself on a full disk, so the ROLLBACK after the
+    failed COMMIT says "cannot rollback - no transaction is active"): the error
+    it was handling is the cause. A full disk says what to do.
+    """
+    cause = exc
+    while isinstance(cause, sqlite3.OperationalError) and "no transaction is active" in str(cause) \
+            and cause.__context__ is not None:
+        cause = cause.__context__
+    reason = f"{type(cause).__name__}: {cause}"
+    if any(_disk_full(e) for e in _chain(cause)):
+        reason += (f" (the disk of the data directory is full: free space; the speed layer retries by "
+                   f"itself every {retry_s:g} s)")
+    return reason
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class _NullOut:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -577,3 +579,18 @@ def test_a_version_with_its_own_aggregator_and_window(tmp_path):
         assert store.view("v").aggregator == Sum().spec()
         assert store.view("v").window == Tumbling(length_ms=10).spec()
         assert [(r.window, r.value) for r in store.query("v")] == [((0, 10), 7)]
+
+
+def test_processes_opening_a_new_store_at_once_create_its_schema_once(tmp_path: Any) -> None:
+    """Rivals started together on a new data directory each open the store: one creates the
+    schema, the others see it (they failed with "duplicate column name" before)."""
+    path = tmp_path / "views.db"
+    at = time.time() + 1.0
+    code = ("import sys, time; from fluvial.serving.sqlite import SqliteStore\n"
+            f"time.sleep(max(0, {at} - time.time())); SqliteStore(sys.argv[1]).close(); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [proc.communicate(timeout=60) for proc in procs]
+    assert all(out == "ok\n" for out, _ in results), [err for _, err in results if err]
+    with SqliteStore(path) as store:
+        assert store.views() == []

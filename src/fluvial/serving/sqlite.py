@@ -130,6 +130,21 @@ class _Meta:
     rt_gen: int
 
 
+def _wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Switch to WAL.  The first switch of a new file needs it to itself, and SQLite reports
+    "database is locked" at once to processes that open it at the same moment (the busy
+    timeout does not apply): try again until the timeout."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class _MergeFailed(Exception):
     pass
 
@@ -158,7 +173,7 @@ class SqliteStore:
             self._conn = sqlite3.connect(self.path, isolation_level=None,
                                          timeout=busy_timeout_ms / 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            _wal(self._conn, busy_timeout_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: views of 100k+ rows
         except sqlite3.Error as exc:
@@ -182,6 +197,11 @@ class SqliteStore:
             raise StoreError(f"{self.path!r} has view store schema {current}; this fluvial knows "
                              f"{SCHEMA_VERSION}: upgrade fluvial")
         with self._write():
+            # Read again under the write lock: processes opening a new store at the same
+            # moment would otherwise each run the migrations ("duplicate column name").
+            (current,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if current == SCHEMA_VERSION:
+                return
             if current == 0:
                 for statement in _SCHEMA:
                     self._conn.execute(statement)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fluvial.errors import ConfigError
+from fluvial.state.ownership import DEFAULT_LEASE_MS
 
 DEFAULT_DATA_DIR = ".fluvial"
 FSYNC_POLICIES = ("batch", "interval", "never")
@@ -50,14 +51,20 @@ class StreamConfig:
         max_batch_records: Most log records in one micro-batch: bounds memory
             while catching up (at steady state a micro-batch holds what arrived
             in one interval).
+        lease_ms: How long a runner may go silent (paused, cut off from the store)
+            before another runner may claim its pipeline (see
+            :mod:`fluvial.state.ownership`); it renews its claim every ``lease_ms / 4``.
     """
 
     batch_interval_ms: int = 1000
     max_batch_records: int = 250_000
+    lease_ms: int = DEFAULT_LEASE_MS
 
     def __post_init__(self) -> None:
         if self.batch_interval_ms < 0 or self.max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
+        if self.lease_ms <= 0:
+            raise ConfigError(f"lease_ms must be > 0, got {self.lease_ms}")
 
 
 DEFAULT_LOG = LogConfig()

@@ -13,7 +13,10 @@ The tree::
     │   └── UnsupportedOperation   the runner cannot execute an operator
     ├── StoreError             the serving store cannot be read or written
     │   ├── ViewNotFound       no view of that name exists
-    │   └── CheckpointFenced   another writer replaced a runner's checkpoint: its commit is void
+    │   ├── OwnedElsewhere     another live process holds what a runner would write (names it)
+    │   └── Fenced             a commit's writer no longer owns what it writes: the commit is void
+    │       ├── CheckpointFenced   another writer replaced the checkpoint it read: reload, go on
+    │       └── LeaseLost          another process took the runner's lease over: stop
     └── MissingDependency      an optional extra is not installed
 
 Messages say what failed, where, and how to fix it.
@@ -76,12 +79,36 @@ class ViewNotFound(StoreError):
     """No view of that name exists in the store."""
 
 
-class CheckpointFenced(StoreError):
+class OwnedElsewhere(StoreError):
+    """Another live process holds the resource a runner claims (a pipeline's speed
+    layer, a batch publish); the message names it (pid, host, command, since when).
+
+    Attributes:
+        holder: The store's record of the holder (:class:`fluvial.state.ownership.Holder`).
+    """
+
+    def __init__(self, message: str, *, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class Fenced(StoreError):
+    """A commit was refused because its writer no longer owns what it writes; the
+    transaction is rolled back and nothing of it is visible (DESIGN principle 5)."""
+
+
+class CheckpointFenced(Fenced):
     """A runner's checkpoint was replaced by another writer since the runner read it.
 
     The commit that found it out is rolled back; the runner reloads the checkpoint
-    (DESIGN principle 5: writers are fenced).
+    (a batch run handed over its cut-off) and goes on.
     """
+
+
+class LeaseLost(Fenced):
+    """Another process took over the resource this runner held (its epoch is gone):
+    the runner's commit is void and it stops; the new owner goes on from the last
+    committed checkpoint."""
 
 
 class MissingDependency(FluvialError):

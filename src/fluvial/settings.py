@@ -44,6 +44,7 @@ and key in it. A complete file with the defaults::
     batch_interval_ms = 200
     max_batch_records = 250000
     max_lag_records = 5000000        # ingest answers 429 while a speed runner is this far behind
+    lease_ms = 10000                 # a silent speed runner keeps its pipeline this long (fencing)
 
     [batch]
     every_s = 300                    # scheduled batch-layer runs; 0: only on demand
@@ -465,7 +466,8 @@ _SCHEMA: dict[str, dict[str, str]] = {
                "device_bytes_per_s": "int", "device_bytes_burst": "int", "dead_letter_bytes": "int",
                "dead_letter_window_s": "float", "per_address": "bool"},
     "log": {"partitions": "int", "fsync": "str", "fsync_interval_ms": "int", "segment_bytes": "int"},
-    "stream": {"batch_interval_ms": "int", "max_batch_records": "int", "max_lag_records": "int"},
+    "stream": {"batch_interval_ms": "int", "max_batch_records": "int", "max_lag_records": "int",
+               "lease_ms": "int"},
     "batch": {"every_s": "float", "engine": "str", "workers": "int", "spark_master": "str", "spark_conf": "table"},
     "reprocess": {"grace_s": "float", "keep_old": "bool"},
     "flows": {"file": "str", "architecture": "str", "batch_every_s": "float"},

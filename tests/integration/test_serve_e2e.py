@@ -29,6 +29,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -802,3 +804,38 @@ def test_clean_restart_keeps_the_views_and_goes_on_counting(
     assert run_batch(srv, "device_stats")["result"]["records"] == len(all_readings) + len(all_posts)
     assert view(srv, "device_stats") == (2, brute_stats(all_readings))
     assert_healthy(srv)
+
+
+# -- a second runner beside the server -----------------------------------------------------------------
+
+def test_a_runner_beside_serve_is_refused_and_a_take_over_hands_the_pipeline_back(
+        serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
+    """`fluvial run` of a pipeline the server runs is refused, naming the server; with
+    --take-over it fences the server's speed layer, which waits and resumes when it stops."""
+    srv = serve(flows=[EXAMPLES / "device_stats.py"], batch_interval_ms=100)
+    fleet = Devices(rng, 6)
+    start = base_ms(rng)
+    posted = fleet.readings(300, start)
+    post_all(srv, posted, rng)
+    eventually(srv, "device_stats", brute_stats(distinct(posted)), "the server's speed layer")
+
+    def cli_run(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(srv.data_dir), "run",
+                               str(EXAMPLES / "device_stats.py"), "--mode", "stream", "--until-caught-up",
+                               *flags], capture_output=True, text=True, timeout=120)
+
+    refused = cli_run()
+    assert refused.returncode == 1, refused.stderr
+    assert f"pid {srv.proc.pid}" in refused.stderr and "serve" in refused.stderr, refused.stderr
+    assert "--take-over" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    more = fleet.readings(300, start + 300 * 250)
+    post_all(srv, more, rng)
+    taken = cli_run("--take-over")
+    assert taken.returncode == 0, taken.stderr
+    posted += more
+    last = fleet.readings(300, start + 600 * 250)
+    post_all(srv, last, rng)
+    posted += last
+    # the server's speed layer was fenced, waited for the pipeline, and goes on from the checkpoint
+    eventually(srv, "device_stats", brute_stats(distinct(posted)), "after the take-over ended", timeout=30)
+    assert "no longer holds" in srv.output() or "taken over" in srv.output(), srv.output()[-3000:]

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import fluvial as fl
 from fluvial.engine.batch import BatchRunner
 from fluvial.engine.checkpoint import Checkpoint, checkpoint_id
+from fluvial.errors import LeaseLost
 
 PARTITIONS = 3
 WORDS = "abcdefg"
@@ -75,7 +76,7 @@ class World:
         elif kind == "step":
             self.step(arg)
         elif kind == "restart":
-            self.runs[arg] = None
+            self.stop(arg)
         else:
             self.batch(arg, dies=kind == "dies")
 
@@ -92,8 +93,17 @@ class World:
     def step(self, which: int) -> int | None:
         if self.runs[which] is None:
             runner = self.ws.stream_runner(fl.StreamConfig(batch_interval_ms=0, max_batch_records=7))
-            self.runs[which] = runner.start(pipeline())
-        return self.runs[which].step()  # type: ignore[no-any-return]
+            self.runs[which] = runner.start(pipeline())  # claims the pipeline: the other run is fenced
+        try:
+            return self.runs[which].step()  # type: ignore[no-any-return]
+        except LeaseLost:  # the other run claimed the pipeline since: this one stops, as a fenced runner does
+            self.stop(which)
+            return 0
+
+    def stop(self, which: int) -> None:
+        if self.runs[which] is not None:
+            self.runs[which].runner.release()
+            self.runs[which] = None
 
     def batch(self, inner: list[tuple[str, Any]], *, dies: bool) -> None:
         world = self
@@ -160,7 +170,7 @@ def test_batch_runs_at_any_moment_never_count_an_event_twice(ops: list[tuple[str
                 world.do(op)
                 upto = world.covered()
                 assert world.merged("counts") == brute(world.log_events(), upto), (op, upto)
-            world.runs[1] = None                            # the last runner standing catches up
+            world.stop(1)                                   # the last runner standing catches up
             while world.step(0) is not None:
                 pass
             everything = world.log_events()
@@ -168,4 +178,6 @@ def test_batch_runs_at_any_moment_never_count_an_event_twice(ops: list[tuple[str
             assert world.merged("counts") == want
             assert world.merged("running") == want           # per-key state: totals, not deltas
         finally:
+            world.stop(0)
+            world.stop(1)
             world.ws.close()

@@ -66,6 +66,7 @@ segment_bytes = 8192
 batch_interval_ms = 50
 max_batch_records = 1000
 max_lag_records = 7
+lease_ms = 2500
 
 [batch]
 every_s = 0
@@ -161,7 +162,7 @@ def test_full_file(tmp_path: Path) -> None:
         allowed_origins=("https://dash.example.com", "http://[::1]:3000"),
         tls_cert=tmp_path / "tls/cert.pem", tls_key=tmp_path / "tls/key.pem")
     assert s.log == LogConfig(partitions=8, fsync="interval", fsync_interval_ms=250, segment_bytes=8192)
-    assert s.stream == StreamConfig(batch_interval_ms=50, max_batch_records=1000)
+    assert s.stream == StreamConfig(batch_interval_ms=50, max_batch_records=1000, lease_ms=2500)
     assert s.max_lag_records == 7
     assert s.batch == BatchSettings(every_s=0.0, engine="spark", workers=3, spark_master="spark://h:7077",
                                     spark_conf={"spark.executor.memory": "2g", "spark.sql.shuffle.partitions": "8"})

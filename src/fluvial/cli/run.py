@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import re
 import signal
@@ -234,6 +235,15 @@ the job starts."""
             metavar="N", help="stream: time between micro-batches (default: %(default)s)"),
         arg("--max-batch-records", type=int, default=DEFAULT_STREAM.max_batch_records,
             metavar="N", help="stream: at most N log records per micro-batch (default: %(default)s)"),
+        arg("--take-over", action="store_true",
+            help="stream: claim the pipelines even if another runner holds them (that runner's next "
+                 "commit is refused and it stops); default: refuse, naming the runner that holds them"),
+        arg("--wait", action="store_true",
+            help="stream: a standby: if another runner holds a pipeline, wait until it stops (or is "
+                 "silent for --lease-ms) and go on from its last checkpoint"),
+        arg("--lease-ms", type=int, default=DEFAULT_STREAM.lease_ms, metavar="N",
+            help="stream: how long this runner may be silent (paused, cut off) before another may "
+                 "claim its pipelines (default: %(default)s)"),
         arg("--workers", type=int, default=None, metavar="N",
             help="batch: worker processes for large inputs (default: the number of CPUs)"),
         arg("--from-export", metavar="DIR", default=None,
@@ -248,6 +258,13 @@ def run(args: argparse.Namespace) -> int:
     if args.from_export and args.mode != "batch":
         raise ConfigError("--from-export is for --mode batch (the batch layer over the master dataset); "
                           "the speed layer reads the log")
+    if args.mode != "stream" and (args.take_over or args.wait):
+        raise ConfigError("--take-over and --wait are for --mode stream (batch runs of a pipeline take "
+                          "turns by themselves)")
+    if args.take_over and args.wait:
+        raise ConfigError("--take-over and --wait exclude each other: take the pipelines now, or wait for them")
+    if args.lease_ms <= 0:
+        raise ConfigError(f"--lease-ms must be > 0, got {args.lease_ms}")
     pipelines = _load(args)
     path = data_dir(args)
     with open_workspace(path) as ws:
@@ -256,13 +273,14 @@ def run(args: argparse.Namespace) -> int:
         if args.mode == "batch":
             return _run_batch(ws, pipelines, args)
     config = StreamConfig(batch_interval_ms=args.batch_interval_ms,
-                          max_batch_records=args.max_batch_records)
+                          max_batch_records=args.max_batch_records, lease_ms=args.lease_ms)
     return _run_stream(path, pipelines, config, args)
 
 
 def _stream_runner(ws: Workspace, config: StreamConfig, args: argparse.Namespace) -> Any:
+    claim = {"take_over": args.take_over, "wait_s": math.inf if args.wait else 0.0}
     if getattr(args, "engine", "local") != "spark":
-        return ws.stream_runner(config)
+        return ws.stream_runner(config, **claim)
     try:
         from fluvial.engine.spark.stream import SparkStreamRunner
     except ImportError as exc:
@@ -271,7 +289,7 @@ def _stream_runner(ws: Workspace, config: StreamConfig, args: argparse.Namespace
                           ) from None
     return SparkStreamRunner(log=ws._lazy_log, store=ws.store, spark=_spark_config(args),
                              batch_interval_ms=config.batch_interval_ms,
-                             max_batch_records=config.max_batch_records)
+                             max_batch_records=config.max_batch_records, lease_ms=config.lease_ms, **claim)
 
 
 def _run_batch(ws: Workspace, pipelines: list[Pipeline], args: argparse.Namespace) -> int:
@@ -336,28 +354,34 @@ def _stream_one(runner: Any, pipeline: Pipeline, stop: threading.Event,
                 args: argparse.Namespace) -> None:
     if not args.verbose:
         stats = runner.run(pipeline, until_caught_up=args.until_caught_up, stop=stop)
-    else:  # one micro-batch per call, to print a line for each
-        records = late = batches = 0
-        seconds = 0.0
+    else:
+        stats = _stream_verbose(runner, pipeline, stop, args)
+    _say(sys.stdout, f"{pipeline.name}: {stats.micro_batches} micro-batches, "
+         f"{stats.records_in} records, {stats.late_events} late, {stats.seconds:.2f} s")
+
+
+def _stream_verbose(runner: Any, pipeline: Pipeline, stop: threading.Event, args: argparse.Namespace) -> Any:
+    """One micro-batch per call, to print a line for each, all under one claim of the pipeline."""
+    from fluvial.engine.batch import RunStats
+
+    stats = RunStats(pipeline.name, "stream")
+    runner.claim(pipeline, stop=stop)
+    try:
         while not stop.is_set():
-            s = runner.run(pipeline, until_caught_up=args.until_caught_up, max_batches=1,
-                           stop=stop)
+            s = runner.run(pipeline, until_caught_up=args.until_caught_up, max_batches=1, stop=stop)
             if s.micro_batches == 0:
                 if args.until_caught_up:
                     break
                 continue
-            batches += 1
-            records += s.records_in
-            late += s.late_events
-            seconds += s.seconds
-            _say(sys.stderr, f"{pipeline.name}: micro-batch {batches}: {s.records_in} records, "
+            stats.micro_batches += 1
+            stats.records_in += s.records_in
+            stats.late_events += s.late_events
+            stats.seconds += s.seconds
+            _say(sys.stderr, f"{pipeline.name}: micro-batch {stats.micro_batches}: {s.records_in} records, "
                  f"{s.late_events} late, {s.seconds * 1000:.0f} ms")
-        from fluvial.engine.batch import RunStats
-
-        stats = RunStats(pipeline.name, "stream", records_in=records, micro_batches=batches,
-                         late_events=late, seconds=seconds)
-    _say(sys.stdout, f"{pipeline.name}: {stats.micro_batches} micro-batches, "
-         f"{stats.records_in} records, {stats.late_events} late, {stats.seconds:.2f} s")
+    finally:
+        runner.release()
+    return stats
 
 
 _output = threading.Lock()

@@ -95,6 +95,7 @@ class BatchRunner(LazyLog):
         self.slice_records = slice_records
         self.progress = progress
         self.out = out
+        self._lease: Any = None   # the batch lease of the pipeline being run
 
     # -- public ------------------------------------------------------------------
     def run(self, pipeline: Pipeline, *, cutoff: list[int] | None = None) -> RunStats:
@@ -103,8 +104,14 @@ class BatchRunner(LazyLog):
         exclusive = getattr(self.store, "exclusive", None)
         if exclusive is None or not plan.views:
             return self._run(plan, cutoff)
-        with exclusive(f"batch-{plan.name}"):  # two runs publishing in turn could drop realtime rows
-            return self._run(plan, cutoff)
+        # One batch run of a pipeline at a time (two publishing in turn could drop realtime
+        # rows); its seal and publish hold only while it owns the pipeline's batch lease.
+        with exclusive(f"batch-{plan.name}") as lease:
+            self._lease = lease
+            try:
+                return self._run(plan, cutoff)
+            finally:
+                self._lease = None
 
     def _run(self, plan: Plan, cutoff: list[int] | None) -> RunStats:
         started = time.perf_counter()
@@ -156,9 +163,15 @@ class BatchRunner(LazyLog):
                 return Cutoff(ends)
             return Cutoff([min(o, e) for o, e in zip(Checkpoint.loads(blob).offsets, ends)])
         with self.store.transaction() as txn:
+            self._fence(txn)
             offsets, tails, handover = take_cutoff(self.store, txn, plan, self.log, own_log=self.own_log)
             sealed = {name: txn.seal_realtime(name) for name in plan.views}
         return Cutoff(offsets, sealed, tails, handover)
+
+    def _fence(self, txn: Any) -> None:
+        """Let ``txn`` commit only while this run holds the pipeline's batch lease."""
+        if self._lease is not None:
+            txn.fence(self._lease)
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
         executor = Executor(plan, stream=False)
@@ -245,6 +258,7 @@ class BatchRunner(LazyLog):
         if not plan.views:
             return
         with store.transaction() as txn:
+            self._fence(txn)
             for name, version in stats.views.items():
                 # The sealed realtime generations hold what the stream runner committed up
                 # to the cut-off (see _cutoff): the new version covers them.

@@ -10,8 +10,12 @@ committed offsets and, since per-partition watermarks depend only on log
 order, computes the same result: the effect is exactly once.  ``print`` and
 ``foreach`` sinks run before the commit, so they are at-least-once.
 
-Writers are fenced: a runner commits only on top of the checkpoint it read.
-Where the speed layer starts and where a batch run ends is one decision
+Writers are fenced twice.  A runner first claims its pipeline in the store
+(:mod:`fluvial.state.ownership`): a second runner is refused, naming the
+first, unless it waits for it (``wait_s``) or takes it over (``take_over``),
+and each commit holds only while the runner's ownership epoch does -- a
+paused runner that wakes up after a take-over commits nothing.  And a runner
+commits only on top of the checkpoint it read.  Where the speed layer starts and where a batch run ends is one decision
 (:mod:`fluvial.engine.checkpoint`), and a checkpoint that the log no longer
 backs (a torn tail cut after a crash) is rewound when the runner starts.
 """
@@ -38,13 +42,16 @@ from fluvial.engine.checkpoint import (
 from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import CheckpointFenced, ConfigError, UnsupportedOperation
+from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
 from fluvial.flow.graph import NARROW_OPS, Pipeline
 from fluvial.serving.base import REALTIME
+from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "StreamRun", "StreamRunner", "checkpoint_id"]
 _logger = logging.getLogger("fluvial.engine")
+_IDLE_POLL_S = 0.02
+"""How often an idle runner with ``batch_interval_ms=0`` looks for new records."""
 
 
 class StreamRunner(LazyLog):
@@ -62,6 +69,13 @@ class StreamRunner(LazyLog):
             this way while ``name@vN`` keeps serving.
         start_offsets: Where a runner without a checkpoint starts in the log (default:
             the cut-off of the views' batch versions, or the beginning).
+        take_over: Claim the pipeline even if another live runner holds it; that one's
+            next commit is refused (:class:`~fluvial.errors.LeaseLost`) and it stops.
+        wait_s: How long to wait for another runner holding the pipeline to stop (or to
+            be silent for ``lease_ms``) before :class:`~fluvial.errors.OwnedElsewhere`.
+        lease_ms: How long this runner may be silent (paused, cut off) before a rival
+            may claim the pipeline (it renews its claim every ``lease_ms / 4``).
+        owner: Who this runner says it is in refusals (default: this process).
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -74,9 +88,12 @@ class StreamRunner(LazyLog):
     def __init__(self, *, log: Any = None, store: Any = None, batch_interval_ms: int = 1000,
                  max_batch_records: int = 250_000, runner_id: str | None = None,
                  out: TextIO | None = None, view_parts: dict[str, int] | None = None,
-                 start_offsets: list[int] | None = None) -> None:
+                 start_offsets: list[int] | None = None, take_over: bool = False, wait_s: float = 0.0,
+                 lease_ms: int = DEFAULT_LEASE_MS, owner: Owner | None = None) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
+        if lease_ms <= 0 or wait_s < 0:
+            raise ConfigError(f"lease_ms must be > 0 and wait_s >= 0, got {lease_ms} and {wait_s}")
         self._log = log
         self.store = store
         self.batch_interval_ms = batch_interval_ms
@@ -87,14 +104,53 @@ class StreamRunner(LazyLog):
         self.start_offsets = None if start_offsets is None else list(start_offsets)
         self.progress: dict[str, Any] = {}
         self._token: int | None = None   # the fencing token of the checkpoint this runner read
+        self.take_over, self.wait_s, self.lease_ms = take_over, wait_s, lease_ms
+        self.owner = owner
+        self._stop: threading.Event | None = None  # set while run() waits for a claim
+        self._ownership: Ownership | None = None  # this runner's claim on its checkpoint
+
+    def claim(self, plan: Pipeline | Plan, *, stop: threading.Event | None = None) -> Ownership:
+        """Claim the pipeline's checkpoint for this runner (see :mod:`fluvial.state.ownership`);
+        every commit then holds only while the claim does.  Release it when done.  ``stop``
+        ends a wait (``wait_s``) early.
+
+        Raises:
+            OwnedElsewhere: Another live runner holds it (after ``wait_s``); the message names it.
+        """
+        if stop is not None:
+            self._stop = stop
+        if self._ownership is not None:
+            self._ownership.release()
+        lease = claim(self.store, self.checkpoint_id(plan), self.owner, lease_ms=self.lease_ms,
+                      take_over=self.take_over, wait_s=self.wait_s, on_wait=_say_waiting, stop=self._stop,
+                      hint=f"Pipeline {plan.name!r} runs there already: stop it, or start this runner "
+                           "with --wait (to follow it) or --take-over (to fence it off now).")
+        self._ownership = Ownership(self.store, lease)
+        return self._ownership
+
+    def holds(self, plan: Pipeline | Plan) -> bool:
+        """Whether this runner holds (as far as it knows) the claim on ``plan``'s checkpoint."""
+        owned = self._ownership
+        return owned is not None and owned.lost is None and owned.lease.resource == self.checkpoint_id(plan)
+
+    def release(self) -> None:
+        """Give up this runner's claim (it stops renewing; a rival may claim at once)."""
+        if self._ownership is not None:
+            self._ownership.release()
+            self._ownership = None
 
     def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
         """The key of this runner's checkpoint in the store."""
         return self.runner_id or checkpoint_id(pipeline.name)
 
     def start(self, pipeline: Pipeline) -> StreamRun:
-        """Attach ``pipeline``: load its checkpoint (or make a first one); then
-        :meth:`StreamRun.step` runs one micro-batch at a time (:meth:`run` loops over it)."""
+        """Attach ``pipeline``: claim it (unless this runner holds it), load its checkpoint (or
+        make a first one); then :meth:`StreamRun.step` runs one micro-batch at a time
+        (:meth:`run` loops over it).  :meth:`release` gives the claim up.
+
+        Raises:
+            OwnedElsewhere: Another live runner holds the pipeline (see ``take_over``, ``wait_s``).
+        """
         plan = compile_plan(pipeline)
         if self.store is None:
             raise ConfigError("a stream runner commits to a store: give it one "
@@ -110,29 +166,48 @@ class StreamRunner(LazyLog):
             with self.store.transaction() as txn:  # a version a replay writes counts its own late events
                 for name, version in self.view_parts.items():
                     txn.add_late_events(name, 0, part=version)
-        return StreamRun(self, plan, reads_log)
+        claimed = not self.holds(plan)
+        if claimed:
+            self.claim(plan)
+        try:
+            return StreamRun(self, plan, reads_log)
+        except BaseException:
+            if claimed:
+                self.release()
+            raise
 
     def run(self, pipeline: Pipeline, *, until_caught_up: bool = False, max_batches: int | None = None,
             stop: threading.Event | None = None) -> RunStats:
         """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
         ``until_caught_up``) the input holds nothing more."""
-        run = self.start(pipeline)
+        claimed = not self.holds(pipeline)  # else the caller claimed it for several runs
+        self._stop = stop
+        try:
+            run = self.start(pipeline)
+        except OwnedElsewhere:
+            if stop is not None and stop.is_set():   # stopped while waiting for the pipeline
+                return RunStats(pipeline.name, "stream")
+            raise
         stats = run.stats
         self.progress = run.progress(0.0)
         started = time.perf_counter()
-        while not (stop is not None and stop.is_set()):
-            if max_batches is not None and stats.micro_batches >= max_batches:
-                break
-            tick = time.monotonic()
-            records = run.step()
-            if records is None:
-                if until_caught_up:
+        try:
+            while not (stop is not None and stop.is_set()):
+                if max_batches is not None and stats.micro_batches >= max_batches:
                     break
-                self._sleep(tick, stop)
-                continue
-            self.progress = run.progress((time.monotonic() - tick) * 1000)
-            if records < self.max_batch_records and not until_caught_up:
-                self._sleep(tick, stop)
+                tick = time.monotonic()
+                records = run.step()
+                if records is None:
+                    if until_caught_up:
+                        break
+                    self._sleep(tick, stop, idle=True)
+                    continue
+                self.progress = run.progress((time.monotonic() - tick) * 1000)
+                if records < self.max_batch_records and not until_caught_up:
+                    self._sleep(tick, stop)
+        finally:
+            if claimed:
+                self.release()
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -164,6 +239,8 @@ class StreamRunner(LazyLog):
         cp.offsets, cp.sources = offsets, sources
         cp.micro_batches += 1
         with self.store.transaction() as txn:
+            if self._ownership is not None:
+                txn.fence(self._ownership.lease)   # LeaseLost: another runner took over
             for name, rows in output.view_merges.items():
                 txn.merge_rows(name, rows, part=self.view_parts.get(name, REALTIME))
             for pos, n in output.late.items():
@@ -196,6 +273,8 @@ class StreamRunner(LazyLog):
         runner_id = self.checkpoint_id(plan)
         partitions = self.log.partitions if reads_log else 0
         with self.store.transaction() as txn:
+            if self._ownership is not None:
+                txn.fence(self._ownership.lease)   # a rewind below writes: only while this runner owns
             blob = txn.get_checkpoint(runner_id)
             cp = self._checked(plan, Checkpoint.loads(blob), partitions) if blob is not None else None
             if cp is not None and reads_log and not self.view_parts:
@@ -301,8 +380,11 @@ class StreamRunner(LazyLog):
                 records += sum(len(c.values) for c in inputs.get(node.id, []))
         return inputs, offsets, sources, records, batch_time, tails
 
-    def _sleep(self, tick: float, stop: threading.Event | None) -> None:
-        delay = self.batch_interval_ms / 1000 - (time.monotonic() - tick)
+    def _sleep(self, tick: float, stop: threading.Event | None, *, idle: bool = False) -> None:
+        interval = self.batch_interval_ms / 1000
+        if idle:
+            interval = max(interval, _IDLE_POLL_S)   # nothing new: poll, do not spin
+        delay = interval - (time.monotonic() - tick)
         if delay > 0:
             if stop is not None:
                 stop.wait(delay)
@@ -331,6 +413,10 @@ def _check_streamable(plan: Plan) -> None:
                 f"(sessions of {node.label} grow and merge across micro-batches, and rows saved "
                 "under an old session window cannot be retracted). Serve it with to_view(), "
                 "which merges sessions exactly, or save it from a batch run")
+
+
+def _say_waiting(exc: Exception) -> None:
+    _logger.warning("%s Waiting for it to stop.", exc)
 
 
 def json_key(cutoff: dict[int, int] | None) -> tuple[tuple[int, int], ...] | None:
@@ -379,6 +465,8 @@ class StreamRun:
         checkpoint (also when idle: the hand-over may move it back).
         """
         cp = self.cp
+        if self.runner._ownership is not None:
+            self.runner._ownership.check()   # the heartbeat found the pipeline taken over
         inputs, offsets, sources, records, batch_time, tails = self.runner._read(self.plan, cp)
         if records == 0 and sources == cp.sources:
             if self.runner.store.checkpoint_token(self.runner.checkpoint_id(self.plan)) != self.runner._token:

@@ -195,7 +195,7 @@ class Server:
         stream = self.settings.stream
         self.speed[reg.name] = SpeedRunner(reg, self.data_dir, batch_interval_ms=stream.batch_interval_ms,
                                            max_batch_records=stream.max_batch_records,
-                                           log_config=self.settings.log).start()
+                                           log_config=self.settings.log, lease_ms=stream.lease_ms).start()
 
     def _stop_speed(self, name: str) -> None:
         runner = self.speed.pop(name, None)

@@ -195,8 +195,11 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
             return _finish(result, started)
         # No batch publish in between: hold the pipeline's batch lock through the switch
         # (taken before the live runner stops, so that it does not pause while a batch run ends).
-        with store.exclusive(f"batch-{reg.name}", wait_s=3600), _paused(reg, stop_live, start_live):
+        with store.exclusive(f"batch-{reg.name}", wait_s=3600) as batch_lease, \
+                _paused(reg, stop_live, start_live), _speed_layer(store, reg.name) as speed_lease:
             with store.transaction() as txn:
+                txn.fence(batch_lease)
+                txn.fence(speed_lease)
                 blob = txn.get_checkpoint(replay_id)
                 if blob is None:
                     raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
@@ -267,8 +270,11 @@ def rollback(ws: Any, flows: FlowSet, view: str, *,
                              f"{info.versions}, current: {info.alias_version}); old versions are dropped after "
                              "the grace period unless kept (--keep-old)")
         targets[name] = (info.previous_version, info.cutoffs[info.previous_version])
-    with store.exclusive(f"batch-{reg.name}", wait_s=3600), _paused(reg, stop_live, start_live), \
+    with store.exclusive(f"batch-{reg.name}", wait_s=3600) as batch_lease, \
+            _paused(reg, stop_live, start_live), _speed_layer(store, reg.name) as speed_lease, \
             store.transaction() as txn:
+        txn.fence(batch_lease)
+        txn.fence(speed_lease)
         for name, (version, cutoff) in targets.items():
             txn.publish(name, version, cutoff, drop_realtime=True)
         txn.delete_checkpoint(checkpoint_id(reg.name))
@@ -311,3 +317,15 @@ def _discard(store: Any, replay_id: str, versions: list[tuple[str, int]]) -> Non
 def _finish(result: ReprocessResult, started: float) -> ReprocessResult:
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextlib.contextmanager
+def _speed_layer(store: Any, pipeline: str) -> Iterator[Any]:
+    """Hold the speed layer's claim on ``pipeline`` (its live runner paused) while the switch
+    rewrites its checkpoint; a speed runner of another process is not paused: refuse."""
+    from fluvial.state.ownership import exclusive
+
+    with exclusive(store, checkpoint_id(pipeline), wait_s=5.0,
+                   hint="Its speed layer runs in another process: stop that runner first, then "
+                        "reprocess or roll back (the server restarts its own).") as lease:
+        yield lease

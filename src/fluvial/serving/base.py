@@ -143,6 +143,11 @@ class Txn(Protocol):
 
     def get_checkpoint(self, runner_id: str) -> bytes | None: ...
 
+    def fence(self, lease: Any) -> None:
+        """Go on only while ``lease`` (a :class:`~fluvial.state.ownership.Lease`) still holds its
+        epoch, renewing it; else ``LeaseLost``, and nothing of this transaction is kept."""
+        ...
+
     def checkpoint_token(self, runner_id: str) -> int | None:
         """The fencing token of a runner's checkpoint (``None``: it has none)."""
         ...
@@ -167,6 +172,30 @@ class ViewStore(Protocol):
 
     def checkpoint_token(self, runner_id: str) -> int | None:
         """The fencing token of a runner's checkpoint, read without a write lock."""
+        ...
+
+    # Ownership (fluvial.state.ownership): a compare-and-set on one row per resource.
+    def claim(self, resource: str, owner: Any, *, lease_ms: int, take_over: bool = False,
+              hint: str = "") -> Any:
+        """Atomically take the next epoch of ``resource`` and return the ``Lease``, if it is
+        free, its lease ran out, its holder is a dead process of this host, it is this
+        process, or ``take_over``; else ``OwnedElsewhere`` naming the holder.  Epochs only grow."""
+        ...
+
+    def renew(self, lease: Any) -> None:
+        """Keep ``lease`` alive (idempotent); ``LeaseLost`` if its epoch was taken over."""
+        ...
+
+    def release(self, lease: Any) -> None:
+        """Free the resource if ``lease`` still holds it (idempotent); the epoch stays."""
+        ...
+
+    def holder(self, resource: str) -> Any:
+        """The store's record of who holds ``resource`` (a ``Holder``), or ``None``."""
+        ...
+
+    def reopen(self) -> ViewStore | None:
+        """Another connection to the same store, for another thread (``None``: not possible)."""
         ...
 
     def begin_version(self, view: str) -> int: ...

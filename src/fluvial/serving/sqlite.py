@@ -26,10 +26,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import gc
 import json
-import os
 import pickle
 import secrets
 import sqlite3
@@ -45,15 +43,18 @@ import msgspec
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import CheckpointFenced, ConfigError, StoreError, ViewNotFound
+from fluvial.serving import sqlite_leases
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window, _Unset
 from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
+from fluvial.state import ownership
+from fluvial.state.ownership import DEFAULT_LEASE_MS, Holder, Lease, Owner
 from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
 
 NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
 REALTIME_PART = 0
 """Realtime generation ``g`` is stored as part ``-g`` (generation 0 is part 0); batch versions are parts >= 1."""
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -111,7 +112,9 @@ _MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL
                    "ALTER TABLE fluvial_views ADD COLUMN sealed_late INTEGER",
                    "ALTER TABLE fluvial_versions ADD COLUMN late_events INTEGER",
                    "ALTER TABLE fluvial_versions ADD COLUMN cutoff_tails TEXT",
-                   "ALTER TABLE fluvial_checkpoints ADD COLUMN token INTEGER NOT NULL DEFAULT 0"]}
+                   "ALTER TABLE fluvial_checkpoints ADD COLUMN token INTEGER NOT NULL DEFAULT 0"],
+               # ownership epochs: runners fence each other
+               3: [sqlite_leases.LEASES_TABLE]}
 """Statements taking a store from schema version N to N + 1."""
 
 
@@ -169,6 +172,8 @@ class SqliteStore:
         if not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
             raise ConfigError(f"busy_timeout_ms must be an integer >= 0, got {busy_timeout_ms!r}")
         self.path = str(path)
+        self.closed = False
+        self._synchronous, self._busy_timeout_ms = sync, busy_timeout_ms
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None,
                                          timeout=busy_timeout_ms / 1000)
@@ -451,33 +456,51 @@ class SqliteStore:
                                (runner_id,)).fetchone()
         return int(row[0]) if row is not None else None
 
-    @contextmanager
-    def exclusive(self, name: str, *, wait_s: float = 0.0) -> Iterator[None]:
-        """Hold a named lock shared by every process using this store (an flock on
-        ``<store>.<name>.lock``), e.g. one batch run of a pipeline at a time.
+    # -- ownership (see fluvial.state.ownership) --------------------------------
+
+    def claim(self, resource: str, owner: Owner, *, lease_ms: int = DEFAULT_LEASE_MS, take_over: bool = False,
+              hint: str = "") -> Lease:
+        """Take the next epoch of ``resource`` (free, ran out, its holder gone, or ``take_over``).
 
         Raises:
-            StoreError: Another process holds it for longer than ``wait_s``.
+            OwnedElsewhere: A live process holds it; the message names it and ends with ``hint``.
         """
+        with self._write() as conn:
+            return sqlite_leases.claim(conn, resource, owner, lease_ms=lease_ms, take_over=take_over, hint=hint)
+
+    def renew(self, lease: Lease) -> None:
+        """Keep ``lease`` alive. Raises :class:`~fluvial.errors.LeaseLost` if it was taken over."""
+        with self._write() as conn:
+            sqlite_leases.fence(conn, lease, repr(self.path))
+
+    def release(self, lease: Lease) -> None:
+        """Free the resource of ``lease`` if it still holds it."""
+        with self._write() as conn:
+            sqlite_leases.release(conn, lease)
+
+    def holder(self, resource: str) -> Holder | None:
+        """Who holds ``resource`` (``owner`` None: released; ``None``: never claimed)."""
+        with self._read() as conn:
+            return sqlite_leases.holder(conn, resource)
+
+    def reopen(self) -> SqliteStore | None:
+        """A new connection to this store, for another thread (``None`` for ``:memory:``)."""
         if self.path == ":memory:":
-            yield
-            return
-        check_identifier("lock", name.replace("-", "_").replace(":", "_").replace(".", "_"))
-        fd = os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreError(f"{name} is held by another run (lock {self.path}.{name}.lock): "
-                                         "wait for it to finish") from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)
+            return None
+        return SqliteStore(self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
+
+    @contextmanager
+    def exclusive(self, name: str, *, wait_s: float = 0.0) -> Iterator[Lease]:
+        """Hold ``name`` for the block, against every process using this store (e.g. one
+        batch run of a pipeline at a time), waiting up to ``wait_s`` for its holder;
+        yields the lease, which ``Txn.fence`` checks in the commits it guards.
+
+        Raises:
+            OwnedElsewhere: Another process holds it for longer than ``wait_s`` (named).
+        """
+        with ownership.exclusive(self, name, wait_s=wait_s,
+                                 hint="Wait for it to finish (or for its lease to run out).") as lease:
+            yield lease
 
     # -- versions ---------------------------------------------------------------
 
@@ -662,6 +685,7 @@ class SqliteStore:
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
+        self.closed = True
         self._conn.close()
 
     def __enter__(self) -> Self:
@@ -911,6 +935,12 @@ class SqliteTxn:
         row = self._conn.execute("SELECT token FROM fluvial_checkpoints WHERE runner_id = ?",
                                  (runner_id,)).fetchone()
         return int(row[0]) if row is not None else None
+
+    def fence(self, lease: Lease) -> None:
+        """Go on only while ``lease`` holds (renewing it): else :class:`~fluvial.errors.LeaseLost`
+        voids this whole transaction, whatever it wrote before."""
+        self._check_open()
+        sqlite_leases.fence(self._conn, lease, repr(self._store.path))
 
     def delete_checkpoint(self, runner_id: str) -> None:
         self._check_open()

@@ -40,6 +40,7 @@ from fluvial.engine.spark.session import SparkConfig, get_session
 from fluvial.engine.stream import Checkpoint, StreamRunner, _check_streamable
 from fluvial.errors import ConfigError, UnsupportedOperation
 from fluvial.flow.graph import Pipeline
+from fluvial.state.ownership import DEFAULT_LEASE_MS
 
 _logger = logging.getLogger("fluvial.spark")
 _WORKER_START_FAILED = "Python worker failed to connect back"
@@ -77,14 +78,18 @@ class SparkStreamRunner(StreamRunner):
             checkpoint is shared with the local stream runner of the same id.
         out: Where ``print()`` sinks write.
         spark_checkpoint_dir: Spark's checkpoint location (default: next to the store).
+        take_over, wait_s, lease_ms: What to do when another runner holds the pipeline
+            (see :class:`~fluvial.engine.stream.StreamRunner`).
     """
 
     def __init__(self, *, log: Any = None, store: Any = None, spark: SparkConfig | None = None,
                  batch_interval_ms: int = 1000, max_batch_records: int = 250_000,
                  runner_id: str | None = None, out: TextIO | None = None,
-                 spark_checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+                 spark_checkpoint_dir: str | os.PathLike[str] | None = None, take_over: bool = False,
+                 wait_s: float = 0.0, lease_ms: int = DEFAULT_LEASE_MS) -> None:
         super().__init__(log=log, store=store, batch_interval_ms=batch_interval_ms,
-                         max_batch_records=max_batch_records, runner_id=runner_id, out=out)
+                         max_batch_records=max_batch_records, runner_id=runner_id, out=out,
+                         take_over=take_over, wait_s=wait_s, lease_ms=lease_ms)
         self.spark = spark or SparkConfig()
         self.spark_checkpoint_dir = spark_checkpoint_dir
 
@@ -109,17 +114,24 @@ class SparkStreamRunner(StreamRunner):
         if max_batches is not None and max_batches <= 0:
             return stats
         started = time.perf_counter()
-        for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
-            failure = self._run_query(plan, log_path, stats, until_caught_up, max_batches, stop)
-            if failure is None:
-                break
-            if _WORKER_START_FAILED not in str(failure) or attempt == _WORKER_START_ATTEMPTS:
-                raise ConfigError(f"the Spark streaming query failed: {failure}")
-            # Spark gives a Python worker 10 s to start (not configurable): on a busy machine it may
-            # not; the query restarts from the store's checkpoint, so committed batches stay committed.
-            _logger.warning("the Spark streaming query of %s could not start a Python worker (a busy "
-                            "machine?); restarting it from its checkpoint (attempt %d of %d)",
-                            plan.name, attempt + 1, _WORKER_START_ATTEMPTS)
+        claimed = not self.holds(plan)  # one runner per pipeline, local or Spark: rivals are refused or fenced
+        if claimed:
+            self.claim(plan)
+        try:
+            for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
+                failure = self._run_query(plan, log_path, stats, until_caught_up, max_batches, stop)
+                if failure is None:
+                    break
+                if _WORKER_START_FAILED not in str(failure) or attempt == _WORKER_START_ATTEMPTS:
+                    raise ConfigError(f"the Spark streaming query failed: {failure}")
+                # Spark gives a Python worker 10 s to start (not configurable): on a busy machine it may
+                # not; the query restarts from the store's checkpoint, so committed batches stay committed.
+                _logger.warning("the Spark streaming query of %s could not start a Python worker (a busy "
+                                "machine?); restarting it from its checkpoint (attempt %d of %d)",
+                                plan.name, attempt + 1, _WORKER_START_ATTEMPTS)
+        finally:
+            if claimed:
+                self.release()
         stats.seconds = time.perf_counter() - started
         return stats
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fluvial.engine.plan import compile_plan
-from fluvial.errors import ConfigError
+from fluvial.errors import ConfigError, LeaseLost
 from fluvial.flow.graph import Pipeline
 
 __all__ = ["FLOWS_FILE", "RAN_FILE", "FlowSet", "Registered", "SpeedRunner", "failure_reason"]
@@ -206,13 +207,14 @@ class SpeedRunner:
     """
 
     def __init__(self, reg: Registered, data_dir: Path, *, batch_interval_ms: int, max_batch_records: int,
-                 log_config: Any, retry_s: float = 1.0) -> None:
+                 log_config: Any, retry_s: float = 1.0, lease_ms: int | None = None) -> None:
         self.reg = reg
         self.data_dir = data_dir
         self.batch_interval_ms = batch_interval_ms
         self.max_batch_records = max_batch_records
         self.log_config = log_config
         self.retry_s = retry_s
+        self.lease_ms = lease_ms
         self.runner: Any = None
         self.last_error: str | None = None
         self.errors = 0
@@ -254,12 +256,18 @@ class SpeedRunner:
         from fluvial.config import StreamConfig
         from fluvial.workspace import Workspace
 
-        config = StreamConfig(batch_interval_ms=self.batch_interval_ms, max_batch_records=self.max_batch_records)
+        config = StreamConfig(batch_interval_ms=self.batch_interval_ms, max_batch_records=self.max_batch_records,
+                              **({} if self.lease_ms is None else {"lease_ms": self.lease_ms}))
         while not self._stop.is_set():
             ws = Workspace(self.data_dir, log_config=self.log_config)
             try:
-                self.runner = ws.stream_runner(config, out=_NullOut())
+                # A standby while another process runs the pipeline (a `fluvial run`, another server):
+                # the claim waits until it stops or goes silent, then goes on from its checkpoint.
+                self.runner = ws.stream_runner(config, out=_NullOut(), wait_s=math.inf)
                 self.runner.run(self.reg.pipeline, stop=self._stop)
+            except LeaseLost as exc:   # another process took the pipeline over: wait for it again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                _logger.warning("speed layer of %s: %s", self.reg.name, exc)
             except Exception as exc:
                 self.errors += 1
                 self.last_error = failure_reason(exc, self.retry_s)

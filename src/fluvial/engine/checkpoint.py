@@ -49,7 +49,7 @@ from fluvial.engine.execute import ExecState
 from fluvial.engine.plan import Plan
 from fluvial.errors import ConfigError, LogError
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "Handover", "checkpoint_id", "finish_handover", "has_state",
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "Handover", "check_fits", "checkpoint_id", "finish_handover", "has_state",
            "initial_checkpoint", "read_tails", "rewind", "take_cutoff", "torn_partitions"]
 
 CHECKPOINT_FORMAT = 1
@@ -69,6 +69,7 @@ class Checkpoint:
     micro_batches: int = 0
     warmup_until: list[int] | None = None   # replaying history to rebuild state, views untouched
     tails: list[Tail | None] | None = None  # per partition, the event before ``offsets`` (None: unknown)
+    shape: list[str] | None = None          # Plan.shape when written: says what changed, if the flow did
 
     @property
     def holds_realtime(self) -> bool:
@@ -86,6 +87,26 @@ class Checkpoint:
         if fmt != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint format {fmt} is not supported (expected {CHECKPOINT_FORMAT})")
         return cp  # type: ignore[no-any-return]
+
+
+def check_fits(plan: Plan, cp: Checkpoint) -> None:
+    """Refuse state written by a flow of another meaning (see :func:`~fluvial.engine.plan.describe`);
+    a fitting checkpoint of an older format takes the plan's fingerprint at its next commit."""
+    if plan.fits(cp.fingerprint):
+        cp.fingerprint, cp.shape = plan.fingerprint, list(plan.shape)
+        return
+    old = getattr(cp, "shape", None)
+    if old is None:
+        what = "its operators or their order"
+    else:
+        changed = [f"operator {i}: {a} -> {b}" for i, (a, b) in enumerate(zip(old, plan.shape)) if a != b]
+        if len(old) != len(plan.shape):
+            changed.append(f"{len(old)} operators -> {len(plan.shape)}")
+        what = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+    raise ConfigError(
+        f"the flows of pipeline {plan.name!r} changed since its checkpoint was written ({what}): "
+        "its state does not fit the new code. Replay the log into new views with the new code "
+        "(`fluvial reprocess VIEW --flow FILE`), or run it under another runner id")
 
 
 def checkpoint_id(pipeline_name: str) -> str:
@@ -107,7 +128,7 @@ def initial_checkpoint(plan: Plan, partitions: int, cutoff: list[int] | None = N
     pipeline with per-key state first replays the history up to the cut-off to
     rebuild that state, without touching its views (``warmup_until``).
     """
-    cp = Checkpoint(plan.fingerprint, [0] * partitions)
+    cp = Checkpoint(plan.fingerprint, [0] * partitions, shape=list(plan.shape))
     if cutoff is not None and any(cutoff):
         if has_state(plan):
             cp.warmup_until = list(cutoff)
@@ -209,12 +230,12 @@ def take_cutoff(store: Any, txn: Any, plan: Plan, log: Any, *, own_log: bool
     blob = txn.get_checkpoint(runner_id)
     cp = Checkpoint.loads(blob) if blob is not None else None
     ends = log.end_offsets()
-    if cp is not None and own_log and cp.fingerprint == plan.fingerprint and len(cp.offsets) == len(ends):
+    if cp is not None and own_log and plan.fits(cp.fingerprint) and len(cp.offsets) == len(ends):
         torn = torn_partitions(log, cp.offsets, cp.tails)
         if torn:
             rewind(store, txn, plan, log, runner_id, cp, torn)
             cp = None
-    if cp is None or (cp.fingerprint == plan.fingerprint and not cp.holds_realtime):
+    if cp is None or (plan.fits(cp.fingerprint) and not cp.holds_realtime):
         # No realtime rows past a cut-off yet: the batch version takes the whole log, and
         # its publish moves the speed layer's start to its end (finish_handover).
         handover = Handover(txn.checkpoint_token(runner_id), cp, list(ends))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from fluvial.aggregators import Last
+from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import NARROW_OPS, SINK_OPS, SOURCE_OPS, Node, Pipeline
 from fluvial.windows.shapes import Explicit, WindowShape
@@ -40,8 +42,14 @@ class Plan:
     boundary: list[Node]                   # first aggregates after the narrow part
     two_phase: bool                        # every path from a source meets an aggregate first
     stateful: set[int] = field(default_factory=set)   # aggregates with consumers other than views
-    fingerprint: str = ""
+    fingerprint: str = ""                  # of ``shape``: what a checkpoint's state must fit
     prefix: set[int] = field(default_factory=set)     # sources and the narrow operators right after them
+    shape: list[str] = field(default_factory=list)    # describe() of each node, in order
+    legacy_fingerprint: str = ""           # operators and edges only (older checkpoints)
+
+    def fits(self, fingerprint: str) -> bool:
+        """Whether state checkpointed under ``fingerprint`` fits this plan."""
+        return fingerprint in (self.fingerprint, self.legacy_fingerprint)
 
     @property
     def sources(self) -> list[Node]:
@@ -109,10 +117,38 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
     two_phase = bool(boundary) and all(
         n.op == "aggregate" and all(p.id in narrow for p in n.parents) for n in boundary)
 
-    fingerprint = hashlib.sha1("|".join(
+    shape = [describe(n, index) for n in order]
+    fingerprint = "2:" + hashlib.sha1("|".join(shape).encode()).hexdigest()[:16]
+    legacy = hashlib.sha1("|".join(
         f"{n.op}:{[index[p.id] for p in n.parents]}" for n in order).encode()).hexdigest()[:16]
     return Plan(pipeline.name, order, sinks, index, children, timed, views, boundary, two_phase,
-                stateful, fingerprint, narrow)
+                stateful, fingerprint, narrow, shape, legacy)
+
+
+def describe(node: Node, index: dict[int, int]) -> str:
+    """What the meaning of ``node``'s state depends on: its operator, its inputs and its
+    parameters (window shape, aggregator, lateness, keys, tables...), not the code of its
+    functions (a fix in a lambda keeps the state) nor what a print or foreach sink shows."""
+    params = "" if node.op in _OUTPUT_ONLY else ", ".join(
+        f"{key}={_param(node.params[key])}" for key in sorted(node.params))
+    return f"{node.op}({params}) <- {[index[p.id] for p in node.parents]}"
+
+
+_OUTPUT_ONLY = {"print", "foreach", "collect"}
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, Aggregator):
+        return json.dumps(value.spec(), sort_keys=True, default=str)
+    if isinstance(value, WindowShape):
+        return json.dumps(value.spec(), sort_keys=True, default=str)
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_param(v) for v in value) + "]"
+    if callable(value):
+        return "fn"
+    return type(value).__name__
 
 
 def is_sink(node: Node) -> bool:

@@ -33,6 +33,7 @@ from fluvial.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     Checkpoint,
     Tail,
+    check_fits,
     checkpoint_id,
     initial_checkpoint,
     read_tails,
@@ -289,11 +290,7 @@ class StreamRunner(LazyLog):
 
     @staticmethod
     def _checked(plan: Plan, cp: Checkpoint, partitions: int) -> Checkpoint:
-        if cp.fingerprint != plan.fingerprint:
-            raise ConfigError(
-                f"the flows of pipeline {plan.name!r} changed since its checkpoint was written: "
-                "its state does not fit the new code. Replay the log into new views "
-                "(`fluvial reprocess`) or run it under another runner id")
+        check_fits(plan, cp)
         if len(cp.offsets) != partitions:
             raise ConfigError(f"checkpoint of {plan.name!r} has {len(cp.offsets)} partitions, "
                               f"the log has {partitions}")
@@ -307,7 +304,7 @@ class StreamRunner(LazyLog):
             if len(self.start_offsets) != partitions:
                 raise ConfigError(f"start_offsets has {len(self.start_offsets)} partitions, the log has "
                                   f"{partitions}")
-            cp = Checkpoint(plan.fingerprint, list(self.start_offsets))
+            cp = Checkpoint(plan.fingerprint, list(self.start_offsets), shape=list(plan.shape))
             cp.tails = read_tails(log, cp.offsets) if log is not None else None
             return cp
         cutoffs = {json_key(self.store.view(name).cutoff) for name in plan.views}

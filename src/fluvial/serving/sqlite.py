@@ -52,8 +52,6 @@ from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowS
 
 NO_WINDOW = -(2**63)
 """``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
-REALTIME_PART = 0
-"""Realtime generation ``g`` is stored as part ``-g`` (generation 0 is part 0); batch versions are parts >= 1."""
 SCHEMA_VERSION = 4
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 _PICKLE = pickle.HIGHEST_PROTOCOL
@@ -83,6 +81,7 @@ _SCHEMA = [
         agg_spec TEXT,
         window_spec TEXT,
         PRIMARY KEY (view_id, version)) WITHOUT ROWID""",
+    # part: a batch version (>= 1), or realtime generation g stored as -g (generation 0 is part 0)
     """CREATE TABLE IF NOT EXISTS fluvial_rows (
         view_id INTEGER NOT NULL,
         part INTEGER NOT NULL,

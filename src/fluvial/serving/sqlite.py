@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import pickle
 import secrets
@@ -34,27 +33,34 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Self
 
-import cloudpickle
 import msgspec
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import CheckpointFenced, ConfigError, StoreError, ViewNotFound
 from fluvial.serving import sqlite_leases
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Row, ViewInfo, Window, _Unset
-from fluvial.serving.keys import check_identifier, check_view_name, decode_key, encode_key
+from fluvial.serving.compose import compose_rows, stored_starts
+from fluvial.serving.keys import check_identifier, check_view_name, encode_key
+from fluvial.serving.stored import (
+    ACC_PROTOCOL,
+    ViewMeta,
+    check_aggregator,
+    check_shape,
+    dump_aggregator,
+    encode_rows,
+    gc_paused,
+    load_aggregator,
+    primary_key,
+)
 from fluvial.state import ownership
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Holder, Lease, Owner
-from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape, compose, shape_from_spec
+from fluvial.windows.shapes import WindowShape, shape_from_spec
 
-NO_WINDOW = -(2**63)
-"""``wstart``/``wend`` of rows without window (NULLs are distinct in SQLite keys)."""
 SCHEMA_VERSION = 4
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
-_PICKLE = pickle.HIGHEST_PROTOCOL
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS fluvial_views (
@@ -119,17 +125,6 @@ _MIGRATIONS = {1: ["ALTER TABLE fluvial_views ADD COLUMN rt_gen INTEGER NOT NULL
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class _Meta:
-    view_id: int
-    name: str
-    agg: Aggregator[Any, Any, Any]
-    shape: WindowShape | None
-    alias: int | None
-    previous: int | None
-    rt_gen: int
 
 
 def _wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -257,7 +252,7 @@ class SqliteStore:
             if agg.is_zero(merged):
                 self._zeroed += 1
                 return None
-            return pickle.dumps(merged, _PICKLE)
+            return pickle.dumps(merged, ACC_PROTOCOL)
         except BaseException as exc:
             self._merge_error = exc
             raise _MergeFailed() from exc
@@ -273,7 +268,7 @@ class SqliteStore:
             "store.define_view(name, aggregator=..., window=...)"
         )
 
-    def _meta_of(self, name: str, part: Part | None) -> _Meta:
+    def _meta_of(self, name: str, part: Part | None) -> ViewMeta:
         """The metadata of a view, with the aggregator and window of batch version ``part``
         when that version has its own (a reprocessing with changed code)."""
         meta = self._meta(name)
@@ -287,18 +282,11 @@ class SqliteStore:
         key = (meta.view_id, int(part))  # type: ignore[arg-type]
         agg = self._version_aggs.get(key)
         if agg is None:
-            agg = self._version_aggs[key] = self._load_agg(name, row[0])
+            agg = self._version_aggs[key] = load_aggregator(name, row[0])
         shape = shape_from_spec(json.loads(row[1])) if row[1] is not None else None
         return dataclasses.replace(meta, agg=agg, shape=shape)
 
-    def _load_agg(self, name: str, blob: bytes) -> Aggregator[Any, Any, Any]:
-        try:
-            return cloudpickle.loads(blob)  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise StoreError(f"cannot load the aggregator of view {name!r}: {exc!r} (is the "
-                             "module that defines it importable in this process?)") from exc
-
-    def _meta(self, name: str) -> _Meta:
+    def _meta(self, name: str) -> ViewMeta:
         row = self._conn.execute(
             "SELECT view_id, agg_rev, window_spec, alias_version, previous_version, rt_gen "
             "FROM fluvial_views WHERE name = ?", (name,)).fetchone()
@@ -310,9 +298,9 @@ class SqliteStore:
         if cached is None or cached[0] != rev:
             (blob,) = self._conn.execute("SELECT aggregator FROM fluvial_views WHERE view_id = ?",
                                          (view_id,)).fetchone()
-            cached = self._aggs[view_id] = (rev, self._load_agg(name, blob))
+            cached = self._aggs[view_id] = (rev, load_aggregator(name, blob))
         shape = shape_from_spec(json.loads(window_spec)) if window_spec is not None else None
-        return _Meta(view_id, name, cached[1], shape, alias, previous, rt_gen)
+        return ViewMeta(view_id, name, cached[1], shape, alias, previous, rt_gen)
 
     def _versions(self, view_id: int) -> dict[int, dict[int, int] | None]:
         out: dict[int, dict[int, int] | None] = {}
@@ -323,7 +311,7 @@ class SqliteStore:
                             if cutoff is not None else None)
         return out
 
-    def _part_no(self, meta: _Meta, part: Part) -> int:
+    def _part_no(self, meta: ViewMeta, part: Part) -> int:
         if part == REALTIME:
             return -meta.rt_gen  # the open realtime generation
         if isinstance(part, int) and not isinstance(part, bool) and part >= 1:
@@ -362,16 +350,11 @@ class SqliteStore:
         spec is a :class:`ConfigError`.
         """
         check_view_name(name)
-        if not isinstance(aggregator, Aggregator):
-            raise ConfigError(f"view {name!r}: aggregator must be an Aggregator, got {aggregator!r}")
-        if window is not None and not isinstance(window, WindowShape):
-            raise ConfigError(f"view {name!r}: window must be a WindowShape or None, got {window!r}")
+        check_aggregator(name, aggregator)
+        check_shape(name, window)
         window_spec = window.spec() if window is not None else None
         agg_spec = aggregator.spec()
-        try:
-            blob = cloudpickle.dumps(aggregator)
-        except Exception as exc:
-            raise ConfigError(f"view {name!r}: the aggregator cannot be pickled: {exc!r}") from exc
+        blob = dump_aggregator(name, aggregator)
         now = _now_ms()
         with self._write() as conn:
             row = conn.execute("SELECT view_id, window_spec, agg_spec, aggregator FROM fluvial_views "
@@ -518,16 +501,10 @@ class SqliteStore:
                                "WHERE view_id = ?", (meta.view_id,)).fetchone()
             version, blob, agg_spec, window_spec = row
             if aggregator is not None:
-                if not isinstance(aggregator, Aggregator):
-                    raise ConfigError(f"view {view!r}: aggregator must be an Aggregator, got {aggregator!r}")
-                try:
-                    blob = cloudpickle.dumps(aggregator)
-                except Exception as exc:
-                    raise ConfigError(f"view {view!r}: the aggregator cannot be pickled: {exc!r}") from exc
+                blob = dump_aggregator(view, aggregator)
                 agg_spec = json.dumps(aggregator.spec(), sort_keys=True)
             if not isinstance(window, _Unset):
-                if window is not None and not isinstance(window, WindowShape):
-                    raise ConfigError(f"view {view!r}: window must be a WindowShape or None, got {window!r}")
+                check_shape(view, window)
                 window_spec = json.dumps(window.spec(), sort_keys=True) if window is not None else None
             conn.execute("UPDATE fluvial_views SET next_version = ?, updated_ms = ? WHERE view_id = ?",
                          (version + 1, _now_ms(), meta.view_id))
@@ -647,17 +624,16 @@ class SqliteStore:
             if key is not UNSET:
                 sql += " AND key = ?"
                 extra.append(encode_key(key))
-            if isinstance(shape, (Tumbling, Sliding)):  # push the window filter down
-                if from_ms is not None:
-                    sql += " AND wstart >= ?"
-                    extra.append(from_ms)
-                if to_ms is not None:
-                    reach = shape.length_ms if isinstance(shape, Sliding) else 0
-                    sql += " AND wstart < ?"
-                    extra.append(to_ms + reach)
+            low, high = stored_starts(shape, from_ms, to_ms)  # push the window filter down
+            if low is not None:
+                sql += " AND wstart >= ?"
+                extra.append(low)
+            if high is not None:
+                sql += " AND wstart < ?"
+                extra.append(high)
             fetched = [conn.execute(sql, (meta.view_id, part, *extra)).fetchall() for part in parts]
-        with _gc_paused():
-            return _compose_rows(meta.agg, shape, fetched, from_ms, to_ms)
+        with gc_paused():
+            return compose_rows(meta.agg, shape, fetched, from_ms, to_ms)
 
     # -- save_to tables ---------------------------------------------------------
 
@@ -723,8 +699,8 @@ class SqliteTxn:
         counter = [0]
         # In primary-key order: SQLite then appends to its B-tree instead of inserting at
         # random places (3x faster for a batch version of 100k+ rows).
-        with _gc_paused():
-            params: Any = sorted(_row_params(meta, part_no, rows, counter, skip_zero=True), key=_pk)
+        with gc_paused():
+            params: Any = sorted(encode_rows(meta, part_no, rows, counter, skip_zero=True), key=primary_key)
         store._merge_error = None
         store._merging = meta.agg   # the aggregator of this part (a version may have its own)
         store._zeroed = 0
@@ -754,7 +730,7 @@ class SqliteTxn:
         store = self._store
         meta = store._meta_of(view, part)
         counter = [0]
-        params = _row_params(meta, store._part_no(meta, part), rows, counter, skip_zero=False)
+        params = encode_rows(meta, store._part_no(meta, part), rows, counter, skip_zero=False)
         self._conn.executemany(
             "INSERT INTO fluvial_rows (view_id, part, key, wstart, wend, acc) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (view_id, part, key, wstart, wend) DO UPDATE SET acc = excluded.acc", params)
@@ -1028,110 +1004,6 @@ class SqliteTxn:
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def _row_params(meta: _Meta, part_no: int, rows: Iterable[tuple[Key, Window | None, Any]],
-                counter: list[int], *, skip_zero: bool) -> Iterator[tuple[Any, ...]]:
-    """``(view_id, part, key, wstart, wend, acc)`` parameters, checking windows on the way."""
-    view_id, shape, name = meta.view_id, meta.shape, meta.name
-    is_zero = meta.agg.is_zero
-    dumps = pickle.dumps
-    if isinstance(shape, (Tumbling, Sliding)):
-        pane = shape.pane_ms if isinstance(shape, Sliding) else shape.length_ms
-        offset, min_len = shape.offset_ms, None
-    elif isinstance(shape, Session):
-        pane, offset, min_len = None, 0, shape.gap_ms
-    explicit = isinstance(shape, Explicit)
-    n = 0
-    try:
-        for key, window, acc in rows:
-            n += 1
-            if skip_zero and is_zero(acc):
-                continue
-            if explicit:
-                if window is None:
-                    start = end = NO_WINDOW
-                else:
-                    start, end = window
-                    if type(start) is not int or type(end) is not int or end <= start:
-                        raise ConfigError(f"view {name!r}: window {window!r} must be integer ms "
-                                          "with start < end")
-            elif shape is None:
-                if window is not None:
-                    raise ConfigError(f"view {name!r} has no window, but a row has window {window!r}")
-                start = end = NO_WINDOW
-            else:
-                if window is None:
-                    raise ConfigError(f"view {name!r} has window {shape.spec()}, but a row has "
-                                      f"window None (key {key!r})")
-                start, end = window
-                if type(start) is not int or type(end) is not int:
-                    raise ConfigError(f"view {name!r}: window {window!r} must hold integer ms")
-                if pane is not None:
-                    if end - start != pane or (start - offset) % pane:
-                        raise ConfigError(
-                            f"view {name!r}: window {window!r} is not a storage pane of "
-                            f"{shape.spec()} (expected shape.storage_window(ts), {pane} ms long)")
-                elif end - start < min_len:  # type: ignore[operator]
-                    raise ConfigError(f"view {name!r}: session fragment {window!r} is shorter "
-                                      f"than the gap ({min_len} ms)")
-            yield (view_id, part_no, encode_key(key), start, end, dumps(acc, _PICKLE))
-    finally:
-        counter[0] = n
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while building or reading many rows: they hold no
-    cycles, and the collector's passes over a large heap cost more than the work."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _pk(param: tuple[Any, ...]) -> tuple[Any, ...]:
-    return param[2], param[3], param[4]
-
-
-def _compose_rows(agg: Aggregator[Any, Any, Any], shape: WindowShape | None,
-                  fetched: list[list[tuple[bytes, int, int, bytes]]],
-                  from_ms: int | None, to_ms: int | None) -> list[Row]:
-    loads = pickle.loads
-    groups: dict[bytes, list[tuple[Window | None, Any]]] = {}
-    for rows in fetched:
-        for key, start, end, acc in rows:
-            if acc is None:
-                continue
-            window = None if start == NO_WINDOW else (start, end)
-            item = (window, loads(acc))
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [item]
-            else:
-                group.append(item)
-    out: list[Row] = []
-    result, is_zero = agg.result, agg.is_zero
-    simple = shape is None or isinstance(shape, (Tumbling, Explicit))
-    for key in sorted(groups):
-        parts = groups[key]
-        value = decode_key(key)
-        if simple and len(fetched) == 1:
-            windows: Any = parts  # one part: already one row per window, in order
-        else:
-            windows = sorted(compose(shape, parts, agg).items(),
-                             key=lambda item: item[0] or (0, 0))
-        for window, acc in windows:
-            if window is not None and ((from_ms is not None and window[0] < from_ms)
-                                       or (to_ms is not None and window[0] >= to_ms)):
-                continue
-            if is_zero(acc):
-                continue
-            out.append(Row(key=value, window=window, value=result(acc)))
-    return out
 
 
 def _check_table(table: Any) -> str:

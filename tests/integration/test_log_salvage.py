@@ -2,13 +2,15 @@
 
 Events are posted to a real server (loopback, child process), the server is
 stopped, and one random bit (seeded; ``FLUVIAL_TEST_SEED=<n>`` reproduces a
-run) is flipped in the payload of a random batch, located with the frame layout
-that ``segment.py`` documents. Then, with real processes throughout: the server
-starts on a damaged sealed segment and says so in /healthz (no file paths),
-ingest keeps working, batch runs fail and show there too; or it refuses to start
-on a damaged active segment with a message naming the two commands. After
-``fluvial log salvage`` the server serves views equal to a brute force over
-exactly the events that survived: acknowledged events minus the damaged batch.
+run) is flipped in the payload of a random batch, or several bytes of a batch
+header are changed, located with the frame layout that ``segment.py``
+documents. Then, with real processes throughout: the server starts on a damaged
+sealed segment (payload or header) and says so in its log and in /healthz (no
+file paths), ingest and the speed layer keep working, batch runs fail and show
+there too; or it refuses to start on a damaged active segment with a message
+naming the two commands. After ``fluvial log salvage`` the server serves views
+equal to a brute force over exactly the events that survived: acknowledged
+events minus the damaged batch.
 """
 
 from __future__ import annotations
@@ -143,6 +145,28 @@ def flip_payload_bit(rng: random.Random, data_dir: Path, *, active: bool) -> tup
     return p, base, count
 
 
+def scramble_header(rng: random.Random, data_dir: Path) -> tuple[int, int, int]:
+    """Change several bytes of the header of a random batch of a sealed segment (more than one bit:
+    no checksum repairs it); return (partition, first offset, records)."""
+    choices = []
+    for pdir in sorted((data_dir / "log").glob("p-*")):
+        for seg in sorted(pdir.glob("*.seg"))[:-1]:
+            data, pos = seg.read_bytes(), 0
+            while pos < len(data):
+                _, base, count, length, *_ = LAYOUT.unpack_from(data, pos)
+                choices.append((int(pdir.name[2:]), seg, pos, base, count))
+                pos += LAYOUT.size + length
+    p, seg, pos, base, count = rng.choice(choices)
+    data = bytearray(seg.read_bytes())
+    where = sorted(rng.sample(range(pos, pos + LAYOUT.size), rng.randint(2, 16)))
+    for byte in where:
+        data[byte] ^= rng.randrange(1, 256)
+    seg.write_bytes(bytes(data))
+    print(f"changed bytes {where} of partition {p} {seg.name}: the header of the batch at byte {pos}, "
+          f"offsets [{base}, {base + count})")
+    return p, base, count
+
+
 def health(srv: ServerProcess) -> dict[str, Any]:
     status, raw = srv.request("GET", "/healthz")
     body = json.loads(raw)
@@ -210,6 +234,51 @@ def test_damaged_sealed_segment_degrades_health_until_salvaged(
     srv.wait_caught_up()
     assert served_stats(srv) == brute_stats(survivors)
     assert health(srv)["status"] == "ok"
+
+
+def test_damaged_header_in_a_sealed_segment_does_not_stop_the_server(
+        serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
+    fleet = Fleet(rng)
+    srv = serve(flows=[EXAMPLES / "device_stats.py"]).start()
+    first = fleet.readings(rng.randint(400, 700))
+    post(srv, first, rng)
+    srv.wait_caught_up()
+    srv.stop()
+    data_dir = srv.data_dir
+    stored = stored_events(data_dir)
+    assert sorted(map(json.dumps, stored.values())) == sorted(map(json.dumps, first))  # exactly what was acked
+    p, base, count = scramble_header(rng, data_dir)
+
+    srv.start()  # the log opens: the damaged batch is stepped around, loudly
+    assert f"offsets [{base}, {base + count}) cannot be read" in srv.output(), srv.output()[-3000:]
+    body = wait_health(srv, f"partition {p}: damaged batch in a sealed segment (offsets [{base}, {base + count}))")
+    assert body["status"] == "degraded" and any(q.endswith(ADVICE) for q in body["problems"])
+    assert str(tmp_path) not in json.dumps(body) and ".seg" not in json.dumps(body)
+    more = fleet.readings(rng.randint(20, 60))
+    post(srv, more, rng)  # appends go on, and the speed layer (past the damage) counts them
+    srv.wait_caught_up()
+    assert served_stats(srv) == brute_stats(first + more)  # counted before the damage: still in the view
+    job = run_batch(srv)  # the batch layer reads the whole log: it reaches the damage
+    assert job["status"] == "failed" and f"offsets [{base}, {base + count}) cannot be read" in job["error"], job
+    verify = fluvial(data_dir, "log", "verify", "--format", "json")
+    assert verify.returncode == 1, verify.stderr
+    [problem] = [q for part in json.loads(verify.stdout)["partitions"] for q in part["problems"]]
+    assert (problem["partition"], problem["offsets"], problem["lost"]) == (p, [base, base + count], count)
+    srv.stop()
+
+    salvaged = fluvial(data_dir, "log", "salvage", "--format", "json")
+    assert salvaged.returncode == 0, salvaged.stdout + salvaged.stderr
+    assert json.loads(salvaged.stdout)["records_lost"] == count
+    # every record after the damage, in its segment and in later ones, is still there
+    survivors = [e for (q, o), e in stored.items() if not (q == p and base <= o < base + count)] + more
+    after = {k: e for k, e in stored_events(data_dir).items() if e["kind"] != "fluvial.lost"}
+    assert sorted(map(json.dumps, after.values())) == sorted(map(json.dumps, survivors))
+    srv.start()
+    assert health(srv)["status"] == "ok"
+    job = run_batch(srv)
+    assert job["status"] == "done", job
+    srv.wait_caught_up()
+    assert served_stats(srv) == brute_stats(survivors)
 
 
 def test_damaged_active_segment_refuses_start_until_salvaged(

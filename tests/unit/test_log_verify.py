@@ -150,9 +150,13 @@ def test_one_flipped_bit_is_found_and_salvaged_exactly(tmp_path: Path, rng: rand
     print(f"flipped a bit of byte {byte} of {seg.name} (partition {p}), in the "
           f"{'header' if in_header else 'payload'} of the batch [{pos}, {end}) = offsets [{base}, {base + count})")
 
-    if where == "active-middle" or in_header:  # opening checks every header, and the last segment fully
-        with pytest.raises(CorruptLogError):
+    if where == "active-middle":  # the writer appends to the last segment: opening checks it fully
+        with pytest.raises(CorruptLogError, match="fluvial log salvage"):
             LocalLog.open(tmp_path / "log")
+    else:  # a sealed segment: one flipped header bit is repaired from its checksum, a payload fails when read
+        damaged_at = set() if in_header else {(p, o) for o in range(base, base + count)}
+        opened = open_around_damage(tmp_path, stored, damaged_at, rng)
+        assert [(d.byte_range, d.readable) for d in opened] == ([((pos, end), True)] if in_header else [])
     report = verify(tmp_path)
     [problem] = report.problems
     assert (problem.log, problem.partition, problem.file) == ("events", p, seg.name)
@@ -173,6 +177,34 @@ def test_one_flipped_bit_is_found_and_salvaged_exactly(tmp_path: Path, rng: rand
     assert again.actions == [] and again.quarantine is None
     assert len(list((tmp_path / QUARANTINE).iterdir())) == 1
     _writer_takes_appends(tmp_path, stored, lost)
+
+
+def open_around_damage(root: Path, stored: dict[tuple[int, int], Event], damaged: set[tuple[int, int]],
+                       rng: random.Random) -> list[Any]:
+    """The writer opens a log damaged in sealed segments (as ``fluvial serve`` does): every record
+    outside ``damaged`` is read, alone and in one read up to the damage, a read that reaches a
+    damaged offset fails naming salvage, and appends go on at the end. Returns ``LocalLog.damaged``;
+    the appended event is added to ``stored``."""
+    with LocalLog.open(root / "log") as log:
+        ends = log.end_offsets()
+        assert ends == [max((o + 1 for q, o in stored if q == p), default=0) for p in range(log.partitions)]
+        for (p, o), ev in sorted(stored.items()):
+            if (p, o) in damaged:
+                with pytest.raises(CorruptLogError, match="fluvial log salvage"):
+                    log.read(p, o, max_records=1)
+            else:
+                assert log.read(p, o, max_records=1).events == [ev], (p, o)
+        for p in range(log.partitions):  # the longest reads around the damage
+            cut = min([o for q, o in damaged if q == p], default=ends[p])
+            assert log.read(p, 0, stop_offset=cut).events == [stored[(p, o)] for o in range(cut)]
+            after = max([o + 1 for q, o in damaged if q == p], default=0)
+            assert log.read(p, after).events == [stored[(p, o)] for o in range(after, ends[p])]
+        new = Event(device=f"after-{rng.randrange(10**6)}", kind="line", ts=1_700_000_000_000, seq=0, payload={})
+        p = log.partition_for(new.device)
+        assert log.append([new]).positions == [(p, ends[p])]
+        assert log.read(p, ends[p]).events == [new]
+        stored[(p, ends[p])] = new
+        return list(log.damaged)
 
 
 def _check_quarantine(root: Path, result: Any, seg_name: str, batch: bytes | None,
@@ -216,6 +248,12 @@ def test_scribbled_bytes_lose_exactly_the_batches_they_touch(tmp_path: Path, rng
     kept = {f for f in touched if bits[f] == 1 and before[f[0] + 52:f[1]] == after[f[0] + 52:f[1]]}
     lost = {(p, o) for f in touched if f not in kept for o in range(f[2], f[2] + f[3])}
 
+    opened = open_around_damage(tmp_path, stored, lost, rng)  # a damaged sealed segment does not stop it
+    headers = {f for f in touched if bits[f] > 0}  # frames whose header changed: stepped around on open
+    print(f"{len(touched)} batches touched, {len(headers)} of them in the header, {len(kept)} kept")
+    assert bool(opened) == bool(headers), opened  # opening saw every damaged header (payloads: when read)
+    if headers:  # the first damage noted is the first damaged header
+        assert min(d.byte_range[0] for d in opened if d.byte_range) == min(f[0] for f in headers)
     report = verify(tmp_path)
     assert report.problems, "damage went unnoticed"
     found = {(p, o) for pr in report.problems for o in range(pr.offsets[0], pr.offsets[1]) if pr.lost}
@@ -228,6 +266,38 @@ def test_scribbled_bytes_lose_exactly_the_batches_they_touch(tmp_path: Path, rng
     assert salvage(tmp_path).actions == []
 
 
+def test_a_scrambled_header_in_a_sealed_segment_loses_only_its_batch(tmp_path: Path, rng: random.Random) -> None:
+    """More than one bit: not repairable. The log opens anyway (for the writer and for readers),
+    the batch's offsets are a hole up to the next intact header, everything else is read."""
+    stored = write_log(tmp_path, rng)
+    p, seg, (pos, end, base, count) = pick_frame(rng, tmp_path, active=False)
+    data = bytearray(seg.read_bytes())
+    last = end == len(data)
+    where = rng.sample(range(pos, pos + LAYOUT.size), rng.randint(2, 12))
+    for byte in where:
+        data[byte] ^= rng.randrange(1, 256)
+    seg.write_bytes(bytes(data))
+    lost = {(p, o) for o in range(base, base + count)}
+    print(f"scrambled bytes {sorted(where)} of the header of the batch [{pos}, {end}) of {seg.name} "
+          f"(partition {p}), offsets [{base}, {base + count}){', the last of its segment' if last else ''}")
+    with LocalLog.open(tmp_path / "log", readonly=True) as reader:  # the speed layer's way of opening
+        [hole] = reader.damaged
+        assert (hole.offsets, hole.readable, hole.byte_range[0]) == ((base, base + count), False, pos)
+        assert hole.byte_range[1] == end  # up to the next intact header, or the end of the segment
+        with pytest.raises(CorruptLogError, match=f"offsets \\[{base}, {base + count}\\) cannot be read"):
+            reader.read(p, base)
+    [damage] = open_around_damage(tmp_path, stored, lost, rng)
+    assert damage == hole
+    [problem] = verify(tmp_path).problems
+    assert (problem.partition, problem.byte_range, problem.offsets) == (p, (pos, end), (base, base + count))
+    assert problem.lost == count
+    result = salvage(tmp_path)
+    assert result.lost == count and result.after is not None and result.after.intact
+    records, placeholders = read_all(tmp_path)
+    assert records == {r for r in expected_records(stored) if (r[0], r[1]) not in lost}
+    assert placeholders == lost
+
+
 def test_a_missing_segment_file_keeps_its_offsets_as_placeholders(tmp_path: Path, rng: random.Random) -> None:
     stored = write_log(tmp_path, rng)
     p, seg, _ = pick_frame(rng, tmp_path, active=False)
@@ -235,9 +305,17 @@ def test_a_missing_segment_file_keeps_its_offsets_as_placeholders(tmp_path: Path
     first = seg == segments(tmp_path, p)[0]
     seg.unlink()
     print(f"deleted {seg.name} of partition {p}: offsets {min(lost)[1]}..{max(lost)[1]}")
-    if not first:  # (without its first segment, a partition just seems to start later)
-        with pytest.raises(CorruptLogError):
-            LocalLog.open(tmp_path / "log", readonly=True)
+    if not first:  # a hole of offsets that no file holds (without its first segment, a partition starts later)
+        for snapshot in (tmp_path / "log").glob("p-*/dedup.snapshot"):
+            snapshot.unlink()  # the writer rebuilds de-duplication around the hole
+        [hole] = open_around_damage(tmp_path, stored, lost, rng)
+        assert (hole.offsets, hole.byte_range) == ((min(lost)[1], max(lost)[1] + 1), None)
+        with LocalLog.open(tmp_path / "log") as log:  # the pairs in the hole are unknown: accepted again
+            p0, o0 = min(lost)
+            assert log.append([stored[(p0, o0)]]).accepted == 1
+            kept = next(ev for pos, ev in stored.items() if pos not in lost)
+            assert log.append([kept]).duplicates == 1
+            stored[(p0, log.end_offsets()[p0] - 1)] = stored[(p0, o0)]
     [problem] = verify(tmp_path).problems
     assert problem.offsets is not None and problem.byte_range is None
     assert {(p, o) for o in range(problem.offsets[0], problem.offsets[1])} == lost and problem.lost == len(lost)

@@ -7,6 +7,7 @@ segment/batch format of :mod:`fluvial.log.segment`, in a single partition.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from fluvial.log.local import DEFAULT_SEGMENT_BYTES, READ_LIMIT
 from fluvial.log.segment import SegmentStore, acquire_writer_lock
 
 __all__ = ["DeadLetter", "DeadLetterLog"]
+
+_logger = logging.getLogger("fluvial.log")
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +66,9 @@ class DeadLetterLog:
         self._lock_fd = lock_fd
         self._mutex = threading.Lock()
         self.recovered = [store.recovered] if store.recovered else []
+        self.damaged = list(store.damaged)  # stepped around in sealed segments, as in LocalLog
+        for damage in self.damaged:
+            _logger.error("damaged dead-letter log: %s", damage)
 
     @classmethod
     def open(
@@ -76,7 +82,8 @@ class DeadLetterLog:
 
         Raises:
             LogError: Another process is writing it.
-            CorruptLogError: A checksum failed away from the tail.
+            CorruptLogError: The last segment is damaged before its last batch, or segment
+                files overlap (damage in sealed segments is stepped around: ``damaged``).
         """
         path = Path(path)
         lock_fd = None

@@ -35,7 +35,7 @@ from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
 from fluvial.log.dedup import DedupState
 from fluvial.log.limits import MAX_SEQ, MAX_TS_MS, MIN_TS_MS, check_events, event_problem
-from fluvial.log.segment import SegmentStore, acquire_writer_lock
+from fluvial.log.segment import Damage, SegmentStore, acquire_writer_lock
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -76,6 +76,10 @@ class LocalLog:
         path: The log directory.
         partitions: Number of partitions.
         recovered: One message per torn tail cut on open (empty if none).
+        damaged: The damage in sealed segments that opening stepped around (see
+            :mod:`fluvial.log.segment`): every other batch is read, appends go on, and a
+            read that reaches a damaged batch raises ``CorruptLogError``. Also in the log
+            (``logging``), one error line each.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class LocalLog:
         self.partitions = partitions
         self.readonly = readonly
         self.recovered = [s.recovered for s in stores if s.recovered]
+        self.damaged = [d for s in stores for d in s.damaged]
         self._stores = stores
         self._fsync = fsync
         self._fsync_interval_ms = fsync_interval_ms
@@ -107,6 +112,8 @@ class LocalLog:
         self._syncer: ThreadPoolExecutor | None = None
         for msg in self.recovered:
             _logger.warning("recovered %s", msg)
+        for damage in self.damaged:
+            _logger.error("damaged log: %s", damage)
         if not readonly:
             self._dedup = [self._load_dedup(p) for p in range(partitions)]
 
@@ -137,7 +144,9 @@ class LocalLog:
         Raises:
             ConfigError: Bad arguments, or ``partitions`` differs from the stored count.
             LogError: Another writer holds the log, or a readonly log does not exist.
-            CorruptLogError: A checksum failed away from the tail.
+            CorruptLogError: The last segment of a partition is damaged before its last batch,
+                or segment files overlap (damage in sealed segments is stepped around:
+                :attr:`damaged`).
         """
         path = Path(path)
         if fsync not in ("batch", "interval", "never"):
@@ -206,7 +215,7 @@ class LocalLog:
             state, start = loaded
         else:
             state, start = DedupState(), store.start_offset
-        for _base, _, payload in store.batches(start, store.end_offset):
+        for _base, _, payload in store.batches(start, store.end_offset, on_damage=_unknown_pairs):
             for ev in _dec.decode(payload):
                 state.add(ev.device, ev.seq)
         if loaded is None or loaded[1] != store.end_offset:
@@ -425,7 +434,7 @@ class LocalLog:
                 state, start = loaded
             else:
                 state, start = DedupState(), store.start_offset
-            for _base, _, payload in store.batches(start, store.end_offset):
+            for _base, _, payload in store.batches(start, store.end_offset, on_damage=_unknown_pairs):
                 for ev in _dec.decode(payload):
                     state.add(ev.device, ev.seq)
             self._dedup[p] = state
@@ -620,6 +629,12 @@ class LocalLog:
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer"
         return f"LocalLog({str(self.path)!r}, partitions={self.partitions}, {mode})"
+
+
+def _unknown_pairs(damage: Damage) -> None:
+    """De-duplication rebuilt past a damaged batch: its ``(device, seq)`` pairs cannot be read."""
+    _logger.warning("rebuilding the de-duplication state: %s; its (device, seq) pairs are unknown, so a "
+                    "device that sends one of them again is stored again", damage)
 
 
 def _now_ms() -> int:

@@ -50,7 +50,15 @@ import msgspec
 
 from fluvial.events.envelope import Event
 from fluvial.log.dedup import DedupState
-from fluvial.log.segment import HEADER, MAGIC, BatchHeader, encode_batch, parse_header, segment_base
+from fluvial.log.segment import (
+    HEADER,
+    BatchHeader,
+    encode_batch,
+    next_header,
+    parse_header,
+    repair_header,
+    segment_base,
+)
 
 __all__ = ["LOGS", "Frame", "Mode", "PartitionReport", "Problem", "Report", "SegmentScan", "log_bytes",
            "verify"]
@@ -253,7 +261,7 @@ class _Scanner:
                 if self.last:
                     return f"partial batch header ({rem} bytes at byte {pos})"
                 return self._unreadable(pos, expected, f"{rem} stray bytes after the last batch")
-            head, repaired = _repair_header(self.mm, pos, expected)
+            head, repaired = repair_header(self.mm, pos, expected)
             if head is None:
                 return self._unreadable(pos, expected, "batch header damaged (magic or header checksum)")
         if head.base > expected:  # a hole: offsets no batch holds (zero bytes; the header is read again)
@@ -304,7 +312,7 @@ class _Scanner:
 
     def _unreadable(self, pos: int, expected: int, what: str) -> Frame:
         """A damaged stretch from ``pos`` up to the next intact header (or the end of the file)."""
-        found = _resync(self.mm, pos + 1, self.size, expected, self.next_base)
+        found = next_header(self.mm, pos + 1, self.size, expected, self.next_base)
         if found is not None:
             at, base = found
             return Frame(pos, at, expected, base - expected,
@@ -320,31 +328,6 @@ def _framed(pos: int, end: int, head: BatchHeader, *, damage: str | None = None,
             header: bytes | None = None) -> Frame:
     """The frame of a header that can be trusted."""
     return Frame(pos, end, head.base, head.count, head.min_ts, head.max_ts, head.append_ms, damage, header)
-
-
-def _repair_header(buf: mmap.mmap | bytes, pos: int, expected: int) -> tuple[BatchHeader | None, bytes | None]:
-    """The header at ``pos`` with the one flipped bit that makes it valid (and at ``expected``)."""
-    raw = bytearray(buf[pos:pos + HEADER])
-    found: list[tuple[BatchHeader, bytes]] = []
-    for bit in range(HEADER * 8):
-        raw[bit >> 3] ^= 1 << (bit & 7)
-        head = parse_header(raw)
-        if head is not None and head.base == expected:
-            found.append((head, bytes(raw)))
-        raw[bit >> 3] ^= 1 << (bit & 7)
-    return found[0] if len(found) == 1 else (None, None)
-
-
-def _resync(buf: mmap.mmap | bytes, start: int, size: int, expected: int,
-            next_base: int | None) -> tuple[int, int] | None:
-    """(position, base offset) of the next intact header after a damaged one."""
-    at = buf.find(MAGIC, start, size)
-    while at != -1:
-        head = parse_header(buf, at)
-        if head is not None and head.base > expected and (next_base is None or head.base < next_base):
-            return at, head.base
-        at = buf.find(MAGIC, at + 1, size)
-    return None
 
 
 def scan_segment(path: Path, base: int, *, log: str, mode: Mode, last: bool,

@@ -1,17 +1,19 @@
 """Damage on disk, told where operators look: ``/healthz`` and the server's start.
 
 Opening the log checks every batch header, but the payload checksums of sealed
-segments only when a batch is read, so a server can start on a log with a
-damaged sealed segment (and ingest keeps working: appends go to the active
-segment). :class:`LogHealth` therefore verifies the checksums of both logs in a
-background thread once the server has started, and again (at most every
-:attr:`LogHealth.RECHECK_S`) after a batch run or a speed layer fails. Its
-:meth:`LogHealth.problems` are sentences for ``/healthz``: partitions and
-offsets, what to run, never a file path.
+segments only when a batch is read; damage in a sealed segment (a payload, a
+header, a missing file) does not stop it: a damaged header is stepped around
+with an error line in the server's log (:mod:`fluvial.log.segment`), and
+ingest keeps working (appends go to the active segment). :class:`LogHealth`
+therefore verifies the checksums of both logs in a background thread once the
+server has started, and again (at most every :attr:`LogHealth.RECHECK_S`)
+after a batch run or a speed layer fails. Its :meth:`LogHealth.problems` are
+sentences for ``/healthz``: partitions and offsets, what to run, never a file
+path.
 
-A log that cannot be opened at all (a damaged header, or damage in the active
-segment) stops the start: :func:`open_logs` says which commands find and
-repair it.
+A log that cannot be opened at all (damage in the active segment before its
+last batch, segment files that overlap) stops the start: :func:`open_logs`
+says which commands find and repair it.
 """
 
 from __future__ import annotations

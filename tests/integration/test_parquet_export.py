@@ -8,6 +8,7 @@ import math
 import operator
 import os
 import random
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -23,6 +24,7 @@ import fluvial.engine.batch as batch_mod
 import fluvial.log.parquet as pq_mod
 from fluvial.engine.batch import BatchRunner
 from fluvial.errors import ConfigError, LogError
+from fluvial.events.lost import LOST_KIND
 from fluvial.log import LocalLog
 from fluvial.log.parquet import MANIFEST, ParquetLog, export_parquet, parquet_files
 
@@ -88,7 +90,7 @@ def assert_round_trip(local: Any, export: ParquetLog) -> None:
         for offset, ((ea, ma), (eb, mb)) in enumerate(zip(a, b)):
             assert (ea.device, ea.kind, ea.ts, ea.seq, ma) == (eb.device, eb.kind, eb.ts, eb.seq, mb), (p, offset)
             assert same(ea.payload, eb.payload), (p, offset, ea.payload, eb.payload)
-        for d in {e.device for e, _ in a}:
+        for d in {e.device for e, _ in a if e.kind != LOST_KIND}:  # placeholders: in the damaged partition
             assert export.partition_for(d) == local.partition_for(d) == p
 
 
@@ -303,3 +305,98 @@ def test_cli_export(tmp_path: Path, rng: random.Random) -> None:
     assert p.returncode == 1 and "is a file" in p.stderr
     h = fluvial_cmd(home, "log", "export", "--help")
     assert h.returncode == 0 and "ParquetLog.open" in h.stdout
+
+
+# -- placeholders of records lost to damage ----------------------------------------------------
+
+LAYOUT = struct.Struct("<4sQIIqqqII")  # segment.py: magic, base, count, length, append_ms, min/max ts, crc, hcrc
+
+
+def damage_sealed_batches(log_dir: Path, rng: random.Random, beyond: list[int]) -> set[tuple[int, int]]:
+    """Flip a payload bit of 1 to 3 random batches of sealed segments, at offsets >= ``beyond[p]``
+    (not exported yet); return their positions (salvage keeps them as placeholders)."""
+    choices = []
+    for pdir in sorted(log_dir.glob("p-*")):
+        p = int(pdir.name[2:])
+        for seg in sorted(pdir.glob("*.seg"))[:-1]:
+            data, pos = seg.read_bytes(), 0
+            while pos < len(data):
+                _, base, count, length, *_ = LAYOUT.unpack_from(data, pos)
+                if base >= beyond[p]:
+                    choices.append((p, seg, pos + LAYOUT.size, pos + LAYOUT.size + length, base, count))
+                pos += LAYOUT.size + length
+    lost = set()
+    for p, seg, start, end, base, count in rng.sample(choices, rng.randint(1, 3)):
+        data = bytearray(seg.read_bytes())
+        data[rng.randrange(start, end)] ^= 1 << rng.randrange(8)
+        seg.write_bytes(bytes(data))
+        lost |= {(p, o) for o in range(base, base + count)}
+    return lost
+
+
+def test_placeholders_of_lost_records_stay_out_of_the_files(tmp_path: Path, rng: random.Random,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real salvaged log: the files hold exactly the surviving events, the manifest and the
+    report count the placeholders left out, and ParquetLog gives the log back exactly."""
+    import pyarrow.parquet as pq
+
+    from fluvial.log.salvage import salvage
+
+    monkeypatch.setattr(pq_mod, "CHUNK_RECORDS", 97)  # runs of placeholders cut by chunks are joined
+    data, out = tmp_path / "data", tmp_path / "export"
+    events = make_events(3000, 0, rng)
+    positions: dict[tuple[int, int], fl.Event] = {}
+    with LocalLog.open(data / "log", partitions=3, segment_bytes=4096, fsync="never") as log:
+        i = 0
+        while i < len(events):  # small batches: several per segment, many segments
+            part = events[i:i + rng.randint(1, 25)]
+            for ev, pos in zip(part, log.append(part).positions):
+                assert pos is not None
+                positions[pos] = ev
+            i += len(part)
+            if i >= 1000 and not out.exists():
+                first = export_parquet(log, out)  # before the damage
+        before = first.upto
+    lost = damage_sealed_batches(data / "log", rng, before)
+    result = salvage(data)
+    assert result.lost == len(lost) and result.after is not None and result.after.intact
+    print(f"{len(lost)} records lost in partitions {sorted({p for p, _ in lost})}")
+
+    with LocalLog.open(data / "log") as log:
+        assert {(p, o) for p, end in enumerate(log.end_offsets()) for o, e in
+                enumerate(log.read(p, 0, max_records=end).events) if e.kind == LOST_KIND} == lost
+        second = export_parquet(log, out)
+        new = sum(e - b for e, b in zip(log.end_offsets(), before))
+        assert (second.lost, second.events) == (len(lost), new - len(lost))
+        files = [r for f in parquet_files(out) for r in pq.ParquetFile(f).read().to_pylist()]  # what Spark sees
+        assert not list(out.glob(f"kind={LOST_KIND}*"))
+        assert all(r["kind"] != LOST_KIND and r["device"] != LOST_KIND for r in files)
+        assert sorted((r["partition"], r["offset"]) for r in files) == sorted(set(positions) - lost)
+        for r in files:
+            ev = positions[(r["partition"], r["offset"])]
+            assert (r["device"], r["kind"], r["ts"], r["seq"]) == (ev.device, ev.kind, ev.ts, ev.seq)
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert {(r["partition"], o) for r in manifest["lost"] for o in range(r["first"], r["stop"])} == lost
+        assert manifest["exports"][-1]["lost"] == len(lost) and manifest["exports"][0]["lost"] == 0
+        with ParquetLog.open(out) as exp:  # the log as it is, placeholders at their offsets
+            assert_round_trip(log, exp)
+            assert [(s.records, s.min_ts, s.max_ts) for s in exp.stats()] == [
+                (s.records, s.min_ts, s.max_ts) for s in log.stats()]
+            for p, o in sorted(lost)[:: max(1, len(lost) // 5)]:
+                for t in (log.read(p, o, max_records=1).events[0].ts, T0, T0 + DAY):
+                    assert exp.offset_for_time(p, t) == log.offset_for_time(p, t), (p, o, t)
+        more = make_events(300, 10_000, rng)
+        log.append(more)
+        third = export_parquet(log, out)  # incremental: the placeholders stay listed, none new
+        assert (third.lost, third.events) == (0, 300)
+        with ParquetLog.open(out) as exp:
+            assert_round_trip(log, exp)
+
+    with fl.open(data) as ws, ParquetLog.open(out) as exp:  # batch runs skip them, over either
+        BatchRunner(log=exp, store=ws.store, slice_records=300).run(_pipelines())
+        over_export = _views(ws.store)
+        ws.batch_runner(slice_records=300).run(_pipelines())
+        over_log = _views(ws.store)
+    survivors = [e for pos, e in positions.items() if pos not in lost] + more
+    assert over_export == over_log
+    assert {k: v for (k, _), v in over_export["per_device"].items()} == dict(Counter(e.device for e in survivors))

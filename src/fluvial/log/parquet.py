@@ -16,6 +16,14 @@ time, epoch ms), ``seq`` (int64), ``payload`` (string: the payload as JSON),
 NaN/infinite floats, bytes, non-string keys; it then holds the payload as the
 log stores it, and readers use it instead of ``payload``).
 
+Placeholders of records lost to damage (kind ``fluvial.lost``, written by
+``fluvial log salvage``; see :mod:`fluvial.events.lost`) are not events: the
+files leave them out, so Spark or DuckDB reading the files see real events only,
+and the manifest lists them instead (``lost``: per partition, offset ranges with
+the placeholders' time, append time and salvage report), counted in each run's
+entry of ``exports`` and in :attr:`ExportReport.lost`. ``ParquetLog`` gives them
+back at their offsets, so reading the export is reading the log.
+
 The manifest is the truth of the export: it lists every file and, per log
 partition, the offset exported up to. An export writes only what the log gained
 since (new files, never rewriting old ones): each file to a temporary name and
@@ -43,9 +51,10 @@ import msgspec
 
 from fluvial.errors import ConfigError, CorruptLogError, LogError, MissingDependency
 from fluvial.events.envelope import Event
+from fluvial.events.lost import LOST_KIND, placeholders
 from fluvial.log.base import PartitionStats, RecordBatch
 
-__all__ = ["MANIFEST", "ExportReport", "ParquetLog", "export_parquet", "parquet_files"]
+__all__ = ["MANIFEST", "ExportReport", "LostRange", "ParquetLog", "export_parquet", "parquet_files"]
 
 MANIFEST = "_fluvial_export.json"
 _LOCK = "_fluvial_export.lock"
@@ -95,6 +104,22 @@ class FileEntry(msgspec.Struct, frozen=True, kw_only=True):
     bytes: int
 
 
+class LostRange(msgspec.Struct, frozen=True, kw_only=True):
+    """Offsets ``[first, stop)`` of partition ``partition`` hold placeholders of records lost to
+    damage: no file holds them; ``ts``, ``append_ms`` and ``report`` are the placeholders' own."""
+
+    partition: int
+    first: int
+    stop: int
+    ts: int
+    append_ms: int
+    report: str
+
+    def events(self, first: int, stop: int) -> list[Event]:
+        """The placeholders of offsets ``[first, stop)`` (within this range), as the log holds them."""
+        return placeholders(first, stop - first, ts_ms=self.ts, note=self.report)
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     format: int = _FORMAT
     partitions: int
@@ -102,6 +127,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     upto: list[int]
     files: list[FileEntry]
     exports: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    lost: list[LostRange] = msgspec.field(default_factory=list)
 
 
 _manifest_dec = msgspec.json.Decoder(Manifest)
@@ -179,12 +205,15 @@ class ExportReport:
         files: Parquet files written by this run.
         seconds: Wall-clock time of the run.
         upto: Per log partition, the offset the export now holds records up to (excluded).
+        lost: Placeholders of records lost to damage that this run left out of the files
+            (the manifest lists their offsets).
     """
 
     events: int
     files: int
     seconds: float
     upto: list[int]
+    lost: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -231,26 +260,32 @@ def export_parquet(log: Any, out_dir: str | os.PathLike[str], *,
         _check_same_log(out, manifest, log, ends)
         _remove_orphans(out, manifest)
         written: list[FileEntry] = []
+        lost: list[LostRange] = []
         total = 0
         for p in range(manifest.partitions):
             offset = manifest.upto[p]
             while offset < ends[p]:
                 stop = min(ends[p], offset + CHUNK_RECORDS)
                 events, append_ms = _read_range(log, p, offset, stop)
-                written.extend(_write_chunk(pa, out, p, offset, events, append_ms))
-                total += len(events)
+                kept, gone = _without_placeholders(p, offset, events, append_ms)
+                written.extend(_write_chunk(pa, out, p, [offset + i for i in kept], [events[i] for i in kept],
+                                            [append_ms[i] for i in kept]))
+                lost.extend(gone)
+                total += len(kept)
                 offset = stop
                 if progress is not None:
                     progress(len(events))
-        if written or fresh:
+        n_lost = sum(r.stop - r.first for r in lost)
+        if written or lost or fresh or manifest.upto != ends:
             _fsync_dir(out)
             manifest.files.extend(written)
+            manifest.lost = _merged(manifest.lost + lost)
             manifest.upto = ends
             manifest.exports.append({"at_ms": time.time_ns() // 1_000_000, "events": total,
-                                     "files": len(written), "upto": ends})
+                                     "files": len(written), "lost": n_lost, "upto": ends})
             _write_manifest(out, manifest)
-        return ExportReport(events=total, files=len(written),
-                            seconds=time.perf_counter() - started, upto=list(manifest.upto))
+        return ExportReport(events=total, files=len(written), seconds=time.perf_counter() - started,
+                            upto=list(manifest.upto), lost=n_lost)
 
 
 @contextlib.contextmanager
@@ -306,6 +341,36 @@ def _read_range(log: Any, p: int, start: int, stop: int) -> tuple[list[Event], l
     return events, append_ms
 
 
+def _without_placeholders(p: int, first: int, events: list[Event],
+                          append_ms: list[int]) -> tuple[list[int], list[LostRange]]:
+    """The indexes of the events to export, and the placeholders among ``events`` (offsets
+    ``first..``) as ranges. Only exact placeholders are left out: what the ranges give back."""
+    kept: list[int] = []
+    lost: list[LostRange] = []
+    for i, ev in enumerate(events):
+        report = ev.payload.get("report") if ev.kind == LOST_KIND else None
+        if not isinstance(report, str) or [ev] != placeholders(first + i, 1, ts_ms=ev.ts, note=report):
+            kept.append(i)
+            continue
+        r = LostRange(partition=p, first=first + i, stop=first + i + 1, ts=ev.ts, append_ms=append_ms[i],
+                      report=report)
+        lost[-1:] = _merged([*lost[-1:], r])
+    return kept, lost
+
+
+def _merged(ranges: list[LostRange]) -> list[LostRange]:
+    """Ranges in (partition, offset) order, adjacent equal ones joined (chunks cut runs apart)."""
+    out: list[LostRange] = []
+    for r in sorted(ranges, key=lambda r: (r.partition, r.first)):
+        prev = out[-1] if out else None
+        if prev is not None and (prev.partition, prev.stop, prev.ts, prev.append_ms, prev.report) == \
+                (r.partition, r.first, r.ts, r.append_ms, r.report):
+            out[-1] = msgspec.structs.replace(prev, stop=r.stop)
+        else:
+            out.append(r)
+    return out
+
+
 def _payload_json(payload: dict[str, Any]) -> tuple[bytes, bytes | None]:
     """The payload as JSON and, when JSON does not give it back exactly, as MessagePack."""
     raw = _json_enc.encode(payload)
@@ -329,11 +394,14 @@ def _date(day: int) -> str:
     return s
 
 
-def _write_chunk(pa: Any, out: Path, p: int, first: int, events: list[Event],
+def _write_chunk(pa: Any, out: Path, p: int, offsets: list[int], events: list[Event],
                  append_ms: list[int]) -> list[FileEntry]:
-    """Write the records ``first..`` of partition ``p``, one file per (kind, date)."""
+    """Write the records at ``offsets`` (increasing) of partition ``p``, one file per (kind, date)."""
     import pyarrow.parquet as pq
 
+    if not events:
+        return []
+    first = offsets[0]
     groups: dict[tuple[str, int], list[int]] = {}
     for i, ev in enumerate(events):
         groups.setdefault((ev.kind, ev.ts // _DAY_MS), []).append(i)
@@ -347,7 +415,7 @@ def _write_chunk(pa: Any, out: Path, p: int, first: int, events: list[Event],
             pa.array([ev.seq for ev in events], pa.int64()),
             pa.array([e[0] for e in encoded], pa.string()),
             pa.array([p] * len(events), pa.int32()),
-            pa.array(range(first, first + len(events)), pa.int64()),
+            pa.array(offsets, pa.int64()),
             pa.array(append_ms, pa.int64()),
             pa.array([e[1] for e in encoded], pa.binary()),
         ], schema=schema)
@@ -357,7 +425,7 @@ def _write_chunk(pa: Any, out: Path, p: int, first: int, events: list[Event],
     entries = []
     for (kind, day), idx in sorted(groups.items(), key=lambda kv: kv[1][0]):
         part = table.take(pa.array(idx, pa.int64()))
-        lo, hi = first + idx[0], first + idx[-1]
+        lo, hi = offsets[idx[0]], offsets[idx[-1]]
         folder = f"kind={_escape(kind)}/date={_date(day)}"
         name = f"part-{p}-{lo}-{hi}.parquet"
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -406,6 +474,9 @@ class ParquetLog:
         self._files: list[list[FileEntry]] = [[] for _ in range(manifest.partitions)]
         for f in manifest.files:
             self._files[f.partition].append(f)
+        self._lost: list[list[LostRange]] = [[] for _ in range(manifest.partitions)]
+        for r in manifest.lost:
+            self._lost[r.partition].append(r)
         self._meta: dict[str, Any] = {}
         self._running: dict[int, tuple[Any, Any]] = {}  # partition -> (offsets, running max ts)
         self._closed = False
@@ -517,27 +588,36 @@ class ParquetLog:
         if stop <= start_offset:
             return RecordBatch(partition=partition, start_offset=start_offset, events=[],
                                append_ms=[])
+        lost = [(max(r.first, start_offset), min(r.stop, stop), r) for r in self._lost[partition]
+                if r.first < stop and r.stop > start_offset]  # placeholders: in the manifest, not in files
+        want = list(_without_ranges(start_offset, stop, [(a, b) for a, b, _ in lost]))
         table = self._table(partition, start_offset, stop,
                             ["device", "kind", "ts", "seq", "payload", "offset", "append_ms",
-                             "payload_msgpack"])
-        want = stop - start_offset
+                             "payload_msgpack"]) if want else None
         got = 0 if table is None else table.num_rows
-        if got != want:
+        if got != len(want):
             raise CorruptLogError(f"the export at {self.path} holds {got} records of partition "
-                                  f"{partition} in [{start_offset}, {stop}), expected {want}: "
+                                  f"{partition} in [{start_offset}, {stop}), expected {len(want)}: "
                                   "a file is missing or damaged")
-        offsets = table.column("offset")
-        import pyarrow.compute as pc
+        if table is None:
+            events, append_ms = [], []
+        else:
+            import pyarrow.compute as pc
 
-        if pc.any(pc.not_equal(offsets, _pa().array(range(start_offset, stop), _pa().int64()))).as_py():
-            raise CorruptLogError(f"the export at {self.path} has a gap or duplicate in partition "
-                                  f"{partition} within [{start_offset}, {stop})")
-        payloads = _decode_payloads(table)
-        events = [Event(device=d, kind=k, ts=t, seq=s, payload=pl) for d, k, t, s, pl in zip(
-            table.column("device").to_pylist(), table.column("kind").to_pylist(),
-            table.column("ts").to_pylist(), table.column("seq").to_pylist(), payloads)]
+            if pc.any(pc.not_equal(table.column("offset"), _pa().array(want, _pa().int64()))).as_py():
+                raise CorruptLogError(f"the export at {self.path} has a gap or duplicate in partition "
+                                      f"{partition} within [{start_offset}, {stop})")
+            payloads = _decode_payloads(table)
+            events = [Event(device=d, kind=k, ts=t, seq=s, payload=pl) for d, k, t, s, pl in zip(
+                table.column("device").to_pylist(), table.column("kind").to_pylist(),
+                table.column("ts").to_pylist(), table.column("seq").to_pylist(), payloads)]
+            append_ms = table.column("append_ms").to_pylist()
+        for a, b, r in lost:  # back at their offsets, in order
+            at = a - start_offset
+            events[at:at] = r.events(a, b)
+            append_ms[at:at] = [r.append_ms] * (b - a)
         return RecordBatch(partition=partition, start_offset=start_offset, events=events,
-                           append_ms=table.column("append_ms").to_pylist())
+                           append_ms=append_ms)
 
     def offset_for_time(self, partition: int, ts_ms: int) -> int:
         """Return the first offset whose running max event time is >= ``ts_ms``
@@ -548,12 +628,15 @@ class ParquetLog:
         if partition not in self._running:
             begin, end = self._manifest.start[partition], self._manifest.upto[partition]
             table = self._table(partition, begin, end, ["ts", "offset"]) if end > begin else None
-            if table is None:
-                self._running[partition] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-            else:
-                ts = table.column("ts").to_numpy()
-                self._running[partition] = (table.column("offset").to_numpy(),
-                                            np.maximum.accumulate(ts))
+            offsets = [np.zeros(0, np.int64)] if table is None else [table.column("offset").to_numpy()]
+            ts = [np.zeros(0, np.int64)] if table is None else [table.column("ts").to_numpy()]
+            for r in self._lost[partition]:  # the placeholders' times count, as in the log's index
+                offsets.append(np.arange(r.first, r.stop, dtype=np.int64))
+                ts.append(np.full(r.stop - r.first, r.ts, np.int64))
+            all_offsets, all_ts = np.concatenate(offsets), np.concatenate(ts)
+            order = np.argsort(all_offsets, kind="stable")
+            running = np.maximum.accumulate(all_ts[order]) if len(order) else all_ts
+            self._running[partition] = (all_offsets[order], running)
         offsets, running = self._running[partition]
         i = int(np.searchsorted(running, ts_ms, side="left"))
         return int(offsets[i]) if i < len(offsets) else self._manifest.upto[partition]
@@ -564,10 +647,10 @@ class ParquetLog:
         for p in range(self.partitions):
             files = self._files[p]
             begin, end = self._manifest.start[p], self._manifest.upto[p]
+            times = [t for f in files for t in (f.min_ts, f.max_ts)] + [r.ts for r in self._lost[p]]
             out.append(PartitionStats(
                 partition=p, start_offset=begin, end_offset=end, records=end - begin,
-                min_ts=min((f.min_ts for f in files), default=None),
-                max_ts=max((f.max_ts for f in files), default=None),
+                min_ts=min(times, default=None), max_ts=max(times, default=None),
                 bytes=sum(f.bytes for f in files)))
         return out
 
@@ -589,6 +672,15 @@ class ParquetLog:
 
     def __repr__(self) -> str:
         return f"ParquetLog({str(self.path)!r}, partitions={self.partitions})"
+
+
+def _without_ranges(start: int, stop: int, ranges: list[tuple[int, int]]) -> Iterator[int]:
+    """The offsets of ``[start, stop)`` outside ``ranges`` (sorted, disjoint, within it)."""
+    at = start
+    for a, b in ranges:
+        yield from range(at, a)
+        at = b
+    yield from range(at, stop)
 
 
 def _decode_payloads(table: Any) -> list[Any]:

@@ -532,11 +532,11 @@ def test_a_schema_1_store_is_migrated(tmp_path):
     import sqlite3
 
     from fluvial.aggregators import Count
-    from fluvial.serving.sqlite import _SCHEMA
+    from fluvial.serving.sqlite.schema import TABLES
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for statement in _SCHEMA:
+    for statement in TABLES:
         conn.execute(statement.replace(",\n        rt_gen INTEGER NOT NULL DEFAULT 0", "")
                      .replace("aggregator BLOB,\n        agg_spec TEXT,\n        window_spec TEXT,\n        PRIMARY",
                               "PRIMARY"))

@@ -477,16 +477,18 @@ def test_full_disk_is_507_and_ingest_and_speed_layer_recover_by_themselves(tmp_p
                 (problem,) = speed_problems(srv)
                 assert problem.startswith("speed layer device_stats: ") and "database or disk is full" in problem \
                     and "free space" in problem and "cannot rollback" not in problem, problem
-            time.sleep(0.5)
+            time.sleep(2.0 if kind == "tmpfs" else 0.5)  # the speed layer retries (every 1 s) while full
             failures = srv.get("/v1/metrics")["speed_layer"]["device_stats"]["errors"]
             disk.free()
             freed = time.monotonic()
-            took = wait_for("/healthz is ok again", lambda: srv.request("GET", "/healthz")[0] == 200)
             acked_before = sum(len(d.acked) for d in devices)
+            took = wait_for("/healthz is ok again", lambda: srv.request("GET", "/healthz")[0] == 200)
             wait_for("devices are acknowledged again", lambda: sum(len(d.acked) for d in devices) > acked_before)
-            speed_took = wait_for("the speed layer commits what came after space returned", lambda: (
+            acked_at = time.monotonic() - freed
+            wait_for("the speed layer commits what came after space returned", lambda: (
                 srv.get("/v1/metrics")["speed_layer"]["device_stats"]["micro_batches"] > 0
                 and speed_problems(srv) == []), timeout=20 - (time.monotonic() - freed))
+            speed_took = time.monotonic() - freed
             time.sleep(0.3)
             stop[0] = 0
             for t in threads:
@@ -494,15 +496,16 @@ def test_full_disk_is_507_and_ingest_and_speed_layer_recover_by_themselves(tmp_p
             srv.wait_caught_up(timeout=60)
             served = served_stats(srv)
             late = srv.get("/v1/views")
-        print(f"{kind}: /healthz ok {took:.2f} s after space returned; {failures} speed-layer failures while "
-              f"full; statuses {[dict(d.statuses) for d in devices]}")
+        print(f"{kind}: after space returned, /healthz ok (log writer and speed layer) in {took:.2f} s, devices "
+              f"acknowledged by {acked_at:.2f} s, the speed layer committing by {speed_took:.2f} s; {failures} "
+              f"speed-layer failures while full; statuses {[dict(d.statuses) for d in devices]}")
         assert [d.error for d in devices if d.error] == [] and [d.gave_up for d in devices] == [0] * len(devices)
         full = [a for d in devices for a in d.refusals if a.status == 507]
         assert full and all(a.headers.get("retry-after", "").isdigit() for a in full)
         assert all("the disk is full" in a.body["error"] and "send them again" in a.body["error"] for a in full)
         assert all(a.status == 507 for d in devices for a in d.refusals), "only the full disk refused"
         if kind == "tmpfs":
-            assert failures > 0 and took < 10 and speed_took < 10, (failures, took, speed_took)
+            assert failures >= 2 and took < 10 and speed_took < 10, (failures, took, speed_took)
         else:  # SQLite does not write through os.write: only the log was full
             assert failures == 0, failures
 

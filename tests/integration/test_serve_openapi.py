@@ -50,14 +50,14 @@ def validate(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str
         name = schema["$ref"].removeprefix("#/components/schemas/")
         return validate(value, doc["components"]["schemas"][name], doc, where)
     if "oneOf" in schema:
-        matches = 0
-        for option in schema["oneOf"]:
-            try:
-                validate(value, option, doc, where)
-                matches += 1
-            except AssertionError:
-                pass
+        matches = sum(_valid(value, option, doc) for option in schema["oneOf"])
         assert matches == 1, f"{where}: {value!r:.200} matches {matches} of oneOf"
+    if "anyOf" in schema:
+        assert any(_valid(value, option, doc) for option in schema["anyOf"]), f"{where}: {value!r:.200}: no anyOf"
+    if "not" in schema:
+        assert not _valid(value, schema["not"], doc), f"{where}: {value!r:.200} matches its 'not'"
+    if "const" in schema:
+        assert value == schema["const"], f"{where}: {value!r} is not {schema['const']!r}"
     kinds = schema.get("type")
     if kinds is not None:
         kinds = [kinds] if isinstance(kinds, str) else kinds
@@ -89,6 +89,14 @@ def validate(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str
     return None
 
 
+def _valid(value: Any, schema: dict[str, Any], doc: dict[str, Any]) -> bool:
+    try:
+        validate(value, schema, doc)
+    except AssertionError:
+        return False
+    return True
+
+
 def _is(value: Any, kind: str) -> bool:
     return {"object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
             "integer": isinstance(value, int) and not isinstance(value, bool),
@@ -107,6 +115,12 @@ def test_the_validator_refuses() -> None:
             validate(bad, ref, doc)
     with pytest.raises(AssertionError):
         validate("x y", {"type": "string", "pattern": r"^\w+$"}, doc)
+    either = {"anyOf": [{"type": "integer"}, {"const": "a"}], "not": {"const": 2}}
+    validate(1, either, doc)
+    validate("a", either, doc)
+    for bad in [2, "b", None]:
+        with pytest.raises(AssertionError):
+            validate(bad, either, doc)
 
 
 # -- the document lists every route --------------------------------------------------------------------------------
@@ -148,19 +162,19 @@ def event_bodies(rng: random.Random, doc: dict[str, Any]) -> list[tuple[str, str
     valid = [reading(rng, base + i) for i in range(rng.randint(1, 20))]
     for event in valid:
         validate(event, {"$ref": "#/components/schemas/Event"}, doc)
-    broken = {  # each breaks one rule of the Event schema
+    broken: dict[str, dict[str, Any]] = {  # each breaks one rule of the Event schema
         "empty-kind": {"kind": ""}, "empty-device": {"device": ""}, "negative-seq": {"seq": -1},
         "seq-beyond-64-bits": {"seq": 2**63}, "ts-beyond-64-bits": {"ts": 2**63}, "ts-string": {"ts": "now"},
-        "payload-list": {"payload": [1]}, "extra-key": {"extra": 1}, "unknown-kind": {"kind": "no-such-kind"}}
+        "payload-list": {"payload": [1]}, "extra-key": {"extra": 1}, "unknown-kind": {"kind": "no-such-kind"},
+        "payload-mistyped": {"payload": {"kind": "temp", "value": "warm"}}, "device-control": {"device": "a\nb"}}
     out = [("valid-json", "application/json", msgspec.json.encode(valid), {}),
            ("valid-ndjson", "application/x-ndjson", b"".join(msgspec.json.encode(e) + b"\n" for e in valid), {}),
            ("valid-msgpack", "application/msgpack", msgspec.msgpack.encode(valid), {}),
            ("valid-gzip", "application/json", gzip.compress(msgspec.json.encode(valid)), {"Content-Encoding": "gzip"})]
     for label, change in broken.items():
         event = {**reading(rng, base + 99), **change}
-        if label != "unknown-kind":
-            with pytest.raises(AssertionError):
-                validate(event, {"$ref": "#/components/schemas/Event"}, doc)
+        with pytest.raises(AssertionError):
+            validate(event, {"$ref": "#/components/schemas/Event"}, doc)
         out.append((label, "application/json", msgspec.json.encode([*valid[:2], event]), {}))
         out.append((f"{label}-alone", "application/json", msgspec.json.encode([event]), {}))
     no_payload = b'[{"device": "dev-1", "kind": "reading", "ts": 1, "seq": 1}]'
@@ -193,7 +207,7 @@ def query_values(rng: random.Random, params: list[dict[str, Any]]) -> list[tuple
     out: list[tuple[str, dict[str, str]]] = [("none", {})]
     for param in (p for p in params if p["in"] == "query"):
         schema, name = param["schema"], param["name"]
-        if schema["type"] == "integer":
+        if schema.get("type") == "integer":
             out += [(f"{name}-valid", {name: str(rng.randint(schema["minimum"], 5))}),
                     (f"{name}-below", {name: str(schema["minimum"] - 1)}),
                     (f"{name}-above", {name: str(schema["maximum"] + 1)}), (f"{name}-text", {name: "latest"})]
@@ -309,3 +323,90 @@ def test_every_answer_is_documented_and_none_is_5xx(server: tuple[ServerProcess,
     status, raw = srv.request("GET", "/healthz")
     assert status == 200, raw
     assert "Traceback" not in srv.output(), srv.output()[-3000:]
+
+
+# -- what schemathesis found (tests/integration/test_schemathesis.py) -----------------------------------------------
+
+
+def test_the_document_describes_the_registered_kinds(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
+    """An event of an unregistered kind, or whose payload breaks its kind's schema, breaks the document too."""
+    srv, _ = server
+    event = srv.get("/openapi.json")["components"]["schemas"]["Event"]
+    assert sorted(option["properties"]["kind"]["const"] for option in event["oneOf"]) == ["line", "reading", "tweet"]
+    reading = next(o for o in event["oneOf"] if o["properties"]["kind"]["const"] == "reading")
+    assert reading["properties"]["payload"]["required"] == ["kind", "value"]
+
+
+def test_whole_floats_are_integers_in_the_envelope(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
+    """JSON (and JSON Schema) does not tell 455.0 from 455: a whole ``ts`` or ``seq`` is that integer."""
+    srv, tokens = server
+    seq = 10**12 + SEED
+    whole = {"device": "dev-1", "kind": "reading", "ts": 1_700_000_000_000.0, "seq": float(seq),
+             "payload": {"kind": "temp", "value": 20.0}}
+    status, body = srv.post_events([whole], token=tokens["device"])
+    assert (status, body["accepted"]) == (200, 1), body
+    status, body = srv.post_events([{**whole, "ts": 1_700_000_000_000, "seq": seq}], token=tokens["device"])
+    assert (status, body["accepted"], body["duplicates"]) == (200, 0, 1), body  # the same event
+    status, body = srv.post_events([{**whole, "seq": seq + 0.5}], token=tokens["device"])
+    assert status == 422 and body["rejected"][0]["reason"] == "$.seq: expected int, got float", body
+
+
+@pytest.mark.parametrize("route", ["batch", "reprocess", "rollback"])
+def test_admin_routes_answer_404_for_an_unknown_view(server: tuple[ServerProcess, dict[str, str | None]],
+                                                      route: str) -> None:
+    """Reprocess and rollback answered 400 ("no flow of this server writes view"), batch 404."""
+    srv, tokens = server
+    status, body = srv.admin("POST", f"/v1/views/nope/{route}", token=tokens["admin"])
+    assert (status, body["status"]) == (404, 404) and "nope" in body["error"], body
+
+
+@pytest.mark.parametrize("start", ["", "yesterday", -1, 2**63, 1.5, "9:0", "0:99999999999"])
+def test_a_bad_reprocessing_start_is_400_and_starts_no_job(server: tuple[ServerProcess, dict[str, str | None]],
+                                                           start: Any) -> None:
+    """It was a 202 with a job that failed a moment later."""
+    srv, tokens = server
+    jobs = len(srv.get("/v1/jobs", tokens["admin"])["jobs"])
+    status, body = srv.admin("POST", "/v1/views/device_stats/reprocess", {"from": start, "dry_run": True},
+                             tokens["admin"])
+    assert status == 400 and ("from" in body["error"]), body
+    assert len(srv.get("/v1/jobs", tokens["admin"])["jobs"]) == jobs
+
+
+def test_a_whole_float_reprocessing_start_is_an_offset(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
+    srv, tokens = server
+    status, job = srv.admin("POST", "/v1/views/device_stats/reprocess", {"from": 0.0, "dry_run": True, "flow": None},
+                            tokens["admin"])
+    assert status == 202, job
+    assert srv.wait_job(job["id"], token=tokens["admin"])["status"] == "done"
+
+
+def test_a_version_the_view_does_not_have_is_404(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
+    srv, tokens = server
+    status, raw = srv.request("GET", f"/v1/views/device_stats?version={INT64_MAX}",
+                              headers={"Authorization": f"Bearer {tokens['read']}"})
+    assert status == 404 and f"has no version {INT64_MAX}" in json.loads(raw)["error"], raw
+
+
+@pytest.mark.parametrize("query", ["version=%205", "version=1_0", "version=%D9%A3", "from=%205", "from=1_000",
+                                   "to=%D9%A3", "from="])
+def test_numbers_in_a_query_are_ascii_digits(server: tuple[ServerProcess, dict[str, str | None]], query: str) -> None:
+    """int() takes spaces, '_' and the digits of other scripts; the document's integers do not."""
+    srv, tokens = server
+    status, raw = srv.request("GET", f"/v1/views/device_stats?{query}",
+                              headers={"Authorization": f"Bearer {tokens['read']}"})
+    assert status == 400 and json.loads(raw)["error"].startswith("bad query parameter"), raw
+
+
+def test_every_key_text_is_a_key(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
+    """``key`` is JSON when a view key can be that value, else its text: the words NaN, Infinity, 1e400 or
+    {"a":1} of word_counts were a 400 (Python's json reads NaN; an object cannot be a key)."""
+    srv, tokens = server
+    words = ["NaN", "Infinity", "1e400", '{"a":1}', "[1,{}]", "7"]
+    line = {"device": "dev-1", "kind": "line", "ts": 1_700_000_000_000, "seq": 2 * 10**12 + SEED,
+            "payload": {"text": " ".join(words)}}
+    assert srv.post_events([line], token=tokens["device"])[0] == 200
+    srv.wait_caught_up(token=tokens["admin"])
+    for word in [*words[:-1], '"7"']:
+        rows = srv.get(f"/v1/views/word_counts?key={urllib.parse.quote(word)}", tokens["read"])["rows"]
+        assert [row["key"] for row in rows] == [word.strip('"')], (word, rows)
+    assert srv.get("/v1/views/word_counts?key=7", tokens["read"])["rows"] == []  # the number 7: no such key

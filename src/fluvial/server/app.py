@@ -18,14 +18,15 @@ GET     /openapi.json, /docs              the API description
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -269,32 +270,48 @@ def build_app(server: Server) -> Starlette:
         filters: dict[str, Any] = {"key": key, "from_ms": from_ms, "to_ms": to_ms}
         if version is not None:
             filters.update(version=version, realtime=False)
-        store_version, rows = await server.in_query_pool(
-            lambda: server.store().query_with_version(name, **filters))
+        try:
+            store_version, rows = await server.in_query_pool(
+                lambda: server.store().query_with_version(name, **filters))
+        except ConfigError:  # (the view has no windows for from/to, ...) or no such version: 404
+            if version is None or version in await server.in_query_pool(lambda: server.store().view(name).versions):
+                raise
+            return _error(404, f"view {name!r} has no version {version}: GET /v1/views lists its versions")
         return MsgspecJSON({"view": name, "version": store_version, "rows": rows})
 
     # -- admin ------------------------------------------------------------------------------------
     @guard("admin")
     async def batch_view(request: Request) -> Response:
         name = request.path_params["name"]
-        await server.in_query_pool(lambda: server.store().view(name))
-        job = server.start_batch(request.path_params["name"])
+        await server.in_query_pool(_known_view, name)
+        job = server.start_batch(name)
         return MsgspecJSON(_job(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @guard("admin")
     async def reprocess_view(request: Request) -> Response:
         from fluvial.server.flowfiles import reprocess_options
+        from fluvial.server.reprocess import parse_start
 
+        name = request.path_params["name"]
+        await server.in_query_pool(_known_view, name)
         options = reprocess_options(await _json_body(request), flow_files,
                                     served=[reg.file for reg in server.flows.pipelines.values()])
-        job = server.start_reprocess(request.path_params["name"], **options)
+        await server.in_query_pool(parse_start, options["start"], server.log)  # a bad `from` is a 400 now
+        job = server.start_reprocess(name, **options)
         return MsgspecJSON(_job(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @guard("admin")
     async def rollback_view(request: Request) -> Response:
-        versions = await asyncio.get_running_loop().run_in_executor(
-            None, server.rollback, request.path_params["name"])
-        return MsgspecJSON({"view": request.path_params["name"], "versions": versions})
+        name = request.path_params["name"]
+        await server.in_query_pool(_known_view, name)
+        versions = await asyncio.get_running_loop().run_in_executor(None, server.rollback, name)
+        return MsgspecJSON({"view": name, "versions": versions})
+
+    def _known_view(name: str) -> None:
+        """404 for a view no served flow writes and the store does not hold (400 when only the store has it)."""
+        if server.flows.pipeline_of(name, missing_ok=True) is None:
+            server.store().view(name)  # ViewNotFound: 404
+            server.flows.pipeline_of(name)  # ConfigError: no flow of this server writes it (400)
 
     @guard("query")
     async def list_jobs(request: Request) -> Response:
@@ -348,7 +365,7 @@ def build_app(server: Server) -> Starlette:
     async def openapi(request: Request) -> Response:
         from fluvial.server.openapi import document
 
-        return MsgspecJSON(document())
+        return MsgspecJSON(document(server.schemas))
 
     async def docs(request: Request) -> Response:
         from fluvial.server.openapi import docs_html
@@ -415,47 +432,62 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 
 
 _INT64 = (-(2**63), 2**63 - 1)
-_MAX_DIGITS = 19  # every int64 has at most 19 digits
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits (int() would take spaces, '_', other scripts' digits)
 
 
 def _time_param(name: str, text: str) -> int:
     """``from``/``to``: epoch ms or ISO-8601, within the 64-bit times the views hold."""
-    from fluvial.cli.fmt import time_arg
-
-    digits = text.strip().lstrip("-")
-    if digits.isdigit() and len(digits) > _MAX_DIGITS:
-        raise ValueError(f"{name}={text[:30]}{'...' if len(text) > 30 else ''} is not a time the views hold: "
-                         f"epoch milliseconds go from {_INT64[0]} to {_INT64[1]}")
-    try:
-        value = time_arg(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(str(exc)) from None
-    if not _INT64[0] <= value <= _INT64[1]:
-        raise ValueError(f"{name}={text} is not a time the views hold: epoch milliseconds go from "
+    if _INTEGER.fullmatch(text):
+        value = int(text)
+    elif text.lstrip("-").isdigit():  # digits past 64 bits (or not ASCII): not converted
+        value = None
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{_shown(text)!r} is not an ISO-8601 time (like 2016-01-06T12:00:00Z) nor epoch ms"
+                             ) from None
+        value = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    if value is None or not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"{name}={_shown(text)} is not a time the views hold: epoch milliseconds go from "
                          f"{_INT64[0]} to {_INT64[1]}")
     return value
 
 
 def _version_param(text: str) -> int:
     """``version``: a batch version number, 1 to 2**63 - 1."""
-    digits = text.strip()
-    if digits.lstrip("-").isdigit() and len(digits.lstrip("-")) > _MAX_DIGITS:
-        raise ValueError(f"version={text[:30]}{'...' if len(text) > 30 else ''} is not a version: "
-                         f"versions go from 1 to {_INT64[1]}")
-    value = int(text)
-    if not 1 <= value <= _INT64[1]:
-        raise ValueError(f"version={value} is not a version: versions go from 1 to {_INT64[1]}")
+    value = int(text) if _INTEGER.fullmatch(text) else None
+    if value is None and not text.lstrip("-").isdigit():  # not digits at all (the wording it had)
+        raise ValueError(f"invalid literal for int() with base 10: {_shown(text)!r}")
+    if value is None or not 1 <= value <= _INT64[1]:
+        raise ValueError(f"version={_shown(text)} is not a version: versions go from 1 to {_INT64[1]}")
     return value
 
 
+def _shown(text: str) -> str:
+    return text if len(text) <= 30 else text[:30] + "..."
+
+
 def _key_param(text: str) -> Any:
-    """``key``: JSON if it parses, else the text itself."""
-    from fluvial.cli.fmt import json_arg
+    """``key``: the value its JSON spells when a view key can be that value, else the text itself.
+
+    Strict JSON (``NaN`` and ``Infinity`` are text, as is ``1e400``); an object, or an array
+    holding one, cannot be a key, but its text can (a string key).
+    """
+    from fluvial.serving.keys import encode_key
 
     try:
-        return json_arg(text)
+        value = json.loads(text, parse_constant=_not_json)
+        encode_key(value)
+    except (ValueError, ConfigError):
+        return text
     except RecursionError:
         raise ValueError("key is nested too deeply: a view key is a value or a short array of values") from None
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 async def _json_body(request: Request) -> Any:

@@ -35,6 +35,7 @@ from fluvial.server.auth import AuthError
 __all__ = ["FlowFilePolicy", "reprocess_options"]
 
 MAX_PATH_CHARS = 4_096
+_INT64_MAX = 2**63 - 1
 
 
 def _real(path: Path) -> Path:
@@ -126,9 +127,12 @@ def reprocess_options(body: object, policy: FlowFilePolicy, *, served: Sequence[
     if not isinstance(body, dict) or set(body) - set(_REPROCESS_KEYS):
         raise ConfigError(f"the body must be a JSON object with keys among {sorted(_REPROCESS_KEYS)}")
     start = body.get("from", "earliest")
-    if isinstance(start, bool) or not isinstance(start, str | int) or (isinstance(start, str) and len(start) > 200):
-        raise ConfigError("from must be a string (earliest, an ISO-8601 time, P:O,...) or an offset, "
-                          f"got {start!r:.80}")
+    if type(start) is float and start.is_integer():  # JSON does not tell 5.0 from 5
+        start = int(start)
+    if isinstance(start, bool) or not isinstance(start, str | int) or (isinstance(start, str) and len(start) > 200) \
+            or (isinstance(start, int) and not 0 <= start <= _INT64_MAX):
+        raise ConfigError("from must be a string (earliest, an ISO-8601 time, P:O,...) or an offset or epoch ms "
+                          f"from 0 to {_INT64_MAX}, got {start!r:.80}")
     for key in ("dry_run", "keep_old"):
         if body.get(key) is not None and not isinstance(body[key], bool):
             raise ConfigError(f"{key} must be true or false, got {body[key]!r:.80}")

@@ -3,7 +3,9 @@
 ``POST /v1/events`` takes many events per request, as a JSON array (or one
 object), NDJSON, or MessagePack (an array or concatenated objects), optionally
 gzip-compressed.  Every event is an envelope ``{device, kind, ts, seq,
-payload}`` whose payload must match its kind's schema.  Bad input gets a
+payload}`` whose payload must match its kind's schema (a ``ts`` or ``seq``
+written as a whole float, ``455.0``, is that integer: JSON, and the JSON
+Schema of ``/openapi.json``, does not tell them apart).  Bad input gets a
 precise reason and is kept, never silently dropped:
 
 * a body that cannot be read at all (malformed JSON, invalid gzip, a content
@@ -172,12 +174,26 @@ def parse_body(body: bytes | bytearray, content_type: str | None, registry: Sche
     _check_count(parsed.total, max_events)
     for i, item in enumerate(items):
         try:
-            ev = registry.validate(item)
+            ev = registry.validate(_whole_numbers(item))
         except ValidationError as exc:
             _reject(parsed, i, f"{exc.path}: {exc.reason}", item, source)
             continue
         _accept(parsed, registry, i, ev, item, source)
     return _done(parsed)
+
+
+def _whole_numbers(item: Any) -> Any:
+    """``item`` with a ``ts`` or ``seq`` written as a whole float (``455.0``) as that integer.
+
+    JSON does not tell ``455.0`` from ``455`` (JSON Schema calls both integers; some encoders write
+    whole numbers that way); a fraction is still refused. The payload is kept exactly as sent.
+    """
+    if type(item) is dict:
+        for name in ("ts", "seq"):
+            value = item.get(name)
+            if type(value) is float and value.is_integer():
+                item = {**item, name: int(value)}
+    return item
 
 
 def devices_of(body_events: ParsedBody) -> Iterable[tuple[int, str | None]]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fluvial.events.schema import Schema, SchemaRegistry
 
 __all__ = ["docs_html", "document"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
 VIEW_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 """What a view name may be (:data:`fluvial.serving.keys.VIEW_NAME`); other names are 404."""
 
@@ -17,17 +21,58 @@ _ROW = {"type": "object", "required": ["key", "window", "value"], "properties": 
                                                    "maxItems": 2}],
                "description": "[start_ms, end_ms) in event time, or null"},
     "value": {"description": "the aggregate (number, object, list...)"}}}
-_EVENT = {"type": "object", "required": ["device", "kind", "ts", "seq", "payload"], "additionalProperties": False,
-          "properties": {"device": {"type": "string", "minLength": 1, "maxLength": 256,
-                                    "description": "the device's id; no control characters"},
-                         "kind": {"type": "string", "minLength": 1,
-                                  "description": "a registered schema (`fluvial schema list`); not empty"},
-                         "ts": {"type": "integer", "minimum": _INT64_MIN, "maximum": _INT64_MAX,
-                                "description": "event time, epoch ms (a signed 64-bit integer)"},
-                         "seq": {"type": "integer", "minimum": 0, "maximum": _INT64_MAX,
-                                 "description": "the device's counter: (device, seq) identifies a retry"},
-                         "payload": {"type": "object", "description": "matches the kind's schema; integers "
-                                     "within 64 bits, nested at most 256 levels"}}}
+_DEVICE = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+           "description": "the device's id: 1 to 256 characters, no control characters"}
+_TS = {"type": "integer", "minimum": _INT64_MIN, "maximum": _INT64_MAX,
+       "description": "event time, epoch ms (a signed 64-bit integer)"}
+_SEQ = {"type": "integer", "minimum": 0, "maximum": _INT64_MAX,
+        "description": "the device's counter: (device, seq) identifies a retry"}
+_EVENT: dict[str, Any] = {
+    "type": "object", "required": ["device", "kind", "ts", "seq", "payload"], "additionalProperties": False,
+    "properties": {"device": _DEVICE,
+                   "kind": {"type": "string", "minLength": 1,
+                            "description": "a registered schema (`fluvial schema list`); not empty"},
+                   "ts": _TS, "seq": _SEQ,
+                   "payload": {"type": "object", "description": "matches the kind's schema; integers within 64 "
+                                                                "bits, nested at most 256 levels"}}}
+_REF = "#/components/schemas/"
+_INTEGER = {"type": "integer", "minimum": _INT64_MIN, "maximum": _UINT64_MAX,
+            "description": "an integer the log can store: -2**63 to 2**64 - 1"}
+_NUMBER = {"type": "number", "description": "a number; written as an integer (no fraction, no exponent), it must "
+                                            "fit in 64 bits (-2**63 to 2**64 - 1): send larger ones as strings"}
+_VALUE = {"type": ["null", "boolean", "string", "number", "array", "object"], "items": {"$ref": _REF + "Value"},
+          "additionalProperties": {"$ref": _REF + "Value"},
+          "description": "any JSON value whose integers fit in 64 bits, nested at most 256 levels"}
+_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"}, "int": {"$ref": _REF + "Integer"}, "float": _NUMBER,
+    "bool": {"type": "boolean"}, "any": {"$ref": _REF + "Value"},
+    "list": {"type": "array", "items": {"$ref": _REF + "Value"}},
+    "object": {"type": "object", "additionalProperties": {"$ref": _REF + "Value"}}}
+
+
+def _payload(schema: Schema) -> dict[str, Any]:
+    """The JSON Schema of a kind's payload: its fields (``?``: optional, may be null), others kept."""
+    fields = {name: _FIELD_TYPES[spec] for name, spec in schema.required().items()}
+    fields.update({name: {"anyOf": [{"type": "null"}, _FIELD_TYPES[spec]]}
+                   for name, spec in schema.optional().items()})
+    return {"type": "object", "required": sorted(schema.required()), "properties": fields,
+            "additionalProperties": {"$ref": _REF + "Value"},
+            "description": f"schema {schema.kind!r} v{schema.version}; fields it does not name are kept"}
+
+
+def _event(registry: SchemaRegistry | None) -> dict[str, Any]:
+    """An event of one of the registered kinds (the envelope alone without a registry)."""
+    if registry is None:
+        return _EVENT
+    kinds = [registry.get(kind) for kind in registry.kinds()]
+    if not kinds:
+        return {"not": {}, "description": "no kind is registered (`fluvial schema add`): no event is accepted"}
+    return {"oneOf": [{**_EVENT, "properties": {**_EVENT["properties"], "kind": {"const": schema.kind},
+                                                "payload": _payload(schema)}} for schema in kinds],
+            "description": "an event of a registered kind (`fluvial schema list`): " + ", ".join(
+                repr(schema.kind) for schema in kinds)}
+
+
 _ERROR = {"type": "object", "required": ["error", "status"], "properties": {
     "error": {"type": "string", "description": "what failed and how to fix it"},
     "status": {"type": "integer", "description": "the HTTP status, again"}}}
@@ -47,14 +92,23 @@ _INGEST_RESULT = {"type": "object", "required": ["accepted", "duplicates", "reje
     "warning": {"type": "string", "description": "the rejected events were not kept in the dead-letter log (the "
                                                  "device is over its dead-letter quota)"},
     "error": {"type": "string"}, "status": {"type": "integer"}}}
+_DATE_TIME = [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]
+_EPOCH_MS_OR_TIME = {"anyOf": [{"type": "integer", "minimum": _INT64_MIN, "maximum": _INT64_MAX}, *_DATE_TIME]}
 _REPROCESS_BODY = {"type": "object", "additionalProperties": False, "properties": {
-    "from": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer", "minimum": 0}],
-             "description": "earliest | offset | P:O,... | epoch ms | ISO time (default earliest)"},
-    "flow": {"type": "string", "minLength": 1,
+    "from": {"anyOf": [{"type": "string", "enum": ["earliest", "beginning", "start"]},
+                       {"type": "integer", "minimum": 0, "maximum": _INT64_MAX},
+                       {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                       {"type": "string", "maxLength": 200,
+                        "pattern": "^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*$"},
+                       *_DATE_TIME],
+             "description": "earliest (the default) | an offset of every partition (below 10^12) | "
+                            "PARTITION:OFFSET,... within the log | epoch ms (from 10^12) | an ISO-8601 time"},
+    "flow": {"type": ["string", "null"], "minLength": 1,
              "description": "the new flow file (.py) on the server: inside its flow directories ([server] "
-                            "flow_dirs) or one of its flow files, absolute or relative to a flow directory"},
-    "dry_run": {"type": "boolean"}, "keep_old": {"type": ["boolean", "null"]},
-    "grace_s": {"type": "number", "minimum": 0, "maximum": 1e9}}}
+                            "flow_dirs) or one of its flow files, absolute or relative to a flow directory "
+                            "(null or absent: the flow the server runs now)"},
+    "dry_run": {"type": ["boolean", "null"]}, "keep_old": {"type": ["boolean", "null"]},
+    "grace_s": {"type": ["number", "null"], "minimum": 0, "maximum": 1e9}}}
 _RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
@@ -92,21 +146,24 @@ def _view_name() -> dict[str, Any]:
             "description": "a view: 1 to 128 letters, digits, '_', '.', '-' (other names: 404)"}
 
 
+def _events(description: str, *, min_items: int = 0) -> dict[str, Any]:
+    return {"anyOf": [{"type": "array", "items": {"$ref": _REF + "Event"}, "minItems": min_items},
+                      {"$ref": _REF + "Event"}], "description": description}
+
+
 def _ingest() -> dict[str, Any]:
     return {"post": {
         "summary": "Ingest events",
         "description": "Many events per request: a JSON array (or NDJSON, or MessagePack), optionally gzip "
-                       "(`Content-Encoding: gzip`). Each event is validated against its kind's schema; invalid "
-                       "ones are listed with their index and reason and kept in the dead-letter log. A 200 means "
-                       "the accepted events are in the log. Duplicates by (device, seq) are acknowledged and "
-                       "stored once, so retrying is safe.",
-        "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
-                        "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+                       "(`Content-Encoding: gzip`; other encodings: 415). Each event is validated against its "
+                       "kind's schema; invalid ones are listed with their index and reason and kept in the "
+                       "dead-letter log. A 200 means the accepted events are in the log. Duplicates by (device, "
+                       "seq) are acknowledged and stored once, so retrying is safe.",
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
-            "application/x-ndjson": {"schema": {"type": "string", "description": "one Event per line"}},
-            "application/msgpack": {"schema": {"type": "string", "format": "binary",
-                                               "description": "an array of Events, or Events one after another"}}}},
+            "application/json": {"schema": _events("an array of Events, or one Event")},
+            "application/x-ndjson": {"schema": _events("the Events, one JSON object per line (an empty body is "
+                                                       "refused)", min_items=1)},
+            "application/msgpack": {"schema": _events("an array of Events, or Events one after another")}}},
         "responses": {"200": _json("written (some events may be rejected: see `rejected`)", _INGEST_RESULT),
                       "400": _err("the body is not readable (empty, malformed JSON/MessagePack, invalid gzip, "
                                   "a bad Content-Length)"),
@@ -130,11 +187,11 @@ def _query_view() -> dict[str, Any]:
         "summary": "Query a view (batch ⊕ realtime)",
         "parameters": [_view_name(),
                        {"name": "key", "in": "query", "schema": {"type": "string"},
-                        "description": "only this key; JSON if it parses (42, [\"dev-1\",\"temperature\"]), "
-                                       "else a string"},
-                       {"name": "from", "in": "query", "schema": {"type": "string"},
+                        "description": "only this key: the value its JSON spells (42, [\"dev-1\",\"temperature\"]; "
+                                       "strict JSON) when a view key can be that value, else the text itself"},
+                       {"name": "from", "in": "query", "schema": _EPOCH_MS_OR_TIME,
                         "description": "windows starting at or after (epoch ms or ISO-8601; within 64 bits)"},
-                       {"name": "to", "in": "query", "schema": {"type": "string"},
+                       {"name": "to", "in": "query", "schema": _EPOCH_MS_OR_TIME,
                         "description": "windows starting before (epoch ms or ISO-8601; within 64 bits)"},
                        {"name": "version", "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": _INT64_MAX},
@@ -143,8 +200,9 @@ def _query_view() -> dict[str, Any]:
                                                 "properties": {
             "view": {"type": "string"}, "version": {"type": ["integer", "null"]},
             "rows": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}}}}),
-            "400": _err("a bad or unknown query parameter, or a key a view cannot have"),
-            "404": _err("no such view"), **_STORE, **_AUTH}}}
+            "400": _err("a bad or unknown query parameter, from/to on a view without windows, or a key "
+                        "nested too deeply"),
+            "404": _err("no such view, or no such version of it"), **_STORE, **_AUTH}}}
 
 
 def _admin_paths() -> dict[str, Any]:
@@ -223,8 +281,8 @@ def _public_paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI description of every endpoint."""
+def document(registry: SchemaRegistry | None = None) -> dict[str, Any]:
+    """The OpenAPI description of every endpoint; with ``registry``, the events of its kinds."""
     from fluvial import __version__
 
     return {
@@ -234,7 +292,8 @@ def document() -> dict[str, Any]:
                                 "batch and speed layers (batch ⊕ realtime). Every error is a JSON "
                                 "`{\"error\", \"status\"}`."},
         "components": {
-            "schemas": {"Event": _EVENT, "Row": _ROW, "Error": _ERROR, "Job": _JOB},
+            "schemas": {"Event": _event(registry), "Integer": _INTEGER, "Value": _VALUE,
+                        "Row": _ROW, "Error": _ERROR, "Job": _JOB},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "`fluvial token create --device ID | --read | --admin "
                                                           "[--expires-in 30d]`; not needed when the server runs "

@@ -75,13 +75,20 @@ class SqliteStore:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"commit failed on {self.path!r}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        """Undo the open transaction -- unless SQLite already did: on some errors (a full disk:
+        SQLITE_FULL) it rolls back by itself, and a ROLLBACK then would raise "cannot rollback
+        - no transaction is active" over the error that matters."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

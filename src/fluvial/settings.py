@@ -4,6 +4,8 @@ Every setting has a default, so the file is optional, and so is every section
 and key in it. A complete file with the defaults::
 
     data_dir = ".fluvial"            # relative paths: against the folder of this file
+    log_url = "file:///var/lib/fluvial/log"     # default: DATA_DIR/log (see fluvial.backends)
+    store_url = "sqlite:///var/lib/fluvial/views.db"   # default: DATA_DIR/views.db
 
     [server]
     host = "127.0.0.1"
@@ -369,6 +371,8 @@ class Settings:
 
     Attributes:
         data_dir: The data directory (log, dead letters, schemas, views).
+        log_url: Where the log is, if not in ``data_dir`` (see :mod:`fluvial.backends`).
+        store_url: Where the view store is, if not in ``data_dir``.
         server: The HTTP server.
         limits: Load shedding, connection limits and per-device quotas.
         log: The embedded log.
@@ -381,6 +385,8 @@ class Settings:
     """
 
     data_dir: Path = Path(DEFAULT_DATA_DIR)
+    log_url: str | None = None
+    store_url: str | None = None
     server: ServerSettings = ServerSettings()
     limits: LimitsSettings = LimitsSettings()
     log: LogConfig = DEFAULT_LOG
@@ -393,6 +399,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_positive("max_lag_records", self.max_lag_records)
+        from fluvial.backends import log_path, store_path
+
+        if self.log_url is not None:
+            log_path(self.log_url)
+        if self.store_url is not None:
+            store_path(self.store_url)
         seen: set[Path] = set()
         for flow in self.flows:
             if flow.file in seen:
@@ -423,7 +435,8 @@ class Settings:
 
 def with_overrides(settings: Settings, *, host: str | None = None, port: int | None = None,
                    data_dir: str | os.PathLike[str] | None = None,
-                   flows: Sequence[str | os.PathLike[str]] | None = None, auth: str | None = None) -> Settings:
+                   flows: Sequence[str | os.PathLike[str]] | None = None, auth: str | None = None,
+                   log_url: str | None = None, store_url: str | None = None) -> Settings:
     """``settings`` with the command-line flags applied; ``None`` keeps a setting.
 
     Relative paths are resolved against the current directory. ``flows`` replaces
@@ -441,6 +454,10 @@ def with_overrides(settings: Settings, *, host: str | None = None, port: int | N
     changes: dict[str, Any] = {"server": server}
     if data_dir is not None:
         changes["data_dir"] = Path(data_dir).absolute()
+    if log_url is not None:
+        changes["log_url"] = log_url
+    if store_url is not None:
+        changes["store_url"] = store_url
     if flows is not None:
         configured = {flow.file: flow for flow in settings.flows}
         chosen: list[FlowSettings] = []
@@ -456,7 +473,7 @@ def with_overrides(settings: Settings, *, host: str | None = None, port: int | N
 _EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
              "table": "a table of strings", "strs": "an array of strings"}
 _SCHEMA: dict[str, dict[str, str]] = {
-    "": {"data_dir": "str"},
+    "": {"data_dir": "str", "log_url": "str", "store_url": "str"},
     "server": {"host": "str", "port": "int", "auth": "str", "max_body_bytes": "int",
                "max_events_per_request": "int", "max_pending_bytes": "int", "flow_dirs": "strs",
                "allowed_hosts": "strs", "allowed_origins": "strs", "tls_cert": "str", "tls_key": "str"},
@@ -664,7 +681,10 @@ def _parse(data: dict[str, Any], *, name: str, base: Path, source: Path) -> Sett
     with _at(f"{name}: [reprocess]."):
         reprocess = ReprocessSettings(**sections["reprocess"])
     data_dir = _path(name, top["data_dir"], "data_dir", base) if "data_dir" in top else base / DEFAULT_DATA_DIR
-    return Settings(data_dir=data_dir, server=server, limits=limits, log=log, stream=stream_config,
+    with _at(f"{name}: "):
+        urls = {key: top[key] for key in ("log_url", "store_url") if key in top}
+        Settings(**urls)   # a malformed URL fails here, naming the file
+    return Settings(data_dir=data_dir, **urls, server=server, limits=limits, log=log, stream=stream_config,
                     max_lag_records=max_lag_records, batch=batch, reprocess=reprocess,
                     flows=_flows(name, data.get("flows", []), base), source=source)
 

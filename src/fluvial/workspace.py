@@ -6,6 +6,9 @@ Layout of ``DATA_DIR`` (default ``./.fluvial``)::
     dead-letters/    events refused by validation, with the reason
     schemas.json     the schema registry (kinds and versions)
     views.db         the serving store: views, save_to tables, stream checkpoints
+
+The log and the store may live elsewhere, on any backend: ``log_url`` and
+``store_url`` (see :mod:`fluvial.backends`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Self
 
+from fluvial.backends import LogSpec, default_log_url, default_store_url, log_path, open_log, open_store, store_path
 from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
 
 
@@ -26,6 +30,8 @@ class Workspace:
         writer: Open the log for appending (one writer at a time); readers see
             what writers append.
         log_config: Settings of the embedded log.
+        log_url: Where the log is (default ``file://PATH/log``; see :mod:`fluvial.backends`).
+        store_url: Where the view store is (default ``sqlite://PATH/views.db``).
 
     Example:
         >>> import tempfile, fluvial
@@ -35,24 +41,35 @@ class Workspace:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, writer: bool = False,
-                 log_config: LogConfig = DEFAULT_LOG) -> None:
+                 log_config: LogConfig = DEFAULT_LOG, log_url: str | None = None,
+                 store_url: str | None = None) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.writer = writer
         self.log_config = log_config
+        self.log_url = log_url or default_log_url(self.path)
+        self.store_url = store_url or default_store_url(self.path)
+        log_path(self.log_url), store_path(self.store_url)   # a malformed URL fails here, not later
+
+    @property
+    def log_spec(self) -> LogSpec:
+        """How another process (a Spark executor, a batch worker) opens this log, read only."""
+        return LogSpec(self.log_url, self.log_config, readonly=True)
+
+    def has_log(self) -> bool:
+        """Whether the log exists (a file log once something created it; other backends: always)."""
+        where = log_path(self.log_url)
+        return not self.log_url.startswith("file://") or (where is not None and (where / "meta.json").exists())
 
     @cached_property
     def log(self) -> Any:
         from fluvial.errors import LogError
-        from fluvial.log import LocalLog
 
-        c = self.log_config
-        if not self.writer and not (self.path / "log").exists():
-            raise LogError(f"no events in {self.path}: the log is empty. Ingest some first "
+        where = log_path(self.log_url)
+        if not self.writer and self.log_url.startswith("file://") and where is not None and not where.exists():
+            raise LogError(f"no events in {where}: the log is empty. Ingest some first "
                            f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
-        return LocalLog.open(self.path / "log", partitions=c.partitions, fsync=c.fsync,  # type: ignore[arg-type]
-                             fsync_interval_ms=c.fsync_interval_ms, segment_bytes=c.segment_bytes,
-                             readonly=not self.writer)
+        return open_log(self.log_url, config=self.log_config, readonly=not self.writer)
 
     def _lazy_log(self) -> Any:
         return self.log
@@ -65,9 +82,7 @@ class Workspace:
 
     @cached_property
     def store(self) -> Any:
-        from fluvial.serving import SqliteStore
-
-        return SqliteStore(self.path / "views.db")
+        return open_store(self.store_url)
 
     @cached_property
     def schemas(self) -> Any:
@@ -109,10 +124,11 @@ class Workspace:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Workspace({str(self.path)!r}, writer={self.writer})"
+        return f"Workspace({str(self.path)!r}, writer={self.writer}, log={self.log_url!r}, store={self.store_url!r})"
 
 
-def open(path: str | os.PathLike[str], *, writer: bool = False,
-         log_config: LogConfig = DEFAULT_LOG) -> Workspace:
-    """Open (creating if needed) the data directory ``path``."""
-    return Workspace(path, writer=writer, log_config=log_config)
+def open(path: str | os.PathLike[str], *, writer: bool = False, log_config: LogConfig = DEFAULT_LOG,
+         log: str | None = None, store: str | None = None) -> Workspace:
+    """Open (creating if needed) the data directory ``path``; its log and store are in it
+    unless ``log`` / ``store`` (URLs, see :mod:`fluvial.backends`) put them elsewhere."""
+    return Workspace(path, writer=writer, log_config=log_config, log_url=log, store_url=store)

@@ -26,6 +26,8 @@ from fluvial.settings import (
 
 FULL = """\
 data_dir = "var/data"
+log_url = "file:///srv/fluvial/log"
+store_url = "sqlite:///srv/fluvial/views.db"
 
 [server]
 host = "0.0.0.0"
@@ -155,6 +157,7 @@ def test_full_file(tmp_path: Path) -> None:
     flow_files(tmp_path, "flows/top10.py", "flows/readings.py")
     s = Settings.load(write(tmp_path, FULL))
     assert s.data_dir == tmp_path / "var" / "data"
+    assert (s.log_url, s.store_url) == ("file:///srv/fluvial/log", "sqlite:///srv/fluvial/views.db")
     assert s.server == ServerSettings(
         host="0.0.0.0", port=9000, auth="tokens", max_body_bytes=1024, max_events_per_request=10,
         max_pending_bytes=2048, flow_dirs=((tmp_path / "flows").resolve(),),

@@ -22,7 +22,7 @@ from typing import Any
 
 from fluvial.errors import ConfigError
 
-__all__ = ["COMMANDS", "GROUPS", "Command", "arg", "data_dir", "existing_data_dir", "subcommand"]
+__all__ = ["COMMANDS", "GROUPS", "Command", "arg", "data_dir", "existing_data_dir", "subcommand", "workspace"]
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -75,6 +75,16 @@ def subcommand(name: str, *, summary: str, example: str, description: str = "",
         return run
 
     return register
+
+
+def workspace(args: argparse.Namespace, path: Path | None = None, *, writer: bool = False,
+              log_config: Any = None) -> Any:
+    """The data directory of ``args`` (or ``path``) with the log and store of ``--log``/``--store``."""
+    from fluvial.config import DEFAULT_LOG
+    from fluvial.workspace import Workspace
+
+    return Workspace(data_dir(args) if path is None else path, writer=writer, log_config=log_config or DEFAULT_LOG,
+                     log_url=getattr(args, "log", None), store_url=getattr(args, "store", None))
 
 
 def data_dir(args: argparse.Namespace) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fluvial.cli.app import arg, existing_data_dir, subcommand
+from fluvial.cli.app import arg, existing_data_dir, subcommand, workspace
 from fluvial.cli.progress import progress_bar
 from fluvial.errors import LogError
 
@@ -47,14 +47,14 @@ with fluvial.log.parquet.parquet_files (only the files the manifest lists)."""
     ],
 )
 def export(args: argparse.Namespace) -> int:
-    from fluvial.log import LocalLog
     from fluvial.log.parquet import export_parquet
 
     path = existing_data_dir(args)
-    if not (path / "log" / "meta.json").exists():
+    ws = workspace(args, path)
+    if not ws.has_log():
         raise LogError(f"no events in {path}: the log is empty. Ingest some first "
                        f"(`fluvial --data-dir {path} ingest FILE --kind KIND`)")
-    with LocalLog.open(path / "log", readonly=True) as log:
+    with ws.log as log:
         total = sum(e - s for s, e in zip(log.start_offsets(), log.end_offsets()))
         with progress_bar(total, "export", unit="rec") as bar:
             report = export_parquet(log, args.dir, progress=bar.update)

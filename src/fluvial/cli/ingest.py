@@ -6,10 +6,9 @@ import argparse
 import os
 import sys
 
-from fluvial.cli.app import arg, data_dir, subcommand
+from fluvial.cli.app import arg, subcommand, workspace
 from fluvial.cli.progress import progress_bar
 from fluvial.ingest.files import DEFAULT_MAX_LINE_BYTES, ingest_file
-from fluvial.workspace import open as open_workspace
 
 SHOWN_REJECTS = 5
 
@@ -80,7 +79,7 @@ def ingest(args: argparse.Namespace) -> int:
             total = os.path.getsize(args.file)
         except OSError:
             total = None  # ingest_file says what is wrong with it
-    with open_workspace(data_dir(args), writer=True) as ws, \
+    with workspace(args, writer=True) as ws, \
             progress_bar(total, f"ingest {'stdin' if stdin else os.path.basename(args.file)}") as bar:
         report = ingest_file(
             ws, source, kind=args.kind, device_field=args.device_field, ts_field=args.ts_field,

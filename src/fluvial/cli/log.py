@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from fluvial.cli.app import arg, existing_data_dir, subcommand
+from fluvial.cli.app import arg, existing_data_dir, subcommand, workspace
 from fluvial.cli.fmt import iso, table, to_json
 from fluvial.errors import CorruptLogError
 
@@ -16,13 +16,10 @@ RAW_SHOWN = 60
 BAR_MIN_BYTES = 16 << 20  # a progress bar for logs at least this big (on a terminal)
 
 
-def _open_log(path: Path) -> Any:
-    """The log, readonly; None when nothing was ever ingested."""
-    from fluvial.log import LocalLog
-
-    if not (path / "log" / "meta.json").exists():
-        return None
-    return LocalLog.open(path / "log", readonly=True)
+def _open_log(args: argparse.Namespace, path: Path) -> Any:
+    """The log (``--log``, default the data directory's), readonly; None when nothing was ever ingested."""
+    ws = workspace(args, path)
+    return ws.log if ws.has_log() else None
 
 
 def _open_dead_letters(path: Path) -> Any:
@@ -55,7 +52,7 @@ def stats(args: argparse.Namespace) -> int:
     path = existing_data_dir(args)
     damaged: dict[int, str] = {}
     try:
-        log = _open_log(path)
+        log = _open_log(args, path)
         parts = [] if log is None else log.stats()
         if log is not None:
             log.close()
@@ -150,7 +147,7 @@ def _tail(log: Any, n: int, kind: str | None) -> list[tuple[int, int, int, Any]]
     ],
 )
 def tail(args: argparse.Namespace) -> int:
-    log = _open_log(existing_data_dir(args))
+    log = _open_log(args, existing_data_dir(args))
     if log is None:
         print("(the log is empty: nothing was ingested yet)")
         return 0

@@ -31,6 +31,8 @@ COMMAND_MODULES = ("fluvial.cli.generate", "fluvial.cli.ingest", "fluvial.cli.ru
 """Modules whose ``@subcommand`` functions make up the CLI."""
 
 ENV_HOME = "FLUVIAL_HOME"
+ENV_LOG = "FLUVIAL_LOG"
+ENV_STORE = "FLUVIAL_STORE"
 
 _DESCRIPTION = """\
 fluvial keeps every event unchanged in an immutable log, computes views from it
@@ -50,6 +52,12 @@ def _common(env_home: str | None) -> argparse.ArgumentParser:
         "--data-dir", metavar="DIR", default=argparse.SUPPRESS,
         help=f"data directory: log, dead letters, schemas, views (default: ./{DEFAULT_DATA_DIR}"
              f"{', now ' + env_home if env_home else ''}) [env: {ENV_HOME}]")
+    common.add_argument(
+        "--log", metavar="URL", default=argparse.SUPPRESS,
+        help=f"the event log (default: file://DATA_DIR/log; see `fluvial.backends`) [env: {ENV_LOG}]")
+    common.add_argument(
+        "--store", metavar="URL", default=argparse.SUPPRESS,
+        help=f"the view store (default: sqlite://DATA_DIR/views.db) [env: {ENV_STORE}]")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="say more (per micro-batch lines, tracebacks)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -70,7 +78,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
         prog="fluvial", description=_DESCRIPTION, parents=[_common(env_home)],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fluvial {__version__}")
-    parser.set_defaults(data_dir=env_home or DEFAULT_DATA_DIR, verbose=False, debug=False)
+    environ = os.environ if env is None else env
+    parser.set_defaults(data_dir=env_home or DEFAULT_DATA_DIR, verbose=False, debug=False,
+                        log=environ.get(ENV_LOG) or None, store=environ.get(ENV_STORE) or None)
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for cmd in COMMANDS.values():

@@ -15,12 +15,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fluvial.cli.app import arg, data_dir, subcommand
+from fluvial.cli.app import arg, data_dir, subcommand, workspace
 from fluvial.config import DEFAULT_STREAM, StreamConfig
 from fluvial.errors import ConfigError, FluvialError, LogError
 from fluvial.flow.graph import Node, Pipeline
 from fluvial.workspace import Workspace
-from fluvial.workspace import open as open_workspace
 
 _FLOW_HELP = "a Python file defining fluvial.Pipeline objects at module level"
 
@@ -115,14 +114,14 @@ def _reads_log(pipeline: Pipeline) -> bool:
 
 def _ensure_log(ws: Workspace) -> None:
     """Create an empty log when none exists yet, so that readers can open it."""
-    if (ws.path / "log" / "meta.json").exists():
+    if ws.has_log():
         return
-    from fluvial.log import LocalLog
+    from fluvial.backends import open_log
 
     try:
-        LocalLog.open(ws.path / "log", partitions=ws.log_config.partitions).close()
+        open_log(ws.log_url, config=ws.log_config).close()
     except LogError:
-        if not (ws.path / "log" / "meta.json").exists():  # not a writer creating it right now
+        if not ws.has_log():  # not a writer creating it right now
             raise
 
 
@@ -179,9 +178,9 @@ def _explain_spark(pipelines: list[Pipeline], args: argparse.Namespace) -> int:
 
     config = _spark_config(args)
     path = data_dir(args)
-    with open_workspace(path) as ws:
+    with workspace(args, path) as ws:
         for i, pipeline in enumerate(pipelines):
-            log = ws.log if _reads_log(pipeline) and (ws.path / "log" / "meta.json").exists() else None
+            log = ws.log if _reads_log(pipeline) and ws.has_log() else None
             if i:
                 print()
             print(f"pipeline {pipeline.name} (Spark):")
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lease-ms must be > 0, got {args.lease_ms}")
     pipelines = _load(args)
     path = data_dir(args)
-    with open_workspace(path) as ws:
+    with workspace(args, path) as ws:
         if any(_reads_log(p) for p in pipelines) and not args.from_export:
             _ensure_log(ws)
         if args.mode == "batch":
@@ -320,7 +319,7 @@ def _run_stream(path: Path, pipelines: list[Pipeline], config: StreamConfig,
 
     def work(pipeline: Pipeline) -> None:
         try:
-            with open_workspace(path) as ws:  # a store per thread (SQLite connections are)
+            with workspace(args, path) as ws:  # a store per thread (SQLite connections are)
                 _stream_one(_stream_runner(ws, config, args), pipeline, stop, args)
         except BaseException as exc:
             errors.append((pipeline.name, exc))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fluvial.cli.app import arg, data_dir, subcommand
+from fluvial.cli.app import arg, data_dir, subcommand, workspace
 from fluvial.cli.fmt import table
 from fluvial.errors import ConfigError, SchemaError
 from fluvial.events.schema import FIELD_TYPES, Schema, SchemaRegistry
-from fluvial.workspace import open as open_workspace
+from fluvial.workspace import Workspace
 
 
 def _field(text: str) -> tuple[str, str]:
@@ -47,7 +47,7 @@ def schema_list(args: argparse.Namespace) -> int:
 def _registry(path: Path) -> SchemaRegistry:
     if not path.is_dir():  # do not create a data directory just to list the built-ins
         return SchemaRegistry.with_builtins()
-    with open_workspace(path) as ws:
+    with Workspace(path) as ws:   # the schemas live in the data directory
         return ws.schemas
 
 
@@ -69,7 +69,7 @@ def _registry(path: Path) -> SchemaRegistry:
     ],
 )
 def schema_add(args: argparse.Namespace) -> int:
-    with open_workspace(data_dir(args)) as ws:
+    with workspace(args) as ws:
         registry = ws.schemas
         version = args.version
         if version is None:

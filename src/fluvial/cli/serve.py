@@ -35,7 +35,7 @@ def load_settings(args: argparse.Namespace, **overrides: Any) -> Any:
     settings = Settings.load(args.config or os.environ.get(ENV_CONFIG) or None)
     explicit_dir = args.data_dir != DEFAULT_DATA_DIR or settings.source is None
     data_dir = Path(args.data_dir) if explicit_dir else None
-    return with_overrides(settings, data_dir=data_dir, **overrides)
+    return with_overrides(settings, data_dir=data_dir, log_url=args.log, store_url=args.store, **overrides)
 
 
 _SERVE_DESCRIPTION = """\
@@ -308,7 +308,7 @@ def batch(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     assert isinstance(flows, FlowSet)
-    with open_workspace(settings.data_dir) as ws:
+    with open_workspace(settings.data_dir, log=settings.log_url, store=settings.store_url) as ws:
         if args.engine == "spark":
             from fluvial.engine.spark.batch import SparkBatchRunner
 
@@ -408,7 +408,7 @@ def reprocess(args: argparse.Namespace) -> int:
         pipeline = next((p for p in load_flow_file(file) if p.name == reg.name), None)
         if pipeline is None:
             raise ConfigError(f"{args.flow} defines no pipeline named {reg.name!r} (the writer of {args.view!r})")
-    with open_workspace(settings.data_dir) as ws:
+    with open_workspace(settings.data_dir, log=settings.log_url, store=settings.store_url) as ws:
         result = run_reprocess(ws, flows, args.view, start=args.start, pipeline=pipeline, flow_file=file,
                                dry_run=args.dry_run, max_batch_records=settings.stream.max_batch_records)
         flows.remember()
@@ -440,7 +440,7 @@ def rollback(args: argparse.Namespace) -> int:
         from fluvial.workspace import open as open_workspace
 
         flows = _flow_set(settings, args.flow)
-        with open_workspace(settings.data_dir) as ws:
+        with open_workspace(settings.data_dir, log=settings.log_url, store=settings.store_url) as ws:
             versions = run_rollback(ws, flows, args.view)
     print("rolled back: " + ", ".join(f"{n}@v{v}" for n, v in sorted(versions.items())))
     return 0

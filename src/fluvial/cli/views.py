@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fluvial.cli.app import arg, existing_data_dir, subcommand
+from fluvial.cli.app import arg, existing_data_dir, subcommand, workspace
 from fluvial.cli.fmt import iso, json_arg, table, time_arg, to_json
 from fluvial.serving.base import UNSET
-from fluvial.workspace import open as open_workspace
 
 _QUERY_DESCRIPTION = """\
 Print the rows of VIEW: the current batch version merged with the realtime
@@ -48,7 +47,7 @@ Formats:
     ],
 )
 def query(args: argparse.Namespace) -> int:
-    with open_workspace(existing_data_dir(args)) as ws:
+    with workspace(args, existing_data_dir(args)) as ws:
         rows = ws.store.query(args.view, key=args.key, from_ms=args.from_ms, to_ms=args.to_ms)
         version = ws.store.view(args.view).alias_version
     if args.format == "jsonl":
@@ -81,7 +80,7 @@ def _rows_table(rows: list[Any]) -> str:
     example="fluvial views",
 )
 def views(args: argparse.Namespace) -> int:
-    with open_workspace(existing_data_dir(args)) as ws:
+    with workspace(args, existing_data_dir(args)) as ws:
         infos = ws.store.views()
     if not infos:
         print("(no views: run a flow that writes one, `fluvial run FLOW_FILE --mode batch`)")

@@ -128,7 +128,8 @@ def initial_checkpoint(plan: Plan, partitions: int, cutoff: list[int] | None = N
     pipeline with per-key state first replays the history up to the cut-off to
     rebuild that state, without touching its views (``warmup_until``).
     """
-    cp = Checkpoint(plan.fingerprint, [0] * partitions, shape=list(plan.shape))
+    start = list(log.start_offsets()) if log is not None else [0] * partitions   # a retained log starts later
+    cp = Checkpoint(plan.fingerprint, start, shape=list(plan.shape))
     if cutoff is not None and any(cutoff):
         if has_state(plan):
             cp.warmup_until = list(cutoff)

@@ -111,11 +111,10 @@ class Server:
 
     def __init__(self, settings: Any, flows: FlowSet | None = None) -> None:
         from fluvial.server.auth import TOKENS_FILE, TokenStore
-        from fluvial.workspace import Workspace
 
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
-        self.ws = Workspace(self.data_dir, writer=True, log_config=settings.log)
+        self.ws = self.workspace(writer=True)
         self.log, self.dead_letters = open_logs(self.ws)  # damaged: names `fluvial log verify`/`salvage`
         self.schemas = self.ws.schemas
         self.flows = flows if flows is not None else FlowSet.load(
@@ -195,7 +194,8 @@ class Server:
         stream = self.settings.stream
         self.speed[reg.name] = SpeedRunner(reg, self.data_dir, batch_interval_ms=stream.batch_interval_ms,
                                            max_batch_records=stream.max_batch_records,
-                                           log_config=self.settings.log, lease_ms=stream.lease_ms).start()
+                                           log_config=self.settings.log, lease_ms=stream.lease_ms,
+                                           workspace=self.workspace).start()
 
     def _stop_speed(self, name: str) -> None:
         runner = self.speed.pop(name, None)
@@ -227,14 +227,21 @@ class Server:
                 return f"the speed layer of {name!r} is {lag} events behind the log (limit {limit})"
         return None
 
+    def workspace(self, *, writer: bool = False) -> Any:
+        """The data directory with the log and the store the server uses (its settings' URLs)."""
+        from fluvial.workspace import Workspace
+
+        return Workspace(self.data_dir, writer=writer, log_config=self.settings.log,
+                         log_url=self.settings.log_url, store_url=self.settings.store_url)
+
     # -- queries --------------------------------------------------------------------------
     def store(self) -> Any:
         """This thread's store connection."""
         store = getattr(self._local, "store", None)
         if store is None:
-            from fluvial.serving import SqliteStore
+            from fluvial.backends import open_store
 
-            store = self._local.store = SqliteStore(self.data_dir / "views.db")
+            store = self._local.store = open_store(self.ws.store_url)
         return store
 
     async def in_query_pool(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -293,7 +300,8 @@ class Server:
             job = self._job("batch", reg.views[0] if reg.views else name, name)
             self.batch_running[name] = job
         batch = self.settings.batch
-        cmd = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.data_dir), "batch",
+        cmd = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.data_dir),
+               "--log", self.ws.log_url, "--store", self.ws.store_url, "batch",
                "--flow", str(reg.file), "--pipeline", name, "--format", "json",
                "--engine", batch.engine, "--workers", str(batch.workers)]
         if self.settings.source is not None:   # the child opens the log as the server does ([log] partitions...)
@@ -352,9 +360,8 @@ class Server:
     def _reprocess(self, job: Job, view: str, start: str, pipeline: Any, file: Path | None, dry_run: bool,
                    keep_old: bool, grace_s: float) -> None:
         from fluvial.server.reprocess import reprocess
-        from fluvial.workspace import Workspace
 
-        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        ws = self.workspace()
         try:
             with self._switch_lock:
                 result = reprocess(ws, self.flows, view, start=start, pipeline=pipeline, flow_file=file,
@@ -377,9 +384,8 @@ class Server:
 
     def _drop_old(self, job: Job, result: Any) -> None:
         from fluvial.server.reprocess import drop_old
-        from fluvial.workspace import Workspace
 
-        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        ws = self.workspace()
         try:
             with self._switch_lock:
                 drop_old(ws, result)
@@ -392,9 +398,8 @@ class Server:
 
     def rollback(self, view: str) -> dict[str, int]:
         from fluvial.server.reprocess import rollback
-        from fluvial.workspace import Workspace
 
-        ws = Workspace(self.data_dir, log_config=self.settings.log)
+        ws = self.workspace()
         try:
             with self._switch_lock:
                 return rollback(ws, self.flows, view, stop_live=self._stop_speed, start_live=self._start_speed)

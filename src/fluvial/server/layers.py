@@ -207,7 +207,8 @@ class SpeedRunner:
     """
 
     def __init__(self, reg: Registered, data_dir: Path, *, batch_interval_ms: int, max_batch_records: int,
-                 log_config: Any, retry_s: float = 1.0, lease_ms: int | None = None) -> None:
+                 log_config: Any, retry_s: float = 1.0, lease_ms: int | None = None,
+                 workspace: Any = None) -> None:
         self.reg = reg
         self.data_dir = data_dir
         self.batch_interval_ms = batch_interval_ms
@@ -215,6 +216,7 @@ class SpeedRunner:
         self.log_config = log_config
         self.retry_s = retry_s
         self.lease_ms = lease_ms
+        self._workspace = workspace   # opens the server's data directory (its log and store URLs)
         self.runner: Any = None
         self.last_error: str | None = None
         self.errors = 0
@@ -259,7 +261,8 @@ class SpeedRunner:
         config = StreamConfig(batch_interval_ms=self.batch_interval_ms, max_batch_records=self.max_batch_records,
                               **({} if self.lease_ms is None else {"lease_ms": self.lease_ms}))
         while not self._stop.is_set():
-            ws = Workspace(self.data_dir, log_config=self.log_config)
+            ws = self._workspace() if self._workspace is not None else Workspace(
+                self.data_dir, log_config=self.log_config)
             try:
                 # A standby while another process runs the pipeline (a `fluvial run`, another server):
                 # the claim waits until it stops or goes silent, then goes on from its checkpoint.

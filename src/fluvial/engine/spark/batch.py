@@ -40,12 +40,13 @@ from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
+from fluvial.backends import LogSpec, spec_of
 from fluvial.engine.batch import BatchOutput, BatchRunner, _batch_time
 from fluvial.engine.execute import Chunk, Executor, _fail, _identity, _pair
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import Split, plan_splits, read_split
 from fluvial.engine.spark.session import SparkConfig, get_session
-from fluvial.errors import ConfigError, FlowError, FluvialError
+from fluvial.errors import FlowError, FluvialError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Pipeline
 from fluvial.windows.shapes import Session
 
@@ -105,7 +106,7 @@ class SparkBatchRunner(BatchRunner):
                             outputs=outputs), records
 
     def _two_phase_rdd(self, plan: Plan, splits: list[tuple[Split, int]],
-                       where: tuple[str, str] | None) -> Any:
+                       where: LogSpec | None) -> Any:
         """Every path from a source meets an aggregation first (the usual plan): one
         Spark stage per split runs the local runners' own map side on it (the narrow
         operators, then the partial aggregates, pre-combined in the task), and
@@ -142,21 +143,15 @@ class SparkBatchRunner(BatchRunner):
             records += _count_elements_read(self.session.sparkContext, plan, splits, self._log_path(plan))
         return partials, records
 
-    def _log_path(self, plan: Plan) -> tuple[str, str] | None:
-        """How executors reopen the log: (kind, path) for the embedded log or a
-        Parquet export (``fluvial log export``), both read-only."""
+    def _log_path(self, plan: Plan) -> LogSpec | None:
+        """How executors reopen the log, read only (the embedded log, a Parquet export, ...)."""
         if not any(n.op == "log" for n in plan.sources):
             return None
-        path = getattr(self.log, "path", None)
-        kind = "parquet" if type(self.log).__name__ == "ParquetLog" else "local"
-        if path is None or (kind == "local" and not hasattr(self.log, "append")):
-            raise ConfigError("the Spark batch runner reads the embedded log or a Parquet export by its "
-                              f"path (executors open it read-only); {type(self.log).__name__} is neither")
-        return kind, str(path)
+        return spec_of(self.log)
 
 
 def _count_elements_read(sc: Any, plan: Plan, splits: list[tuple[Split, int]],
-                         where: tuple[str, str] | None) -> int:
+                         where: LogSpec | None) -> int:
     """Elements read from file and in-memory sources (log splits are counted by offsets)."""
 
     def count(split: Split) -> int:
@@ -167,16 +162,9 @@ def _count_elements_read(sc: Any, plan: Plan, splits: list[tuple[Split, int]],
     return int(sc.parallelize(other, max(1, len(other))).map(count).sum()) if other else 0
 
 
-def _reopen(where: tuple[str, str]) -> Any:
-    """In an executor: open the driver's log read-only by (kind, path)."""
-    kind, path = where
-    if kind == "parquet":
-        from fluvial.log.parquet import ParquetLog
-
-        return ParquetLog.open(path)
-    from fluvial.log import LocalLog
-
-    return LocalLog.open(path, readonly=True)
+def _reopen(where: LogSpec) -> Any:
+    """In an executor: open the driver's log read-only."""
+    return where.open()
 
 
 def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *,
@@ -202,7 +190,7 @@ def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *
 class _Job:
     """The RDDs of one plan: built lazily, run by :meth:`run`, shown by :meth:`explain`."""
 
-    def __init__(self, plan: Plan, sc: Any, log_path: tuple[str, str] | None,
+    def __init__(self, plan: Plan, sc: Any, log_path: LogSpec | None,
                  splits: list[tuple[Split, int]]) -> None:
         self.plan, self.sc, self.log_path = plan, sc, log_path
         self.splits = [s for s, _ in splits]

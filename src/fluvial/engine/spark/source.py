@@ -11,7 +11,8 @@ as the local stream runner does).  Rows carry the whole event (msgpack, the
 log's own encoding) next to its readable envelope fields.
 
 Options:
-    path: The log directory (read with ``LocalLog.open(path, readonly=True)``).
+    log: The log's URL (``file:///data/log``; see :mod:`fluvial.backends`), opened read only.
+    path: The log directory (the same as ``log`` = ``file://PATH``).
     max_records: At most this many records per micro-batch (0: no cap).
     start: JSON offsets to start at when Spark has no checkpoint (default: 0).
     hold_at: JSON offsets no partition goes past until every partition reached
@@ -72,19 +73,19 @@ class FluvialLogSource(DataSource):  # type: ignore[misc]
         return LogStreamReader(dict(self.options))
 
 
-def _open(path: str) -> Any:
-    from fluvial.log.local import LocalLog
+def _open(url: str) -> Any:
+    from fluvial.backends import open_log
 
-    return LocalLog.open(path, readonly=True)
+    return open_log(url, readonly=True)
 
 
 class LogStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  # type: ignore[misc]
     """Offsets, admission control (``max_records``) and reads of the log."""
 
     def __init__(self, options: dict[str, str]) -> None:
-        if not options.get("path"):
-            raise ValueError("the fluvial source needs option('path', LOG_DIRECTORY)")
-        self.path = options["path"]
+        if not options.get("log") and not options.get("path"):
+            raise ValueError("the fluvial source needs option('log', LOG_URL) (or option('path', LOG_DIRECTORY))")
+        self.path = options.get("log") or f"file://{options['path']}"   # what executors open
         self.max_records = int(options.get("max_records") or 0)
         self.start = json.loads(options["start"]) if options.get("start") else None
         self.hold_at = json.loads(options["hold_at"]) if options.get("hold_at") else None
@@ -102,7 +103,11 @@ class LogStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  # t
     def initialOffset(self) -> dict[str, int]:
         if self.start is not None:
             return as_offsets(self.start)
-        return as_offsets([0] * len(self._ends()))
+        log = _open(self.path)
+        try:
+            return as_offsets(log.start_offsets())   # not 0: a retained log starts later
+        finally:
+            log.close()
 
     def prepareForTriggerAvailableNow(self) -> None:
         self._until = None

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from fluvial.backends import spec_of
 from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk
 from fluvial.engine.plan import Plan, compile_plan
@@ -104,10 +105,7 @@ class SparkStreamRunner(StreamRunner):
         check_spark_streamable(plan)
         if self.log is None:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
-        log_path = getattr(self.log, "path", None)
-        if log_path is None:
-            raise ConfigError("the Spark stream runner reads a log directory (a LocalLog); "
-                              f"{type(self.log).__name__} has no path")
+        log_path = spec_of(self.log).url   # what Spark's source opens, read only
         for name, spec in plan.views.items():
             self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         stats = RunStats(pipeline.name, "spark-stream")
@@ -147,7 +145,7 @@ class SparkStreamRunner(StreamRunner):
         spark.dataSource.register(FluvialLogSource)
         location = self._spark_checkpoint(plan, cp)
         batch = _MicroBatches(self, plan, cp, stats, max_batches)
-        reader = (spark.readStream.format("fluvial").option("path", str(log_path))
+        reader = (spark.readStream.format("fluvial").option("log", str(log_path))
                   .option("max_records", str(self.max_batch_records))
                   .option("start", json.dumps(cp.offsets)))
         if cp.warmup_until is not None:

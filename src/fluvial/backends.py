@@ -1,0 +1,144 @@
+"""Backends chosen by URL: ``open_log(url)`` and ``open_store(url)``.
+
+==========================  =====================================================
+URL                         backend
+==========================  =====================================================
+``file://DIR``              the embedded log: segment files in ``DIR`` (default
+                            ``DATA_DIR/log``); :class:`~fluvial.log.local.LocalLog`
+``parquet://DIR``           a Parquet export of a log (read only, for batch runs);
+                            :class:`~fluvial.log.parquet.ParquetLog`
+``sqlite:///PATH``          the embedded view store in one SQLite file (default
+                            ``DATA_DIR/views.db``); :class:`~fluvial.serving.sqlite.SqliteStore`
+==========================  =====================================================
+
+What follows the ``scheme://`` is a path: ``file:///var/lib/fluvial/log`` is
+absolute, ``file://log`` relative to the working directory.  The command line
+takes them as ``--log URL`` / ``--store URL`` (env ``FLUVIAL_LOG``,
+``FLUVIAL_STORE``; ``log_url`` / ``store_url`` in ``fluvial.toml``); without
+them, both live in the data directory.
+
+A :class:`LogSpec` is what a process needs to open a log itself -- a Spark
+executor, a batch worker process -- and pickles as a few strings and numbers.
+Every backend implements the protocols of :mod:`fluvial.log.base` and
+:mod:`fluvial.serving.base` (docs/architecture.md lists their methods and
+contracts).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fluvial.config import DEFAULT_LOG, LogConfig
+from fluvial.errors import ConfigError
+
+__all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "default_log_url", "default_store_url", "log_path",
+           "open_log", "open_store", "spec_of", "store_path"]
+
+LOG_SCHEMES = ("file", "parquet")
+STORE_SCHEMES = ("sqlite",)
+
+
+def _split(url: str, what: str, schemes: tuple[str, ...], flag: str) -> tuple[str, str]:
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"{flag} {url!r} is not a {what} URL: write SCHEME://PATH, with SCHEME one of "
+                          f"{', '.join(schemes)} (e.g. {schemes[0]}:///var/lib/fluvial/"
+                          f"{'log' if what == 'log' else 'views.db'})")
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in schemes:
+        raise ConfigError(f"{flag} {url!r}: no {what} backend for {scheme + '://'!r}; this fluvial has "
+                          f"{', '.join(s + '://' for s in schemes)}")
+    if not rest:
+        raise ConfigError(f"{flag} {url!r} names no path after {scheme}://")
+    return scheme, rest
+
+
+def default_log_url(data_dir: str | os.PathLike[str]) -> str:
+    return f"file://{Path(data_dir).absolute() / 'log'}"
+
+
+def default_store_url(data_dir: str | os.PathLike[str]) -> str:
+    return f"sqlite://{Path(data_dir).absolute() / 'views.db'}"
+
+
+def log_path(url: str) -> Path | None:
+    """The directory of a ``file://`` or ``parquet://`` log (None for a log that is not files)."""
+    _, rest = _split(url, "log", LOG_SCHEMES, "--log")
+    return Path(rest)
+
+
+def store_path(url: str) -> Path | None:
+    """The file of a ``sqlite://`` store."""
+    _, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    return Path(rest)
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """How to open a log: picklable, for executors and worker processes that open it themselves."""
+
+    url: str
+    config: LogConfig = DEFAULT_LOG
+    readonly: bool = True
+
+    def open(self) -> Any:
+        return open_log(self.url, config=self.config, readonly=self.readonly)
+
+
+def spec_of(log: Any) -> LogSpec:
+    """How another process opens ``log`` read only (a Spark executor, a batch worker).
+
+    Raises:
+        ConfigError: ``log`` cannot be opened again elsewhere (an in-memory test log).
+    """
+    spec = getattr(log, "spec", None)
+    if callable(spec):
+        return spec()  # type: ignore[no-any-return]
+    from fluvial.log import LocalLog
+    from fluvial.log.parquet import ParquetLog
+
+    if isinstance(log, LocalLog):
+        return LogSpec(f"file://{Path(log.path).absolute()}")
+    if isinstance(log, ParquetLog):
+        return LogSpec(f"parquet://{Path(log.path).absolute()}")
+    raise ConfigError(f"a {type(log).__name__} cannot be opened again by another process (a Spark "
+                      "executor, a worker): give the runner a log opened from a URL (file://, parquet://)")
+
+
+def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = False) -> Any:
+    """Open the log at ``url`` (a :class:`~fluvial.log.base.Log`); a writer creates it if missing.
+
+    Raises:
+        ConfigError: An unknown scheme, or a malformed URL.
+        LogError: The log cannot be opened (the message says where and why).
+    """
+    scheme, rest = _split(url, "log", LOG_SCHEMES, "--log")
+    if scheme == "parquet":
+        if not readonly:
+            raise ConfigError(f"--log {url!r}: a Parquet export is read only (batch runs read it; "
+                              "appends go to a file:// log)")
+        from fluvial.log.parquet import ParquetLog
+
+        return ParquetLog.open(rest)
+    from fluvial.log import LocalLog
+
+    return LocalLog.open(rest, partitions=config.partitions, fsync=config.fsync,  # type: ignore[arg-type]
+                         fsync_interval_ms=config.fsync_interval_ms, segment_bytes=config.segment_bytes,
+                         readonly=readonly)
+
+
+def open_store(url: str) -> Any:
+    """Open (creating if missing) the view store at ``url`` (a :class:`~fluvial.serving.base.ViewStore`)."""
+    _, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    from fluvial.serving import SqliteStore
+
+    path = Path(rest)
+    if rest != ":memory:":
+        if path.is_dir():
+            raise ConfigError(f"--store {url!r}: {path} is a directory; name the SQLite file "
+                              f"(e.g. sqlite://{path / 'views.db'})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(path)

@@ -431,3 +431,50 @@ def test_verify_beside_a_writer_finds_nothing(tmp_path: Path, rng: random.Random
     finally:
         writer.kill()
         writer.wait(10)
+
+
+# -- placeholders and the Spark runners ------------------------------------------------------------
+
+def test_spark_source_rows_and_runners_skip_placeholders(tmp_path: Path, rng: random.Random,
+                                                         spark_ready: None) -> None:
+    """A real salvaged log: the Spark source's raw rows hold no placeholder (their offsets are
+    gaps), and the Spark stream and batch runners count exactly the surviving events."""
+    import operator
+    from collections import Counter
+
+    import fluvial as fl
+    from fluvial.engine.spark.batch import SparkBatchRunner
+    from fluvial.engine.spark.session import SparkConfig
+    from fluvial.engine.spark.source import LogRange, LogStreamReader, decode_event
+    from fluvial.engine.spark.stream import SparkStreamRunner
+    from fluvial.events.lost import LOST_KIND
+    from fluvial.log.salvage import salvage
+
+    root = tmp_path / "data"
+    stored, lost, _ = _damaged_log(root, rng)
+    assert salvage(root).lost == len(lost)
+    survivors = {pos: ev for pos, ev in stored.items() if pos not in lost}
+    with LocalLog.open(root / "log", readonly=True) as log:
+        ends = log.end_offsets()
+    rows = [row for p, end in enumerate(ends)
+            for row in LogStreamReader({"path": str(root / "log")}).read(LogRange(p, 0, end))]
+    assert all(r[3] != LOST_KIND and r[2] != LOST_KIND for r in rows)
+    assert {(r[0], r[1]): decode_event(r[6]) for r in rows} == survivors
+    kept = [row for p, end in enumerate(ends)  # the runner's own reads keep them: offsets stay consecutive
+            for row in LogStreamReader({"path": str(root / "log"), "placeholders": "keep"}).read(LogRange(p, 0, end))]
+    assert {(r[0], r[1]) for r in kept if r[3] == LOST_KIND} == lost and len(kept) == sum(ends)
+
+    def pipeline(name: str) -> fl.Pipeline:
+        p = fl.Pipeline(name)
+        p.from_log().map(lambda e: (e.device, 1)).reduce_by_key(operator.add).to_view(f"{name}_all")
+        p.from_log("line").map(lambda e: (e.device, 1)).reduce_by_key(operator.add).to_view(f"{name}_line")
+        return p
+
+    want = dict(Counter(ev.device for ev in survivors.values()))
+    with fl.open(root, writer=True) as ws:
+        spark = SparkConfig(master="local[2]")
+        SparkStreamRunner(log=ws.log, store=ws.store, spark=spark, batch_interval_ms=0,
+                          max_batch_records=40).run(pipeline("stream"), until_caught_up=True)
+        SparkBatchRunner(log=ws.log, store=ws.store, spark=spark).run(pipeline("batch"))
+        for view in ("stream_all", "stream_line", "batch_all", "batch_line"):
+            assert {r.key: r.value for r in ws.store.query(view)} == want, view

@@ -8,7 +8,9 @@ log partition.  Every micro-batch reads, per partition, the records between
 the previous batch's end and the new end; Spark's ``maxRecordsPerTrigger``
 style cap is the option ``max_records`` (split evenly over the partitions,
 as the local stream runner does).  Rows carry the whole event (msgpack, the
-log's own encoding) next to its readable envelope fields.
+log's own encoding) next to its readable envelope fields.  Placeholders of
+records lost to damage (kind ``fluvial.lost``, see :mod:`fluvial.events.lost`)
+are not events: they give no row, and their offsets are gaps in ``offset``.
 
 Options:
     log: The log's URL (``file:///data/log``; see :mod:`fluvial.backends`), opened read only.
@@ -17,6 +19,8 @@ Options:
     start: JSON offsets to start at when Spark has no checkpoint (default: 0).
     hold_at: JSON offsets no partition goes past until every partition reached
         them (the stream runner's warm-up: rebuilding state up to a cut-off).
+    placeholders: ``skip`` (default) or ``keep``: rows for the placeholders too (the
+        stream runner's, whose offsets must be consecutive; it drops them itself).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
 from fluvial.events.envelope import Event
+from fluvial.events.lost import LOST_KIND
 
 SCHEMA = "partition int, offset long, device string, kind string, ts long, seq long, event binary"
 _enc = msgspec.msgpack.Encoder()
@@ -89,6 +94,9 @@ class LogStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  # t
         self.max_records = int(options.get("max_records") or 0)
         self.start = json.loads(options["start"]) if options.get("start") else None
         self.hold_at = json.loads(options["hold_at"]) if options.get("hold_at") else None
+        if options.get("placeholders", "skip") not in ("skip", "keep"):
+            raise ValueError(f"option placeholders must be 'skip' or 'keep', got {options['placeholders']!r}")
+        self.skip_lost = options.get("placeholders", "skip") == "skip"
         self._until: list[int] | None = None  # availableNow: the end offsets when the trigger began
 
     def _ends(self) -> list[int]:
@@ -146,7 +154,8 @@ class LogStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  # t
                     raise RuntimeError(f"log {self.path} partition {partition.partition}: offsets "
                                        f"[{offset}, {partition.stop}) were announced but cannot be read")
                 for ev in batch.events:
-                    yield (partition.partition, offset, ev.device, ev.kind, ev.ts, ev.seq, _enc.encode(ev))
+                    if not (self.skip_lost and ev.kind == LOST_KIND):
+                        yield (partition.partition, offset, ev.device, ev.kind, ev.ts, ev.seq, _enc.encode(ev))
                     offset += 1
         finally:
             log.close()

@@ -146,7 +146,7 @@ class SparkStreamRunner(StreamRunner):
         location = self._spark_checkpoint(plan, cp)
         batch = _MicroBatches(self, plan, cp, stats, max_batches)
         reader = (spark.readStream.format("fluvial").option("log", str(log_path))
-                  .option("max_records", str(self.max_batch_records))
+                  .option("max_records", str(self.max_batch_records)).option("placeholders", "keep")
                   .option("start", json.dumps(cp.offsets)))
         if cp.warmup_until is not None:
             reader = reader.option("hold_at", json.dumps(cp.warmup_until))

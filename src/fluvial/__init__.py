@@ -44,10 +44,13 @@ from fluvial.errors import (
 )
 from fluvial.events import Event, Schema, SchemaRegistry
 from fluvial.flow.graph import Flow, Pipeline, Table, Windowed, WindowedFlow
+from fluvial.flow.graph import set_default_runner as _set_default_runner
 from fluvial.windows import Session, Sliding, Tumbling
 from fluvial.workspace import Workspace, open
 
 __version__ = "0.1.0"
+
+_set_default_runner(BatchRunner)   # what Flow.collect() and the other actions run on by default
 
 __all__ = [
     "DEFAULT_DATA_DIR",

@@ -504,6 +504,3 @@ def _show(e: Any) -> str:
     if isinstance(e, tuple) and not isinstance(e, Windowed):
         return "(" + ",".join(str(x) for x in e) + ")"
     return str(e)
-
-
-Callback = Callable[[Any], None]

@@ -10,7 +10,7 @@ from typing import Any
 from fluvial.aggregators import Last
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError
-from fluvial.flow.graph import NARROW_OPS, SINK_OPS, SOURCE_OPS, Node, Pipeline
+from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Pipeline
 from fluvial.windows.shapes import Explicit, WindowShape
 
 # Operators that need the event time of their input elements.
@@ -149,7 +149,3 @@ def _param(value: Any) -> str:
     if callable(value):
         return "fn"
     return type(value).__name__
-
-
-def is_sink(node: Node) -> bool:
-    return node.op in SINK_OPS

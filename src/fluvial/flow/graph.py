@@ -71,6 +71,23 @@ class Node:
         return f"Node({self.op}#{self.id})"
 
 
+_default_runner: Callable[[], Runner] | None = None
+
+
+def set_default_runner(factory: Callable[[], Runner]) -> None:
+    """What the actions (``collect``, ``count``, ``reduce``) run on without a ``runner``:
+    ``import fluvial`` sets the local batch runner (the flow package knows no engine)."""
+    global _default_runner
+    _default_runner = factory
+
+
+def default_runner() -> Runner:
+    if _default_runner is None:
+        raise ConfigError("no runner for this action: pass runner=..., or `import fluvial`, which "
+                          "sets the local batch runner as the default")
+    return _default_runner()
+
+
 def _call_site() -> str:
     """file:line of the user code that called the operator (for explain())."""
     frame: FrameType | None = sys._getframe(2)
@@ -313,9 +330,7 @@ class Flow(Generic[T]):
     # -- actions --------------------------------------------------------------------
     def collect(self, runner: Runner | None = None) -> list[T]:
         """Run the flow (default: a local batch runner) and return its elements."""
-        from fluvial.engine.batch import BatchRunner
-
-        return (runner or BatchRunner()).collect(self)
+        return (runner or default_runner()).collect(self)
 
     def count(self, runner: Runner | None = None) -> int:
         return len(self.collect(runner))

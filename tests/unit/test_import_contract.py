@@ -205,3 +205,13 @@ def test_import_fluvial_stays_light() -> None:
     assert "fluvial.flow.graph" in loaded
     assert not heavy, (f"`import fluvial` loads {heavy}: the Spark runner, the web server and the CLI are "
                        "imported where they are used (lazily, with the extra to install named)")
+
+
+@pytest.mark.parametrize("package", ["server", "engine", "serving", "log", "state", "ingest"])
+def test_only_the_command_line_imports_the_command_line(package: str) -> None:
+    """The server, the runners and the backends are used by the CLI, never the other way round
+    (the server starts its batch children as `python -m fluvial.cli.main`, a process, not an import)."""
+    found = [f"{imp.where}: {imp.importer} imports {imp.imported}"
+             for path in _modules(package) for imp in imports_of(path)
+             if imp.imported == "fluvial.cli" or imp.imported.startswith("fluvial.cli.")]
+    assert not found, "\n".join(found)

@@ -26,9 +26,9 @@ from typing import Any
 
 from fluvial.cli.app import arg, subcommand
 from fluvial.cli.fmt import iso
-from fluvial.cli.run import load_pipelines
 from fluvial.config import StreamConfig
 from fluvial.errors import ConfigError
+from fluvial.flowfile import load_pipelines
 from fluvial.ingest import ingest_file
 from fluvial.workspace import Workspace
 

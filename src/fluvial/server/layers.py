@@ -51,7 +51,7 @@ class Registered:
 
 
 def load_flow_file(file: Path) -> list[Pipeline]:
-    from fluvial.cli.run import load_pipelines
+    from fluvial.flowfile import load_pipelines
 
     return load_pipelines(str(file))
 

@@ -4,11 +4,13 @@ The tree::
 
     FluvialError
     ├── ConfigError            a setting, argument or flow definition is wrong
+    │   └── FlowFileError      a flow file fails on import (fluvial.flowfile; has .tb)
     ├── SchemaError            a schema is malformed or its change is incompatible
     ├── ValidationError        an event does not match the message format (has .path)
     ├── DecodeError            bytes are not valid JSON / MessagePack / UTF-8
     ├── LogError               the event log cannot be opened, read or appended to
-    │   └── CorruptLogError    a record failed its checksum away from the tail
+    │   ├── CorruptLogError    a record failed its checksum away from the tail
+    │   └── LogUnavailable     the server's log writer takes nothing now: retry (server.writer; 503/507)
     ├── FlowError              a flow cannot be planned or run on a runner
     │   └── UnsupportedOperation   the runner cannot execute an operator
     ├── StoreError             the serving store cannot be read or written
@@ -17,7 +19,16 @@ The tree::
     │   └── Fenced             a commit's writer no longer owns what it writes: the commit is void
     │       ├── CheckpointFenced   another writer replaced the checkpoint it read: reload, go on
     │       └── LeaseLost          another process took the runner's lease over: stop
-    └── MissingDependency      an optional extra is not installed
+    ├── MissingDependency      an optional extra is not installed
+    ├── IngestError            an HTTP ingest request refused as a whole (server.ingest; .status)
+    │   ├── AllRejected        every event of a readable body is invalid (422, each dead-lettered)
+    │   ├── Shed               refused to stay within the limits (server.limits; 429/503 + Retry-After)
+    │   ├── BodyTimeout        the body did not arrive in time (408)
+    │   └── ClientGone         the client left before its body was read
+    └── AuthError              a request may not do what it asks (server.auth; 401/403)
+
+The server's errors live in its modules (they carry HTTP statuses); the test
+``tests/unit/test_public_api.py`` checks that every exception class in fluvial is in this tree.
 
 Messages say what failed, where, and how to fix it.
 """

@@ -29,3 +29,28 @@ def test_import_does_not_pull_heavy_or_optional_dependencies():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_every_exception_class_is_in_the_documented_tree() -> None:
+    """errors.py draws the tree of every exception fluvial raises: each class defined anywhere
+    in the package that derives from FluvialError appears in it by name."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    import fluvial
+    from fluvial import errors
+
+    tree = errors.__doc__ or ""
+    missing = []
+    skip = ("fluvial.engine.spark",)   # an optional extra (pyspark): not imported here
+    for info in pkgutil.walk_packages(fluvial.__path__, "fluvial."):
+        if info.name.startswith(skip):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (inspect.isclass(value) and issubclass(value, errors.FluvialError)
+                    and value.__module__ == info.name and not re.search(rf"(─ |^    ){name}\b", tree, re.M)):
+                missing.append(f"{info.name}.{name}")
+    assert not missing, f"not in the tree of fluvial/errors.py: {missing}"

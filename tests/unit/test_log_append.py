@@ -36,7 +36,7 @@ from fluvial.errors import LogError, ValidationError
 from fluvial.events import Event, SchemaRegistry
 from fluvial.log import DeadLetter, DeadLetterLog, LocalLog
 from fluvial.log.dedup import WINDOW, DedupState
-from fluvial.log.limits import MAX_DEPTH, MAX_SEQ, MAX_TS_MS
+from fluvial.log.limits import MAX_DEPTH, MAX_SEQ, MAX_TS_MS, MIN_TS_MS
 from fluvial.server.ingest import IngestError, parse_body
 from fluvial.server.writer import LogUnavailable, LogWriter
 
@@ -146,7 +146,7 @@ def test_largest_storable_values_round_trip(tmp_path: Path) -> None:
     edge = Event(device="edge", kind="reading", ts=MAX_TS_MS, seq=MAX_SEQ,
                  payload={"hi": 2**64 - 1, "lo": -(2**63), "deep": nested(MAX_DEPTH - 2)})
     with LocalLog.open(tmp_path, partitions=1) as log:
-        assert log.append([edge, Event(device="edge", kind="reading", ts=-(2**63), seq=0, payload={})]).accepted == 2
+        assert log.append([edge, Event(device="edge", kind="reading", ts=MIN_TS_MS, seq=0, payload={})]).accepted == 2
         assert log.append([edge]).duplicates == 1
     with LocalLog.open(tmp_path) as log:
         assert contents(log)[0] == edge

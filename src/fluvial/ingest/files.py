@@ -39,7 +39,7 @@ from fluvial.events.diagnose import json_problem, type_name
 from fluvial.events.envelope import Event
 from fluvial.ingest.history import LoadHistory, file_digest
 from fluvial.log.deadletter import DeadLetter
-from fluvial.log.limits import all_storable, event_problem
+from fluvial.log.limits import MAX_TS_MS, MIN_TS_MS, all_storable, event_problem
 
 if TYPE_CHECKING:
     from fluvial.workspace import Workspace
@@ -164,8 +164,9 @@ def _ts(payload: dict[str, Any], name: str) -> int:
     else:
         raise _Reject(f"$.payload.{name}: expected int epoch ms or an ISO-8601 str, got "
                       f"{type_name(value)} (--ts-field {name})")
-    if not _INT64_MIN <= ts <= 2**63 - 1:
-        raise _Reject(f"$.payload.{name}: {ts} is out of range for epoch ms (--ts-field {name})")
+    if not MIN_TS_MS <= ts <= MAX_TS_MS:
+        raise _Reject(f"$.payload.{name}: {ts} is out of range for epoch ms: fluvial stores the years 1 to "
+                      f"9999 ({MIN_TS_MS} .. {MAX_TS_MS}) (--ts-field {name})")
     return ts
 
 

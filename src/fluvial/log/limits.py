@@ -38,9 +38,12 @@ MIN_INT = -(2**63)
 """The smallest integer a payload may hold (MessagePack int64)."""
 MAX_INT = 2**64 - 1
 """The largest integer a payload may hold (MessagePack uint64)."""
-MIN_TS_MS = -(2**63)
-MAX_TS_MS = 2**63 - 1
-"""Event times are signed 64-bit epoch milliseconds (the batch headers hold them)."""
+MIN_TS_MS = -62_135_596_800_000
+MAX_TS_MS = 253_402_300_799_999
+"""Event times are epoch milliseconds of a date in the years 1 to 9999 (0001-01-01T00:00:00Z to
+9999-12-31T23:59:59.999Z), as ISO 8601 writes them.  The batch headers would hold any signed
+64-bit value, but a window or a watermark computed from a time at the ends of that range does
+not fit in 64 bits: one such event stopped the speed layer for good."""
 MAX_SEQ = 2**63 - 1
 """The largest ``seq``: a signed 64-bit counter (dedup state, Parquet export, Spark)."""
 MAX_DEPTH = 256
@@ -96,8 +99,8 @@ def event_problem(ev: Event) -> tuple[str, str] | None:
         '.payload.a.b'
     """
     if type(ev.ts) is int and not MIN_TS_MS <= ev.ts <= MAX_TS_MS:
-        return ".ts", (f"{_show_int(ev.ts)} is outside the event times the log stores "
-                       f"({MIN_TS_MS} .. {MAX_TS_MS}): send epoch milliseconds")
+        return ".ts", (f"{_show_int(ev.ts)} is outside the event times fluvial stores ({MIN_TS_MS} .. "
+                       f"{MAX_TS_MS}, the years 1 to 9999): send epoch milliseconds")
     if type(ev.seq) is int and not 0 <= ev.seq <= MAX_SEQ:
         return ".seq", (f"{_show_int(ev.seq)} is outside the seqs the log stores (0 .. {MAX_SEQ}): "
                         "a device's counter must fit in a signed 64-bit integer")

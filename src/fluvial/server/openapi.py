@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from fluvial.log.limits import MAX_TS_MS, MIN_TS_MS
+
 if TYPE_CHECKING:
     from fluvial.events.schema import Schema, SchemaRegistry
 
@@ -23,8 +25,8 @@ _ROW = {"type": "object", "required": ["key", "window", "value"], "properties": 
     "value": {"description": "the aggregate (number, object, list...)"}}}
 _DEVICE = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$",
            "description": "the device's id: 1 to 256 characters, no control characters"}
-_TS = {"type": "integer", "minimum": _INT64_MIN, "maximum": _INT64_MAX,
-       "description": "event time, epoch ms (a signed 64-bit integer)"}
+_TS = {"type": "integer", "minimum": MIN_TS_MS, "maximum": MAX_TS_MS,
+       "description": "event time, epoch ms of a date in the years 1 to 9999"}
 _SEQ = {"type": "integer", "minimum": 0, "maximum": _INT64_MAX,
         "description": "the device's counter: (device, seq) identifies a retry"}
 _EVENT: dict[str, Any] = {

@@ -295,11 +295,12 @@ def failure_reason(exc: BaseException, retry_s: float) -> str:
     while isinstance(cause, sqlite3.OperationalError) and "no transaction is active" in str(cause) \
             and cause.__context__ is not None:
         cause = cause.__context__
-    reason = f"{type(cause).__name__}: {cause}"
-    if any(_disk_full(e) for e in _chain(cause)):
-        reason += (f" (the disk of the data directory is full: free space; the speed layer retries by "
-                   f"itself every {retry_s:g} s)")
-    return reason
+    full = next((e for e in _chain(cause) if _disk_full(e)), None)
+    if full is None:
+        return f"{type(cause).__name__}: {cause}"
+    # the error of the disk itself, not the store's wrapping of it (which names the file)
+    return (f"{type(full).__name__}: {full} (the disk of the data directory is full: free space; the speed "
+            f"layer retries by itself every {retry_s:g} s)")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

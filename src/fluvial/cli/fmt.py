@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -52,11 +53,17 @@ def time_arg(text: str) -> int:
 
 
 def json_arg(text: str) -> Any:
-    """argparse type: JSON if it parses, else the string itself."""
+    """argparse type: strict JSON if it parses, else the string itself (``NaN``, ``Infinity``
+    and ``1e400`` are the strings they spell: no view key is a NaN or an infinity)."""
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         return text
+    return text if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def cell(value: Any) -> str:

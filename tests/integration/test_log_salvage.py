@@ -478,3 +478,15 @@ def test_spark_source_rows_and_runners_skip_placeholders(tmp_path: Path, rng: ra
         SparkBatchRunner(log=ws.log, store=ws.store, spark=spark).run(pipeline("batch"))
         for view in ("stream_all", "stream_line", "batch_all", "batch_line"):
             assert {r.key: r.value for r in ws.store.query(view)} == want, view
+
+
+def test_export_of_a_salvaged_log_says_what_it_left_out(tmp_path: Path, rng: random.Random) -> None:
+    from fluvial.log.salvage import salvage
+
+    root = tmp_path / "data"
+    stored, lost, _ = _damaged_log(root, rng)
+    assert salvage(root).lost == len(lost)
+    done = fluvial(root, "log", "export", "--format", "parquet", str(tmp_path / "export"))
+    assert done.returncode == 0, done.stderr
+    assert f"exported {len(stored) - len(lost)} events" in done.stdout, done.stdout   # the survivors
+    assert f"left out {len(lost)} placeholders of records lost to damage" in done.stdout, done.stdout

@@ -58,10 +58,13 @@ def export(args: argparse.Namespace) -> int:
         total = sum(e - s for s, e in zip(log.start_offsets(), log.end_offsets()))
         with progress_bar(total, "export", unit="rec") as bar:
             report = export_parquet(log, args.dir, progress=bar.update)
-    if report.events == 0:
+    if report.events == 0 and not report.lost:
         print(f"{args.dir} is up to date: nothing new since the last export")
     else:
         print(f"exported {report.events} events into {report.files} files in "
               f"{report.seconds:.2f} s ({report.events_per_s:,.0f} events/s)")
+    if report.lost:
+        print(f"left out {report.lost} placeholders of records lost to damage (listed in the manifest; "
+              "`fluvial log salvage` reports them)")
     print(f"offsets up to: {report.upto}")
     return 0

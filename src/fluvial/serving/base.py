@@ -143,6 +143,15 @@ class Txn(Protocol):
 
     def get_checkpoint(self, runner_id: str) -> bytes | None: ...
 
+    def delete_checkpoint(self, runner_id: str) -> None:
+        """Remove a runner's checkpoint (a rollback, a rewind after a torn log tail)."""
+        ...
+
+    def snapshot_realtime(self, view: str, version: int) -> int:
+        """Merge every realtime generation of ``view`` into batch version ``version`` (the speed
+        layer's rows kept as a version of their own before a Kappa switch); returns the rows written."""
+        ...
+
     def fence(self, lease: Any) -> None:
         """Go on only while ``lease`` (a :class:`~fluvial.state.ownership.Lease`) still holds its
         epoch, renewing it; else ``LeaseLost``, and nothing of this transaction is kept."""
@@ -198,6 +207,11 @@ class ViewStore(Protocol):
         """Another connection to the same store, for another thread (``None``: not possible)."""
         ...
 
+    def exclusive(self, name: str, *, wait_s: float = 0.0) -> AbstractContextManager[Any]:
+        """Hold the resource ``name`` for a block (a claim kept alive by a heartbeat, waiting up
+        to ``wait_s`` for its holder), yielding the ``Lease`` the guarded commits fence with."""
+        ...
+
     def begin_version(self, view: str) -> int: ...
 
     def publish_version(self, view: str, version: int, cutoff: dict[int, int], *,
@@ -206,11 +220,27 @@ class ViewStore(Protocol):
 
     def rollback(self, view: str) -> int: ...
 
+    def drop_older_versions(self, view: str) -> None:
+        """Drop published versions other than the current and the kept previous one (idempotent)."""
+        ...
+
     def drop_version(self, view: str, version: int) -> None: ...
 
     def query(self, view: str, *, key: Key = UNSET, from_ms: int | None = None,
               to_ms: int | None = None, version: int | None = None,
               realtime: bool = True) -> list[Row]: ...
+
+    def query_with_version(self, view: str, **filters: Any) -> tuple[int | None, list[Row]]:
+        """:meth:`query` and the batch version it read, from one snapshot."""
+        ...
+
+    def aggregator(self, name: str) -> Aggregator[Any, Any, Any]:
+        """The aggregator stored with a view."""
+        ...
+
+    def tables(self) -> list[str]:
+        """The names of the ``save_to`` tables."""
+        ...
 
     def views(self) -> list[ViewInfo]: ...
 

@@ -1,0 +1,37 @@
+"""The embedded store implements the whole store protocol (serving/base.py), with the same
+parameters: the protocol is what a new backend implements (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from fluvial.log.base import Log
+from fluvial.log.local import LocalLog
+from fluvial.serving.base import Txn, ViewStore
+from fluvial.serving.sqlite import SqliteStore, SqliteTxn
+
+
+def members(protocol: type) -> list[str]:
+    return sorted(name for name, value in vars(protocol).items()
+                  if callable(value) and not name.startswith("_"))
+
+
+@pytest.mark.parametrize("protocol, cls", [(ViewStore, SqliteStore), (Txn, SqliteTxn), (Log, LocalLog)])
+def test_the_embedded_backend_has_every_method_of_its_protocol(protocol: type, cls: type) -> None:
+    missing, different = [], []
+    for name in members(protocol):
+        if not hasattr(cls, name):
+            missing.append(name)
+            continue
+        want = inspect.signature(getattr(protocol, name)).parameters
+        got = inspect.signature(getattr(cls, name)).parameters
+        for param, spec in want.items():
+            if spec.kind is inspect.Parameter.VAR_KEYWORD:
+                continue
+            if param not in got and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in got.values()):
+                different.append(f"{name}({param})")
+    assert not missing, f"{cls.__name__} lacks {missing} of {protocol.__name__}"
+    assert not different, f"{cls.__name__} lacks parameters {different} of {protocol.__name__}"
+    assert len(members(protocol)) >= 8

@@ -191,11 +191,7 @@ class Server:
 
     # -- speed layer ----------------------------------------------------------------------
     def _start_speed(self, reg: Registered) -> None:
-        stream = self.settings.stream
-        self.speed[reg.name] = SpeedRunner(reg, self.data_dir, batch_interval_ms=stream.batch_interval_ms,
-                                           max_batch_records=stream.max_batch_records,
-                                           log_config=self.settings.log, lease_ms=stream.lease_ms,
-                                           workspace=self.workspace).start()
+        self.speed[reg.name] = SpeedRunner(reg, self.workspace, self.settings.stream).start()
 
     def _stop_speed(self, name: str) -> None:
         runner = self.speed.pop(name, None)

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,17 +207,12 @@ class SpeedRunner:
             says the speed layer is degraded until it commits again.
     """
 
-    def __init__(self, reg: Registered, data_dir: Path, *, batch_interval_ms: int, max_batch_records: int,
-                 log_config: Any, retry_s: float = 1.0, lease_ms: int | None = None,
-                 workspace: Any = None) -> None:
+    def __init__(self, reg: Registered, workspace: Callable[[], Any], config: Any, *,
+                 retry_s: float = 1.0) -> None:
         self.reg = reg
-        self.data_dir = data_dir
-        self.batch_interval_ms = batch_interval_ms
-        self.max_batch_records = max_batch_records
-        self.log_config = log_config
-        self.retry_s = retry_s
-        self.lease_ms = lease_ms
         self._workspace = workspace   # opens the server's data directory (its log and store URLs)
+        self.config = config          # a StreamConfig: micro-batching and the lease
+        self.retry_s = retry_s
         self.runner: Any = None
         self.last_error: str | None = None
         self.errors = 0
@@ -255,18 +251,12 @@ class SpeedRunner:
         return self._error_at if self.failing else 0.0
 
     def _loop(self) -> None:
-        from fluvial.config import StreamConfig
-        from fluvial.workspace import Workspace
-
-        config = StreamConfig(batch_interval_ms=self.batch_interval_ms, max_batch_records=self.max_batch_records,
-                              **({} if self.lease_ms is None else {"lease_ms": self.lease_ms}))
         while not self._stop.is_set():
-            ws = self._workspace() if self._workspace is not None else Workspace(
-                self.data_dir, log_config=self.log_config)
+            ws = self._workspace()
             try:
                 # A standby while another process runs the pipeline (a `fluvial run`, another server):
                 # the claim waits until it stops or goes silent, then goes on from its checkpoint.
-                self.runner = ws.stream_runner(config, out=_NullOut(), wait_s=math.inf)
+                self.runner = ws.stream_runner(self.config, out=_NullOut(), wait_s=math.inf)
                 self.runner.run(self.reg.pipeline, stop=self._stop)
             except LeaseLost as exc:   # another process took the pipeline over: wait for it again
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -64,13 +64,13 @@ def default_store_url(data_dir: str | os.PathLike[str]) -> str:
     return f"sqlite://{Path(data_dir).absolute() / 'views.db'}"
 
 
-def log_path(url: str) -> Path | None:
-    """The directory of a ``file://`` or ``parquet://`` log (None for a log that is not files)."""
+def log_path(url: str) -> Path:
+    """The directory of a ``file://`` or ``parquet://`` log."""
     _, rest = _split(url, "log", LOG_SCHEMES, "--log")
     return Path(rest)
 
 
-def store_path(url: str) -> Path | None:
+def store_path(url: str) -> Path:
     """The file of a ``sqlite://`` store."""
     _, rest = _split(url, "store", STORE_SCHEMES, "--store")
     return Path(rest)

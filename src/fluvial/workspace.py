@@ -58,15 +58,14 @@ class Workspace:
 
     def has_log(self) -> bool:
         """Whether the log exists (a file log once something created it; other backends: always)."""
-        where = log_path(self.log_url)
-        return not self.log_url.startswith("file://") or (where is not None and (where / "meta.json").exists())
+        return not self.log_url.startswith("file://") or (log_path(self.log_url) / "meta.json").exists()
 
     @cached_property
     def log(self) -> Any:
         from fluvial.errors import LogError
 
         where = log_path(self.log_url)
-        if not self.writer and self.log_url.startswith("file://") and where is not None and not where.exists():
+        if not self.writer and self.log_url.startswith("file://") and not where.exists():
             raise LogError(f"no events in {where}: the log is empty. Ingest some first "
                            f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
         return open_log(self.log_url, config=self.log_config, readonly=not self.writer)

@@ -89,8 +89,8 @@ class SparkBatchRunner(BatchRunner):
         splits = plan_splits(plan, self._cutoff(plan, None, seal=False)[0], slice_records=self.slice_records)
         if plan.two_phase:
             labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
-            return f"{labels}:\n{_debug(self._two_phase_rdd(plan, splits, self._log_path(plan)))}"
-        return _Job(plan, self.session.sparkContext, self._log_path(plan), splits).explain()
+            return f"{labels}:\n{_debug(self._two_phase_rdd(plan, splits, self._log_spec(plan)))}"
+        return _Job(plan, self.session.sparkContext, self._log_spec(plan), splits).explain()
 
     # -- the run -----------------------------------------------------------------------
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
@@ -99,7 +99,7 @@ class SparkBatchRunner(BatchRunner):
             partials, records = self._two_phase(plan, splits)
             return Executor(plan, stream=False).run({}, batch_time_ms=_batch_time(plan),
                                                     partials=partials), records
-        job = _Job(plan, self.session.sparkContext, self._log_path(plan), splits)
+        job = _Job(plan, self.session.sparkContext, self._log_spec(plan), splits)
         partials, outputs, records = job.run()
         executor = Executor(plan, stream=False)
         return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials,
@@ -134,16 +134,16 @@ class SparkBatchRunner(BatchRunner):
         return parts.flatMap(map_side).setName("map side").reduceByKey(merge).setName("partials")
 
     def _two_phase(self, plan: Plan, splits: list[tuple[Split, int]]) -> tuple[dict[int, Any], int]:
-        merged = _spark_call(self._two_phase_rdd(plan, splits, self._log_path(plan)).collect)
+        merged = _spark_call(self._two_phase_rdd(plan, splits, self._log_spec(plan)).collect)
         partials: dict[int, Any] = {node.id: {} for node in plan.boundary}
         for (node_id, key), (_, acc) in merged:
             partials[node_id][key] = acc
         records = sum(size for split, size in splits if split.kind == "log")
         if any(split.kind != "log" for split, _ in splits):  # files and queues: count what was read
-            records += _count_elements_read(self.session.sparkContext, plan, splits, self._log_path(plan))
+            records += _count_elements_read(self.session.sparkContext, plan, splits, self._log_spec(plan))
         return partials, records
 
-    def _log_path(self, plan: Plan) -> LogSpec | None:
+    def _log_spec(self, plan: Plan) -> LogSpec | None:
         """How executors reopen the log, read only (the embedded log, a Parquet export, ...)."""
         if not any(n.op == "log" for n in plan.sources):
             return None
@@ -178,7 +178,7 @@ def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *
     plan = compile_plan(pipeline)
     cutoff = log.end_offsets() if log is not None and any(n.op == "log" for n in plan.sources) else None
     splits = plan_splits(plan, cutoff, slice_records=slice_records)
-    path = runner._log_path(plan) if log is not None else None
+    path = runner._log_spec(plan) if log is not None else None
     if plan.two_phase:
         labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
         return f"{labels}:\n{_debug(runner._two_phase_rdd(plan, splits, path))}"
@@ -190,9 +190,9 @@ def explain_spark(pipeline: Pipeline, spark_config: SparkConfig | None = None, *
 class _Job:
     """The RDDs of one plan: built lazily, run by :meth:`run`, shown by :meth:`explain`."""
 
-    def __init__(self, plan: Plan, sc: Any, log_path: LogSpec | None,
+    def __init__(self, plan: Plan, sc: Any, log_spec: LogSpec | None,
                  splits: list[tuple[Split, int]]) -> None:
-        self.plan, self.sc, self.log_path = plan, sc, log_path
+        self.plan, self.sc, self.log_spec = plan, sc, log_spec
         self.splits = [s for s, _ in splits]
         self.log_records = sum(size for s, size in splits if s.kind == "log")
         self.rdds: dict[int, Any] = {}        # node id -> RDD of records
@@ -227,7 +227,7 @@ class _Job:
                                                 else parents[0]).setName(f"aggregate {node.label}")
 
     def _reads(self, src: Any) -> Any:
-        splits, path, counter = self.splits, self.log_path, self.counter
+        splits, path, counter = self.splits, self.log_spec, self.counter
 
         def read(split: Split) -> Iterator[tuple[int, Record]]:
             log = _reopen(path) if split.kind == "log" and path is not None else None

@@ -192,17 +192,25 @@ def run_batch(srv: ServerProcess) -> dict[str, Any]:
 
 # -- the tests -------------------------------------------------------------------------------------
 
-def test_damaged_sealed_segment_degrades_health_until_salvaged(
-        serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
+def served_then_stopped(serve: Callable[..., ServerProcess], rng: random.Random
+                        ) -> tuple[Fleet, ServerProcess, list[Any], dict[tuple[int, int], Event]]:
+    """A server that took a few hundred readings, stopped: the fleet, the server, the readings,
+    and the log's events by (partition, offset), checked to be exactly what was acknowledged."""
     fleet = Fleet(rng)
     srv = serve(flows=[EXAMPLES / "device_stats.py"]).start()
     first = fleet.readings(rng.randint(400, 700))
     post(srv, first, rng)
     srv.wait_caught_up()
     srv.stop()
-    data_dir = srv.data_dir
-    stored = stored_events(data_dir)
+    stored = stored_events(srv.data_dir)
     assert sorted(map(json.dumps, stored.values())) == sorted(map(json.dumps, first))  # exactly what was acked
+    return fleet, srv, first, stored
+
+
+def test_damaged_sealed_segment_degrades_health_until_salvaged(
+        serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
+    fleet, srv, _, stored = served_then_stopped(serve, rng)
+    data_dir = srv.data_dir
     p, base, count = flip_payload_bit(rng, data_dir, active=False)
 
     srv.start()  # a damaged sealed segment does not stop the server ...
@@ -238,15 +246,8 @@ def test_damaged_sealed_segment_degrades_health_until_salvaged(
 
 def test_damaged_header_in_a_sealed_segment_does_not_stop_the_server(
         serve: Callable[..., ServerProcess], rng: random.Random, tmp_path: Path) -> None:
-    fleet = Fleet(rng)
-    srv = serve(flows=[EXAMPLES / "device_stats.py"]).start()
-    first = fleet.readings(rng.randint(400, 700))
-    post(srv, first, rng)
-    srv.wait_caught_up()
-    srv.stop()
+    fleet, srv, first, stored = served_then_stopped(serve, rng)
     data_dir = srv.data_dir
-    stored = stored_events(data_dir)
-    assert sorted(map(json.dumps, stored.values())) == sorted(map(json.dumps, first))  # exactly what was acked
     p, base, count = scramble_header(rng, data_dir)
 
     srv.start()  # the log opens: the damaged batch is stepped around, loudly

@@ -223,7 +223,7 @@ def run_example(name: str, mode: str, data_dir: Path, *, out: io.StringIO | None
 
 def _stats_from_store(data_dir: Path, p: fluvial.Pipeline, mode: str) -> fluvial.RunStats:
     """What a CLI run did, read back from the store (checkpoint and view metadata)."""
-    from fluvial.engine.stream import Checkpoint
+    from fluvial.state.checkpoint import Checkpoint
 
     with fluvial.open(data_dir) as ws:
         views = [s.params["name"] for s in p.sinks if s.op == "view"]

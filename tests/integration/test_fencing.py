@@ -24,7 +24,7 @@ import pytest
 
 import fluvial
 from fluvial import Event, LogConfig
-from fluvial.engine.checkpoint import Checkpoint
+from fluvial.state.checkpoint import Checkpoint
 from fluvial.testing import make_events, read_results
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 

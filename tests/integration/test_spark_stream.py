@@ -134,7 +134,7 @@ def test_events_appended_while_running(spark: Any, ws: Workspace, local_referenc
 
 
 def _caught_up(ws: Workspace, pipeline: Pipeline) -> bool:
-    from fluvial.engine.stream import Checkpoint, checkpoint_id
+    from fluvial.state.checkpoint import Checkpoint, checkpoint_id
 
     with ws.store.transaction() as txn:
         blob = txn.get_checkpoint(checkpoint_id(pipeline.name))

@@ -31,7 +31,7 @@ import pytest
 
 import fluvial
 from fluvial import Event, LogConfig, StreamConfig
-from fluvial.engine.stream import Checkpoint
+from fluvial.state.checkpoint import Checkpoint
 from fluvial.testing import RunResult, make_events, read_results
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 import fluvial as fl
 from fluvial.engine.batch import BatchRunner
-from fluvial.engine.checkpoint import Checkpoint, checkpoint_id
 from fluvial.errors import LeaseLost
+from fluvial.state.checkpoint import Checkpoint, checkpoint_id
 
 PARTITIONS = 3
 WORDS = "abcdefg"

@@ -4,16 +4,20 @@ fingerprint covers window shapes, aggregators, lateness and operator parameters.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import fluvial as fl
 from fluvial.aggregators import Count, Sum
-from fluvial.engine.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_id
 from fluvial.engine.plan import compile_plan
 from fluvial.errors import ConfigError
+from fluvial.state.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_id
+from fluvial.state.operators import ExecState
 from fluvial.windows.shapes import Sliding, Tumbling
 
 
@@ -90,6 +94,48 @@ def test_a_checkpoint_of_the_older_format_is_accepted_and_upgraded(directory: Pa
     assert total == sum(range(50)) + 1
     with pytest.raises(ConfigError, match="changed since"):   # and now a change is named
         run(directory, flow(agg=Count(), view="other"))
+
+
+@contextmanager
+def pickled_as_before(*classes: type) -> Iterator[None]:
+    """Pickle ``classes`` under the module paths earlier releases had (engine/checkpoint.py and
+    engine/execute.py), as a data directory written by them holds them."""
+    old = {"Checkpoint": "fluvial.engine.checkpoint", "ExecState": "fluvial.engine.execute"}
+    saved = {}
+    for cls in classes:
+        module = types.ModuleType(old[cls.__name__])
+        setattr(module, cls.__name__, cls)
+        saved[cls] = cls.__module__, sys.modules.get(module.__name__)
+        sys.modules[module.__name__], cls.__module__ = module, module.__name__
+    try:
+        yield
+    finally:
+        for cls, (home, before) in saved.items():
+            name = old[cls.__name__]
+            cls.__module__ = home
+            if before is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = before
+
+
+def test_a_checkpoint_written_before_it_moved_to_state_loads_and_goes_on(directory: Path) -> None:
+    run(directory, flow())
+    with fl.open(directory, writer=True) as ws:
+        with ws.store.transaction() as txn:
+            cp = Checkpoint.loads(txn.get_checkpoint(checkpoint_id("meaning")))
+            with pickled_as_before(Checkpoint, ExecState):
+                blob = cp.dumps()
+            assert b"fluvial.engine.checkpoint" in blob and b"fluvial.engine.execute" in blob
+            txn.set_checkpoint(checkpoint_id("meaning"), blob)
+        ws.log.append([fl.Event(device="d1", kind="reading", ts=300_000, seq=2_000, payload={"v": 5})])
+    loaded = Checkpoint.loads(blob)
+    assert type(loaded) is Checkpoint and type(loaded.state) is ExecState
+    assert loaded.offsets == cp.offsets and loaded.state == cp.state
+    run(directory, flow())   # the moved checkpoint goes on where it was
+    with fl.open(directory) as ws:
+        total = sum(r.value for r in ws.store.query("totals"))
+    assert total == sum(range(50)) + 5
 
 
 def test_the_fingerprint_ignores_what_a_print_shows() -> None:

@@ -196,9 +196,10 @@ def test_windowed_state_is_evicted_behind_the_watermark(tmp_path):
     batches = [[f"w{i}"] * 3 for i in range(50)]          # batch i at event time i * 1000
     (p.from_queue(batches).map(lambda w: (w, 1)).window(fl.Tumbling(length_ms=1000))
      .reduce_by_key(operator.add).foreach(lambda row: None))
-    from fluvial.engine.execute import ExecState, Executor
+    from fluvial.engine.execute import Executor
     from fluvial.engine.plan import compile_plan
     from fluvial.engine.sources import memory_chunks
+    from fluvial.state.operators import ExecState
 
     plan = compile_plan(p)
     ex = Executor(plan, stream=True, state=ExecState())

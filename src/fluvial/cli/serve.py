@@ -269,7 +269,7 @@ def _remote_args() -> list[Any]:
     ],
 )
 def batch(args: argparse.Namespace) -> int:
-    from fluvial.server.layers import FlowSet
+    from fluvial.layers.pipelines import FlowSet
     from fluvial.workspace import open as open_workspace
 
     settings = load_settings(args)
@@ -328,7 +328,7 @@ def batch(args: argparse.Namespace) -> int:
 
 
 def _flow_set(settings: Any, files: list[str] | None) -> Any:
-    from fluvial.server.layers import FlowSet
+    from fluvial.layers.pipelines import FlowSet
 
     entries = [(f.file, f.architecture, f.batch_every_s or 0.0) for f in settings.flows]
     for file in files or ():
@@ -389,9 +389,9 @@ def reprocess(args: argparse.Namespace) -> int:
             raise FluvialError(f"reprocessing failed on the server: {job['error']}")
         _print_result(job["result"])
         return 0
-    from fluvial.server.layers import load_flow_file
-    from fluvial.server.reprocess import drop_old
-    from fluvial.server.reprocess import reprocess as run_reprocess
+    from fluvial.layers.kappa import drop_old
+    from fluvial.layers.kappa import reprocess as run_reprocess
+    from fluvial.layers.pipelines import load_flow_file
     from fluvial.workspace import open as open_workspace
 
     try:  # the flows configured or last run here; a first run may name only the new code
@@ -436,7 +436,7 @@ def rollback(args: argparse.Namespace) -> int:
         out = _call(url, "POST", f"/v1/views/{args.view}/rollback", args)
         versions = out["versions"]
     else:
-        from fluvial.server.reprocess import rollback as run_rollback
+        from fluvial.layers.kappa import rollback as run_rollback
         from fluvial.workspace import open as open_workspace
 
         flows = _flow_set(settings, args.flow)

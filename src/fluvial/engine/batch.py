@@ -49,12 +49,12 @@ class RunStats:
 class Cutoff(NamedTuple):
     """Where a batch run ends: per-partition log offsets (``None``: it reads no log), the
     realtime generation of each view it covers (sealed), and the identities at the
-    offsets (see :mod:`fluvial.engine.checkpoint`)."""
+    offsets (see :mod:`fluvial.layers.handover`)."""
 
     offsets: list[int] | None
     sealed: dict[str, int] | None = None
     tails: list[Any] | None = None
-    handover: Any = None   # a fluvial.engine.checkpoint.Handover: the publish moves the speed layer's start
+    handover: Any = None   # a fluvial.layers.handover.Handover: the publish moves the speed layer's start
 
 
 class BatchRunner(LazyLog):
@@ -69,7 +69,7 @@ class BatchRunner(LazyLog):
         out: Where ``print()`` sinks write.
         own_log: ``log`` is the log the speed layer reads (not an export of it): a stream
             checkpoint beyond its end is a torn tail, rewound (see
-            :func:`~fluvial.engine.checkpoint.take_cutoff`), instead of refused.
+            :func:`~fluvial.layers.handover.take_cutoff`), instead of refused.
 
     Example:
         >>> p = Pipeline("wc")
@@ -134,7 +134,7 @@ class BatchRunner(LazyLog):
         """Where the batch view ends in the log, and the realtime generations it covers.
 
         The cut-off is taken in the store transaction that *seals* the views' open
-        realtime generations (see :func:`~fluvial.engine.checkpoint.take_cutoff`):
+        realtime generations (see :func:`~fluvial.layers.handover.take_cutoff`):
         the sealed generations then hold exactly the realtime events up to the
         cut-off, and publishing drops those, while what the speed layer commits
         during this run (a new generation) stays.  When the speed layer has no
@@ -151,7 +151,8 @@ class BatchRunner(LazyLog):
             return Cutoff(list(cutoff))
         if self.store is None or not plan.views:
             return Cutoff(self.log.end_offsets())
-        from fluvial.engine.checkpoint import Checkpoint, checkpoint_id, take_cutoff
+        from fluvial.layers.handover import take_cutoff
+        from fluvial.state.checkpoint import Checkpoint, checkpoint_id
 
         for name, spec in plan.views.items():
             self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
@@ -265,7 +266,7 @@ class BatchRunner(LazyLog):
                 txn.publish(name, version, cut, drop_realtime=True,
                             realtime_through=None if sealed is None else sealed.get(name), tails=cutoff.tails)
             if cutoff.handover is not None:
-                from fluvial.engine.checkpoint import finish_handover
+                from fluvial.layers.handover import finish_handover
 
                 finish_handover(txn, plan, self.log, cutoff.handover, own_log=self.own_log)
         for name in stats.views:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fluvial.engine.plan import Plan
 from fluvial.errors import FlowError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Windowed
+from fluvial.state.operators import ExecState
 from fluvial.windows.shapes import Session, Sliding, Tumbling, compose
 from fluvial.windows.watermark import Watermarks
 
@@ -27,18 +28,6 @@ class Chunk:
     origin: tuple[int, int]
     values: list[Any]
     ts: list[int] | None
-
-
-@dataclass
-class ExecState:
-    """Everything a stream run carries from one micro-batch to the next (keyed by
-    the plan position of the operator, which is stable across restarts)."""
-
-    watermarks: dict[int, dict[Hashable, int]] = field(default_factory=dict)
-    tables: dict[int, dict[Any, dict[Any, Any]]] = field(default_factory=dict)
-    keyed: dict[int, dict[Any, Any]] = field(default_factory=dict)
-    joins: dict[int, tuple[dict[Any, list[Any]], dict[Any, list[Any]]]] = field(default_factory=dict)
-    late_counts: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass

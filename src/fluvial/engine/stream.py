@@ -16,7 +16,7 @@ first, unless it waits for it (``wait_s``) or takes it over (``take_over``),
 and each commit holds only while the runner's ownership epoch does -- a
 paused runner that wakes up after a take-over commits nothing.  And a runner
 commits only on top of the checkpoint it read.  Where the speed layer starts and where a batch run ends is one decision
-(:mod:`fluvial.engine.checkpoint`), and a checkpoint that the log no longer
+(:mod:`fluvial.layers.handover`), and a checkpoint that the log no longer
 backs (a torn tail cut after a crash) is rewound when the runner starts.
 """
 
@@ -29,27 +29,26 @@ import time
 from typing import Any, TextIO
 
 from fluvial.engine.batch import RunStats
-from fluvial.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
+from fluvial.engine.execute import Chunk, Executor
+from fluvial.engine.plan import Plan, compile_plan
+from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
+from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
+from fluvial.flow.graph import NARROW_OPS, Pipeline
+from fluvial.layers.handover import rewind
+from fluvial.serving.base import REALTIME
+from fluvial.state.checkpoint import (
     Checkpoint,
     Tail,
     check_fits,
     checkpoint_id,
     initial_checkpoint,
     read_tails,
-    rewind,
     torn_partitions,
 )
-from fluvial.engine.execute import Chunk, Executor
-from fluvial.engine.plan import Plan, compile_plan
-from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
-from fluvial.flow.graph import NARROW_OPS, Pipeline
-from fluvial.serving.base import REALTIME
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "StreamRun", "StreamRunner", "checkpoint_id"]
+__all__ = ["StreamRun", "StreamRunner"]
 _logger = logging.getLogger("fluvial.engine")
 _IDLE_POLL_S = 0.02
 """How often an idle runner with ``batch_interval_ms=0`` looks for new records."""
@@ -298,7 +297,7 @@ class StreamRunner(LazyLog):
 
     def _fresh(self, plan: Plan, partitions: int) -> Checkpoint:
         """A first checkpoint: at ``start_offsets``, or where the batch versions of the
-        pipeline's views end (see :func:`~fluvial.engine.checkpoint.initial_checkpoint`)."""
+        pipeline's views end (see :func:`~fluvial.state.checkpoint.initial_checkpoint`)."""
         log = self.log if partitions else None
         if self.start_offsets is not None:
             if len(self.start_offsets) != partitions:

@@ -289,8 +289,8 @@ def build_app(server: Server) -> Starlette:
 
     @guard("admin")
     async def reprocess_view(request: Request) -> Response:
+        from fluvial.layers.kappa import parse_start
         from fluvial.server.flowfiles import reprocess_options
-        from fluvial.server.reprocess import parse_start
 
         name = request.path_params["name"]
         await server.in_query_pool(_known_view, name)
@@ -527,7 +527,7 @@ def _metrics(server: Server) -> dict[str, Any]:
         "requests": {str(k): v for k, v in sorted(m.requests.items())},
         "log_appends": server.writer.appends, "pending_bytes": server.limits.pending_bytes,
         "limits": server.limits.snapshot(),
-        "speed_layer": runners, "batch_layer": server.batch_stats,
+        "speed_layer": runners, "batch_layer": server.batch.stats,
     }
 
 

@@ -21,46 +21,27 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import threading
 import time
-import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fluvial.errors import ConfigError
-from fluvial.server.layers import FlowSet, Registered, SpeedRunner
+from fluvial.layers.batch import BatchLayer
+from fluvial.layers.jobs import Job, new_job_id
+from fluvial.layers.pipelines import FlowSet, Registered
+from fluvial.layers.speed import SpeedRunner
 from fluvial.server.limits import Limits
 from fluvial.server.loghealth import LogHealth, open_logs
 from fluvial.server.writer import LogWriter
 
-__all__ = ["SERVER_FILE", "Job", "Metrics", "Server"]
+__all__ = ["SERVER_FILE", "Metrics", "Server"]
 
 SERVER_FILE = "server.json"
 """Written in the data directory while a server runs: its URL and pid (for the CLI)."""
 _logger = logging.getLogger("fluvial.server")
-
-
-@dataclass
-class Job:
-    """A batch run, a reprocessing or a rollback started through the API."""
-
-    id: str
-    kind: str
-    view: str
-    pipeline: str
-    status: str = "running"          # running | done | failed
-    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
-    finished_ms: int | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 class Metrics:
@@ -130,8 +111,8 @@ class Server:
         self.log_health = LogHealth(self)  # checksums of sealed segments, in the background (/healthz)
         self.speed: dict[str, SpeedRunner] = {}
         self.jobs: dict[str, Job] = {}
-        self.batch_running: dict[str, Job] = {}
-        self.batch_stats: dict[str, dict[str, Any]] = {}
+        self.batch = BatchLayer(self.flows, settings, log_url=self.ws.log_url, store_url=self.ws.store_url,
+                                new_job=self._job, spawn=self._spawn)
         self.lag: dict[str, int] = {}
         self.url: str | None = None
         self._local = threading.local()
@@ -151,9 +132,7 @@ class Server:
     async def start_background(self) -> None:
         """Start the lag monitor and the batch schedules (inside the event loop)."""
         self._spawn(self._monitor())
-        for reg in self.flows.pipelines.values():
-            if reg.architecture == "lambda" and reg.batch_every_s > 0:
-                self._spawn(self._schedule(reg.name))
+        self.batch.schedule_all()
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -168,10 +147,7 @@ class Server:
         self._stopping = True
         for task in list(self._tasks):
             task.cancel()
-        for job in list(self.batch_running.values()):
-            proc = job.progress.get("_proc")
-            if proc is not None and proc.returncode is None:
-                proc.terminate()
+        self.batch.terminate()
         self.close()
 
     def close(self) -> None:
@@ -266,76 +242,14 @@ class Server:
         return out
 
     # -- batch layer ----------------------------------------------------------------------
-    async def _schedule(self, name: str) -> None:
-        while True:
-            reg = self.flows.pipelines.get(name)
-            if reg is None:
-                return
-            await asyncio.sleep(reg.batch_every_s)
-            if name not in self.batch_running:
-                await self.run_batch(name)
-
     def start_batch(self, view: str) -> Job:
         """Start a batch-layer run of the pipeline writing ``view`` (or return the running one)."""
-        reg = self.flows.pipeline_of(view)
-        assert reg is not None
-        if reg.architecture == "kappa":
-            raise ConfigError(f"view {view!r} belongs to a kappa flow ({reg.name!r}): it has no batch layer; "
-                              "recompute it with reprocess")
-        running = self.batch_running.get(reg.name)
-        if running is not None:
-            return running
-        job = self._job("batch", view, reg.name)
-        self.batch_running[reg.name] = job
-        self._spawn(self.run_batch(reg.name, job))
-        return job
-
-    async def run_batch(self, name: str, job: Job | None = None) -> Job:
-        reg = self.flows.pipelines[name]
-        if job is None:
-            job = self._job("batch", reg.views[0] if reg.views else name, name)
-            self.batch_running[name] = job
-        batch = self.settings.batch
-        cmd = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.data_dir),
-               "--log", self.ws.log_url, "--store", self.ws.store_url, "batch",
-               "--flow", str(reg.file), "--pipeline", name, "--format", "json",
-               "--engine", batch.engine, "--workers", str(batch.workers)]
-        if self.settings.source is not None:   # the child opens the log as the server does ([log] partitions...)
-            cmd += ["--config", str(self.settings.source)]
-        if batch.engine == "spark":
-            cmd += ["--spark-master", batch.spark_master]
-            for k, v in batch.spark_conf.items():
-                cmd += ["--spark-conf", f"{k}={v}"]
-        started = time.perf_counter()
-        try:
-            proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-            job.progress["_proc"] = proc
-            out, err = await proc.communicate()
-            if proc.returncode != 0:
-                lines = err.decode(errors="replace").strip().splitlines()
-                raise RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}")
-            job.result = json.loads(out.decode().strip().splitlines()[-1])
-            job.status = "done"
-        except Exception as exc:
-            job.status, job.error = "failed", str(exc)
-            _logger.error("batch layer run of %s failed: %s", name, exc)
-        finally:
-            job.progress.pop("_proc", None)
-            job.finished_ms = time.time_ns() // 1_000_000
-            self.batch_running.pop(name, None)
-            stats = self.batch_stats.setdefault(name, {"runs": 0, "failures": 0})
-            stats["runs"] += 1
-            stats["failures"] += job.status == "failed"
-            stats["last_duration_s"] = round(time.perf_counter() - started, 3)
-            stats["last_status"] = job.status
-            stats["last_finished_ms"] = job.finished_ms
-        return job
+        return self.batch.start(view)
 
     # -- reprocessing and rollback ----------------------------------------------------------
     def start_reprocess(self, view: str, *, start: str, flow_file: str | None, dry_run: bool,
                         keep_old: bool | None, grace_s: float | None) -> Job:
-        from fluvial.server.layers import load_flow_file
+        from fluvial.layers.pipelines import load_flow_file
 
         reg = self.flows.pipeline_of(view)
         assert reg is not None
@@ -355,7 +269,7 @@ class Server:
 
     def _reprocess(self, job: Job, view: str, start: str, pipeline: Any, file: Path | None, dry_run: bool,
                    keep_old: bool, grace_s: float) -> None:
-        from fluvial.server.reprocess import reprocess
+        from fluvial.layers.kappa import reprocess
 
         ws = self.workspace()
         try:
@@ -379,7 +293,7 @@ class Server:
             ws.close()
 
     def _drop_old(self, job: Job, result: Any) -> None:
-        from fluvial.server.reprocess import drop_old
+        from fluvial.layers.kappa import drop_old
 
         ws = self.workspace()
         try:
@@ -393,7 +307,7 @@ class Server:
             ws.close()
 
     def rollback(self, view: str) -> dict[str, int]:
-        from fluvial.server.reprocess import rollback
+        from fluvial.layers.kappa import rollback
 
         ws = self.workspace()
         try:
@@ -403,7 +317,7 @@ class Server:
             ws.close()
 
     def _job(self, kind: str, view: str, pipeline: str) -> Job:
-        job = Job(uuid.uuid4().hex[:12], kind, view, pipeline)
+        job = Job(new_job_id(), kind, view, pipeline)
         self.jobs[job.id] = job
         if len(self.jobs) > 200:  # keep the latest
             for old in list(self.jobs)[:-200]:

@@ -84,7 +84,7 @@ class LogHealth:
         if not found:
             return []
         out = [_sentence(log, partition, problems) for (log, partition), problems in _by_partition(found).items()]
-        for name, stats in sorted(self._server.batch_stats.items()):
+        for name, stats in sorted(self._server.batch.stats.items()):
             if stats.get("last_status") == "failed":
                 out.append(f"batch layer {name}: the last run failed; the log it reads is damaged, {_ADVICE}")
         return out
@@ -102,7 +102,7 @@ class LogHealth:
                 pause = max(self.RECHECK_S, 20 * (last - started))
 
     def _failure_count(self) -> int:
-        batch = sum(s.get("failures", 0) for s in list(self._server.batch_stats.values()))
+        batch = sum(s.get("failures", 0) for s in list(self._server.batch.stats.values()))
         return batch + sum(getattr(r, "errors", 0) for r in list(self._server.speed.values()))
 
     def _check(self) -> float:

@@ -1,1 +1,1 @@
-"""state."""
+"""State: checkpoints, operator state, and who owns what (leases and epochs)."""

@@ -38,9 +38,10 @@ from fluvial.engine.execute import Chunk
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import log_chunks, log_sources
 from fluvial.engine.spark.session import SparkConfig, get_session
-from fluvial.engine.stream import Checkpoint, StreamRunner, _check_streamable
+from fluvial.engine.stream import StreamRunner, _check_streamable
 from fluvial.errors import ConfigError, UnsupportedOperation
 from fluvial.flow.graph import Pipeline
+from fluvial.state.checkpoint import Checkpoint
 from fluvial.state.ownership import DEFAULT_LEASE_MS
 
 _logger = logging.getLogger("fluvial.spark")

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from fluvial.engine.plan import compile_plan
-from fluvial.engine.stream import Checkpoint, StreamRunner, checkpoint_id
+from fluvial.engine.stream import StreamRunner
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.flow.graph import Pipeline
-from fluvial.server.layers import FlowSet, Registered
+from fluvial.layers.pipelines import FlowSet, Registered
+from fluvial.state.checkpoint import Checkpoint, checkpoint_id
 
 __all__ = ["ReprocessResult", "parse_start", "reprocess", "rollback", "row_diff"]
 
@@ -281,7 +282,7 @@ def rollback(ws: Any, flows: FlowSet, view: str, *,
     previous = flows.previous_file(reg.name)
     new_reg = reg
     if previous is not None and previous != reg.file:
-        from fluvial.server.layers import load_flow_file
+        from fluvial.layers.pipelines import load_flow_file
 
         code = next((p for p in load_flow_file(previous) if p.name == reg.name), None)
         if code is not None:

@@ -7,6 +7,10 @@ Layout::
     path/p-0000/00000000000000000000.seg   record batches (see ``segment.py``)
     path/p-0000/dedup.snapshot          (device, seq) state and the offset it covers
 
+De-duplication by ``(device, seq)`` is the layer of :mod:`fluvial.log.dedup`
+(:class:`~fluvial.log.dedup.Deduplicator`), reading the partitions through
+``_Pairs``; LocalLog decides when it loads, rebuilds and snapshots.
+
 Time index: each batch header carries its min/max event time, so on open the
 log rebuilds, from headers alone, an in-memory index of every batch (offset,
 file position, running max event time). There is no ``.tidx`` file to keep
@@ -23,7 +27,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, NoReturn, Self
@@ -33,8 +37,8 @@ import msgspec
 from fluvial.errors import ConfigError, LogError, ValidationError
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
-from fluvial.log.dedup import DedupState
-from fluvial.log.limits import MAX_SEQ, MAX_TS_MS, MIN_TS_MS, check_events, event_problem
+from fluvial.log.dedup import Deduplicator
+from fluvial.log.limits import MAX_TS_MS, MIN_TS_MS, check_events, event_problem
 from fluvial.log.segment import Damage, SegmentStore, acquire_writer_lock
 
 __all__ = [
@@ -107,15 +111,15 @@ class LocalLog:
         self._closed = False
         self._failed: str | None = None
         self._failure: BaseException | None = None
-        self._dedup: list[DedupState] = []
         self._partial: dict[int, tuple[int, list[Event]]] = {}  # partition -> last partly read batch
         self._syncer: ThreadPoolExecutor | None = None
         for msg in self.recovered:
             _logger.warning("recovered %s", msg)
         for damage in self.damaged:
             _logger.error("damaged log: %s", damage)
-        if not readonly:
-            self._dedup = [self._load_dedup(p) for p in range(partitions)]
+        snapshots = [] if readonly else [store.path / _SNAPSHOT for store in stores]  # a reader keeps no state
+        self._dedup = Deduplicator.load(_Pairs(stores), snapshots,
+                                        distrust={p for p, store in enumerate(stores) if store.recovered})
 
     @classmethod
     def open(
@@ -205,33 +209,6 @@ class LocalLog:
         os.replace(tmp, meta)
         return count
 
-    # -- dedup ----------------------------------------------------------------
-
-    def _load_dedup(self, p: int) -> DedupState:
-        store = self._stores[p]
-        snap_path = store.path / _SNAPSHOT
-        loaded = DedupState.load(snap_path)
-        if loaded is not None and loaded[1] <= store.end_offset and not store.recovered:
-            state, start = loaded
-        else:
-            state, start = DedupState(), store.start_offset
-        for _base, _, payload in store.batches(start, store.end_offset, on_damage=_unknown_pairs):
-            for ev in _dec.decode(payload):
-                state.add(ev.device, ev.seq)
-        if loaded is None or loaded[1] != store.end_offset:
-            self._save_snapshot(p, state)
-        return state
-
-    def _save_snapshot(self, p: int, state: DedupState | None = None) -> None:
-        """Write partition ``p``'s dedup snapshot; a failure (a full disk) is only a warning,
-        since a missing or older snapshot just makes the next open replay more of the log."""
-        store = self._stores[p]
-        try:
-            (self._dedup[p] if state is None else state).save(store.path / _SNAPSHOT, store.end_offset)
-        except OSError as exc:
-            _logger.warning("could not write the de-duplication snapshot of %s (%s); the next open "
-                            "rebuilds it from the log", store.path, exc)
-
     # -- writing --------------------------------------------------------------
 
     def partition_for(self, device: str) -> int:
@@ -242,7 +219,7 @@ class LocalLog:
         """One more than the largest seq stored for ``device`` (0 for a new device):
         the seq to give an event whose source has no counter of its own."""
         with self._mutex:
-            top = self._dedup[self.partition_for(device)].top(device)
+            top = self._dedup.top(self.partition_for(device), device)
         return 0 if top is None else top + 1
 
     def append(self, events: Sequence[Event], *, decoded: bool = False) -> AppendResult:
@@ -276,33 +253,19 @@ class LocalLog:
             positions: list[tuple[int, int] | None] = [None] * len(events)
             groups: dict[int, tuple[list[Event], list[int]]] = {}
             try:
-                groups = self._new_by_partition(events)
+                n, crc32 = self.partitions, zlib.crc32
+                groups = self._dedup.new_events(events, [crc32(ev.device.encode()) % n for ev in events])
                 batches = self._encode(events, groups)
             except BaseException:  # nothing written: forget what the dedup state recorded
                 self._forget(set(groups) or range(self.partitions))
                 raise
             rolled = self._write(groups, batches, positions)  # fails: recover() rebuilds
             for p in rolled:
-                self._save_snapshot(p)
+                self._dedup.save(p)
             accepted = sum(len(e) for e, _ in groups.values())
             return AppendResult(
                 accepted=accepted, duplicates=len(events) - accepted, positions=positions
             )
-
-    def _new_by_partition(self, events: Sequence[Event]) -> dict[int, tuple[list[Event], list[int]]]:
-        """The events not stored yet, with their indexes, by partition (the dedup state records them)."""
-        n, dedup, crc32, top = self.partitions, self._dedup, zlib.crc32, MAX_SEQ
-        by_partition: list[list[Event]] = [[] for _ in range(n)]
-        index: list[list[int]] = [[] for _ in range(n)]
-        for i, ev in enumerate(events):
-            device, seq = ev.device, ev.seq
-            if not 0 <= seq <= top:  # the dedup state holds seqs of this range only
-                _raise_unstorable(events, [i])
-            p = crc32(device.encode()) % n
-            if dedup[p].add(device, seq):
-                by_partition[p].append(ev)
-                index[p].append(i)
-        return {p: (by_partition[p], index[p]) for p in range(n) if by_partition[p]}
 
     @staticmethod
     def _encode(
@@ -360,7 +323,7 @@ class LocalLog:
     def _forget(self, partitions: Iterable[int]) -> None:
         """Rebuild the dedup state of ``partitions`` after an append that wrote nothing."""
         try:
-            self._rebuild_dedup(partitions)
+            self._dedup.rebuild(partitions)
         except (OSError, LogError) as exc:
             self._fail(exc)  # recover() rebuilds it
 
@@ -391,7 +354,7 @@ class LocalLog:
                 self._probe()
                 for p in range(self.partitions):
                     self._reopen(p)
-                self._rebuild_dedup(range(self.partitions))
+                self._dedup.rebuild(range(self.partitions))
             except (OSError, LogError) as exc:
                 raise LogError(f"log at {self.path} still cannot be written: {exc}") from exc
             _logger.warning("log at %s takes appends again (it failed: %s)", self.path, self._failed)
@@ -420,26 +383,6 @@ class LocalLog:
         if store.recovered:
             _logger.warning("recovered %s", store.recovered)
         self._stores[p] = store
-
-    def _rebuild_dedup(self, partitions: Iterable[int]) -> None:
-        """Make the dedup state of ``partitions`` what their snapshot and the log after it say.
-
-        Run when an append failed after recording events (rare): what it recorded is
-        forgotten, and what its write put in the log completely is known again.
-        """
-        for p in partitions:
-            store = self._stores[p]
-            loaded = DedupState.load(store.path / _SNAPSHOT)
-            if loaded is not None and loaded[1] <= store.end_offset:
-                state, start = loaded
-            else:
-                state, start = DedupState(), store.start_offset
-            for _base, _, payload in store.batches(start, store.end_offset, on_damage=_unknown_pairs):
-                for ev in _dec.decode(payload):
-                    state.add(ev.device, ev.seq)
-            self._dedup[p] = state
-            if start != store.end_offset:
-                self._save_snapshot(p)
 
     def _sync(self, touched: list[SegmentStore], now_ms: int) -> None:
         if self._fsync == "batch":
@@ -605,7 +548,7 @@ class LocalLog:
                         errors.append(f"partition {p}: {exc}")
                         continue
                     if not self.readonly and not self._failed:
-                        self._save_snapshot(p)
+                        self._dedup.save(p)
             finally:
                 if self._syncer is not None:
                     self._syncer.shutdown()
@@ -629,6 +572,26 @@ class LocalLog:
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer"
         return f"LocalLog({str(self.path)!r}, partitions={self.partitions}, {mode})"
+
+
+class _Pairs:
+    """The partitions as the de-duplication layer reads them (a :class:`~fluvial.log.dedup.PairSource`).
+
+    It shares LocalLog's list of stores, so it reads a partition :meth:`LocalLog.recover` reopened.
+    """
+
+    def __init__(self, stores: list[SegmentStore]) -> None:
+        self._stores = stores
+
+    def offsets(self, partition: int) -> tuple[int, int]:
+        store = self._stores[partition]
+        return store.start_offset, store.end_offset
+
+    def pairs(self, partition: int, start_offset: int, stop_offset: int) -> Iterator[tuple[str, int]]:
+        for _base, _, payload in self._stores[partition].batches(start_offset, stop_offset,
+                                                                 on_damage=_unknown_pairs):
+            for ev in _dec.decode(payload):
+                yield ev.device, ev.seq
 
 
 def _unknown_pairs(damage: Damage) -> None:

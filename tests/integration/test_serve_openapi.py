@@ -127,9 +127,9 @@ def test_the_validator_refuses() -> None:
 
 
 def test_the_document_lists_every_route() -> None:
-    from fluvial.server.app import build_app
+    from fluvial.api.app import build_app
+    from fluvial.api.openapi import document
     from fluvial.server.core import Metrics
-    from fluvial.server.openapi import document
     from fluvial.settings import Settings
 
     app = build_app(types.SimpleNamespace(settings=Settings(), metrics=Metrics()))  # type: ignore[arg-type]

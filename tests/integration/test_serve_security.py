@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 
+from fluvial.api.disclosure import LAST_ERROR_HIDDEN
 from fluvial.log import LocalLog
 from fluvial.server.auth import UNAUTHENTICATED, TokenStore
-from fluvial.server.disclosure import LAST_ERROR_HIDDEN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_proc import ServerProcess

@@ -141,7 +141,7 @@ def test_the_contract_sees_every_kind_of_import() -> None:
                              ("from ..serving import sqlite", "fluvial.serving.sqlite"),
                              ("from .. import cli", "fluvial.cli"),
                              ("from fluvial import Pipeline", "fluvial"),
-                             ("importlib.import_module('fluvial.server.app')", "fluvial.server.app"),
+                             ("importlib.import_module('fluvial.api.app')", "fluvial.api.app"),
                              ("__import__(name)", "<a computed name>"),
                              ("import socket", "socket"),
                              ("import pyarrow.compute", "pyarrow.compute")]:
@@ -215,3 +215,41 @@ def test_only_the_command_line_imports_the_command_line(package: str) -> None:
              for path in _modules(package) for imp in imports_of(path)
              if imp.imported == "fluvial.cli" or imp.imported.startswith("fluvial.cli.")]
     assert not found, "\n".join(found)
+
+
+# The rest of the tree imports one way (STYLE.md: the tree shows the architecture): the log and
+# the store know nothing of what runs over them; checkpoints and state nothing of the runners; the
+# runners (engine) and the Lambda/Kappa policies (layers) nothing of the server; the server
+# process nothing of its HTTP application; nothing but the CLI imports the CLI.
+LAYERING: dict[str, tuple[str, ...]] = {
+    "log": ("serving", "state", "engine", "layers", "server", "api", "cli"),
+    "serving": ("log", "engine", "layers", "server", "api", "cli"),
+    "state": ("engine", "layers", "server", "api", "cli"),
+    "engine": ("server", "api", "cli"),
+    "layers": ("server", "api", "cli"),
+    "server": ("api", "cli"),
+    "api": ("cli",),
+}
+# Imports for annotations only (under TYPE_CHECKING), with why they are there.
+TYPE_ONLY: dict[tuple[str, str], str] = {
+    ("fluvial.state.checkpoint", "fluvial.engine.plan"): "check_fits and has_state read a compiled Plan",
+}
+
+
+def test_the_layers_import_one_way() -> None:
+    wrong = []
+    for package, forbidden in LAYERING.items():
+        assert (SRC / package).is_dir(), package
+        for path in _modules(package):
+            for imp in imports_of(path):
+                parts = imp.imported.split(".")
+                if parts[0] == "fluvial" and len(parts) > 1 and parts[1] in forbidden \
+                        and (imp.importer, imp.imported) not in TYPE_ONLY:
+                    wrong.append(f"  {imp.where}: {imp.importer} imports {imp.imported}")
+    assert not wrong, ("imports against the direction of the layers (LAYERING):\n" + "\n".join(wrong)
+                       + "\nmove the code to the layer it belongs to, or have the caller pass it in")
+
+
+def test_the_layering_check_sees_a_wrong_import() -> None:
+    (imp,) = imports_in("from fluvial.server.core import Server\n", "fluvial.layers.probe", False, "probe.py")
+    assert imp.imported.split(".")[1] in LAYERING["layers"]

@@ -188,7 +188,7 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
     """Serve until SIGINT/SIGTERM (uvicorn's handlers stop it cleanly)."""
     import uvicorn
 
-    from fluvial.server.app import build_app
+    from fluvial.api.app import build_app
     from fluvial.server.connections import raise_open_files_limit
     from fluvial.server.core import Server
 

@@ -83,7 +83,7 @@ class Metrics:
 
 
 class Server:
-    """Everything ``fluvial serve`` runs, minus HTTP (see :mod:`fluvial.server.app`).
+    """Everything ``fluvial serve`` runs, minus HTTP (see :mod:`fluvial.api.app`).
 
     Args:
         settings: A :class:`fluvial.settings.Settings`.

@@ -20,7 +20,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 """Response headers of the page. The page only reads (GET); the API refuses state-changing requests
-from other origins (:mod:`fluvial.server.origin`), so an admin action added here is CSRF-safe as long
+from other origins (:mod:`fluvial.api.origin`), so an admin action added here is CSRF-safe as long
 as it is a ``fetch`` POST from this page: browsers send its ``Origin``, which is the server's own."""
 
 

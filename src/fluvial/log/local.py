@@ -1,45 +1,35 @@
 """``LocalLog``: the embedded default log, partitioned segment files on local disk.
 
-Layout::
-
-    path/meta.json                      {"format": 1, "partitions": N}
-    path/.lock                          single-writer lock (flock), holds the writer's pid
-    path/p-0000/00000000000000000000.seg   record batches (see ``segment.py``)
-    path/p-0000/dedup.snapshot          (device, seq) state and the offset it covers
-
-De-duplication by ``(device, seq)`` is the layer of :mod:`fluvial.log.dedup`
-(:class:`~fluvial.log.dedup.Deduplicator`), reading the partitions through
-``_Pairs``; LocalLog decides when it loads, rebuilds and snapshots.
-
-Time index: each batch header carries its min/max event time, so on open the
-log rebuilds, from headers alone, an in-memory index of every batch (offset,
-file position, running max event time). There is no ``.tidx`` file to keep
-consistent with the segments after a crash; the cost is one header read per
-batch at open.
+Its directory (layout, ``meta.json``, reading the partitions as events) is
+:mod:`fluvial.log.directory`; de-duplication by ``(device, seq)`` is the layer of
+:mod:`fluvial.log.dedup`, which reads the partitions through the directory; the
+batches an append writes are made by :mod:`fluvial.log.encode`. LocalLog holds the
+writer lock and the mutex, appends (one batch per partition touched, synced as the
+fsync policy says), refuses appends after a failed one until :meth:`LocalLog.recover`,
+and decides when the de-duplication state is loaded, rebuilt and snapshotted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, NoReturn, Self
+from typing import Literal, Self
 
-import msgspec
-
-from fluvial.errors import ConfigError, LogError, ValidationError
+from fluvial.errors import ConfigError, LogError
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
 from fluvial.log.dedup import Deduplicator
-from fluvial.log.limits import MAX_TS_MS, MIN_TS_MS, check_events, event_problem
-from fluvial.log.segment import Damage, SegmentStore, acquire_writer_lock
+from fluvial.log.directory import DEFAULT_PARTITIONS, READ_LIMIT, LogDirectory, partition_count, partition_path
+from fluvial.log.encode import check_envelope, encode_batches
+from fluvial.log.limits import check_events
+from fluvial.log.segment import SegmentStore, acquire_writer_lock
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -50,16 +40,10 @@ __all__ = [
 ]
 
 FsyncPolicy = Literal["batch", "interval", "never"]
-DEFAULT_PARTITIONS = 4
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-READ_LIMIT = 1 << 20  # records returned by one read() when max_records is None
-_FORMAT = 1
-_SNAPSHOT = "dedup.snapshot"
 _PROBE = ".probe"
 _PROBE_BYTES = 1 << 20  # recover() writes this much first: the disk must take a batch again
 _logger = logging.getLogger("fluvial.log")
-_enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder(list[Event])
 
 
 class LocalLog:
@@ -102,7 +86,7 @@ class LocalLog:
         self.readonly = readonly
         self.recovered = [s.recovered for s in stores if s.recovered]
         self.damaged = [d for s in stores for d in s.damaged]
-        self._stores = stores
+        self._dir = LogDirectory(path, stores)
         self._fsync = fsync
         self._fsync_interval_ms = fsync_interval_ms
         self._last_sync_ms = _now_ms()
@@ -111,14 +95,14 @@ class LocalLog:
         self._closed = False
         self._failed: str | None = None
         self._failure: BaseException | None = None
-        self._partial: dict[int, tuple[int, list[Event]]] = {}  # partition -> last partly read batch
         self._syncer: ThreadPoolExecutor | None = None
         for msg in self.recovered:
             _logger.warning("recovered %s", msg)
         for damage in self.damaged:
             _logger.error("damaged log: %s", damage)
-        snapshots = [] if readonly else [store.path / _SNAPSHOT for store in stores]  # a reader keeps no state
-        self._dedup = Deduplicator.load(_Pairs(stores), snapshots,
+        # A reader keeps no de-duplication state (it never appends).
+        snapshots = [] if readonly else [self._dir.snapshot_path(p) for p in range(partitions)]
+        self._dedup = Deduplicator.load(self._dir, snapshots,
                                         distrust={p for p, store in enumerate(stores) if store.recovered})
 
     @classmethod
@@ -166,9 +150,9 @@ class LocalLog:
         elif not (path / "meta.json").exists():
             raise LogError(f"no log at {path} (meta.json missing); open it for writing first")
         try:
-            count = cls._meta(path, partitions, readonly)
+            count = partition_count(path, partitions)
             stores = [
-                SegmentStore(path / f"p-{p:04d}", segment_bytes=segment_bytes, writable=not readonly)
+                SegmentStore(partition_path(path, p), segment_bytes=segment_bytes, writable=not readonly)
                 for p in range(count)
             ]
             return cls(
@@ -184,30 +168,6 @@ class LocalLog:
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
-
-    @staticmethod
-    def _meta(path: Path, partitions: int | None, readonly: bool) -> int:
-        meta = path / "meta.json"
-        if meta.exists():
-            try:
-                data = json.loads(meta.read_text())
-                stored = int(data["partitions"])
-                fmt = data["format"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise LogError(f"{meta} is unreadable: {exc}") from None
-            if fmt != _FORMAT:
-                raise LogError(f"{meta}: unsupported log format {fmt!r} (this is format 1)")
-            if partitions is not None and partitions != stored:
-                raise ConfigError(
-                    f"log at {path} has {stored} partitions, but partitions={partitions} was "
-                    "asked; the count is fixed at creation (omit it, or use a new directory)"
-                )
-            return stored
-        count = partitions or DEFAULT_PARTITIONS
-        tmp = path / "meta.json.tmp"
-        tmp.write_text(json.dumps({"format": _FORMAT, "partitions": count}) + "\n")
-        os.replace(tmp, meta)
-        return count
 
     # -- writing --------------------------------------------------------------
 
@@ -248,14 +208,14 @@ class LocalLog:
             self._check_writable()
             if not decoded:
                 for i, ev in enumerate(events):
-                    _check_event(i, ev)
+                    check_envelope(i, ev)
                 check_events(events)  # before the dedup state records anything
             positions: list[tuple[int, int] | None] = [None] * len(events)
             groups: dict[int, tuple[list[Event], list[int]]] = {}
             try:
                 n, crc32 = self.partitions, zlib.crc32
                 groups = self._dedup.new_events(events, [crc32(ev.device.encode()) % n for ev in events])
-                batches = self._encode(events, groups)
+                batches = encode_batches(events, groups)
             except BaseException:  # nothing written: forget what the dedup state recorded
                 self._forget(set(groups) or range(self.partitions))
                 raise
@@ -266,24 +226,6 @@ class LocalLog:
             return AppendResult(
                 accepted=accepted, duplicates=len(events) - accepted, positions=positions
             )
-
-    @staticmethod
-    def _encode(
-        events: Sequence[Event], groups: dict[int, tuple[list[Event], list[int]]]
-    ) -> dict[int, tuple[int, int, bytes]]:
-        """Each partition's batch as ``(min ts, max ts, payload)``, before anything is written."""
-        out = {}
-        for p, (evs, idx) in groups.items():
-            ts = [e.ts for e in evs]
-            lo, hi = min(ts), max(ts)
-            if lo < MIN_TS_MS or hi > MAX_TS_MS:
-                _raise_unstorable(events, idx)
-            try:
-                payload = _enc.encode(evs)
-            except (OverflowError, TypeError, ValueError, RecursionError):
-                _raise_unstorable(events, idx)
-            out[p] = (lo, hi, payload)
-        return out
 
     def _write(
         self,
@@ -296,7 +238,7 @@ class LocalLog:
         rolled = []
         try:
             for p, (evs, idx) in groups.items():
-                store = self._stores[p]
+                store = self._dir.stores[p]
                 n_segments = store.segment_count
                 lo, hi, payload = batches[p]
                 base = store.append(len(evs), now_ms, lo, hi, payload)
@@ -304,7 +246,7 @@ class LocalLog:
                     positions[i] = (p, base + j)
                 if store.segment_count != n_segments:
                     rolled.append(p)
-            self._sync([self._stores[p] for p in groups], now_ms)
+            self._sync([self._dir.stores[p] for p in groups], now_ms)
         except Exception as exc:
             self._fail(exc)
             raise LogError(f"append to {self.path} failed: {exc}; the log takes appends again "
@@ -353,7 +295,7 @@ class LocalLog:
             try:
                 self._probe()
                 for p in range(self.partitions):
-                    self._reopen(p)
+                    self._dir.reopen(p)
                 self._dedup.rebuild(range(self.partitions))
             except (OSError, LogError) as exc:
                 raise LogError(f"log at {self.path} still cannot be written: {exc}") from exc
@@ -373,16 +315,6 @@ class LocalLog:
             os.close(fd)
             with contextlib.suppress(OSError):
                 path.unlink()
-
-    def _reopen(self, p: int) -> None:
-        """Close partition ``p`` (fsyncing its unsynced writes) and open it again from disk."""
-        old = self._stores[p]
-        old.close()  # idempotent; raises (and keeps its files open) while fsync fails
-        self._partial.pop(p, None)
-        store = SegmentStore(old.path, segment_bytes=old.segment_bytes, writable=True)
-        if store.recovered:
-            _logger.warning("recovered %s", store.recovered)
-        self._stores[p] = store
 
     def _sync(self, touched: list[SegmentStore], now_ms: int) -> None:
         if self._fsync == "batch":
@@ -405,7 +337,7 @@ class LocalLog:
         """
         with self._mutex:
             try:
-                for store in self._stores:
+                for store in self._dir.stores:
                     store.sync()
             except OSError as exc:
                 self._fail(exc)
@@ -413,27 +345,18 @@ class LocalLog:
             self._last_sync_ms = _now_ms()
 
     def _check_writable(self) -> None:
-        if self._closed:
-            raise LogError(f"log at {self.path} is closed")
+        self._check_open()
         if self.readonly:
             raise LogError(f"log at {self.path} is open readonly; open it without readonly=True")
         if self._failed:
             raise LogError(f"log at {self.path} takes no appends since one failed ({self._failed}); "
                            "call recover() once the cause is fixed (a full disk: free space)")
 
-    # -- reading --------------------------------------------------------------
+    # -- reading (the directory reads, under the mutex) -----------------------
 
-    def _store(self, partition: int) -> SegmentStore:
+    def _check_open(self) -> None:
         if self._closed:
             raise LogError(f"log at {self.path} is closed")
-        if not 0 <= partition < self.partitions:
-            raise LogError(
-                f"partition {partition} does not exist; the log at {self.path} has "
-                f"partitions 0..{self.partitions - 1}"
-            )
-        store = self._stores[partition]
-        store.refresh()
-        return store
 
     def read(
         self,
@@ -453,46 +376,20 @@ class LocalLog:
             CorruptLogError: A batch on the way fails its checksum.
         """
         with self._mutex:
-            store = self._store(partition)
-            end = store.end_offset
-            if not store.start_offset <= start_offset <= end:
-                raise LogError(
-                    f"offset {start_offset} is outside partition {partition} "
-                    f"[{store.start_offset}, {end}]"
-                )
-            limit = READ_LIMIT if max_records is None else max(0, max_records)
-            stop = min(end, start_offset + limit)
-            if stop_offset is not None:
-                stop = min(stop, stop_offset)
-            events: list[Event] = []
-            append_ms: list[int] = []
-            cached = self._partial.get(partition)
-            for base, ams, payload in store.batches(start_offset, stop):
-                if cached is not None and cached[0] == base:
-                    evs = cached[1]  # the rest of a batch a previous read took part of
-                else:
-                    evs = _dec.decode(payload)
-                lo, hi = max(0, start_offset - base), min(len(evs), stop - base)
-                if hi < len(evs):  # small reads of a large batch: decode it once
-                    self._partial[partition] = (base, evs)
-                if lo == 0 and hi == len(evs):
-                    events.extend(evs)
-                else:
-                    events.extend(evs[lo:hi])
-                append_ms.extend([ams] * (hi - lo))
-            return RecordBatch(
-                partition=partition, start_offset=start_offset, events=events, append_ms=append_ms
-            )
+            self._check_open()
+            return self._dir.read(partition, start_offset, max_records, stop_offset)
 
     def start_offsets(self) -> list[int]:
         """Return the first offset of each partition (0: nothing is ever deleted)."""
         with self._mutex:
-            return [self._store(p).start_offset for p in range(self.partitions)]
+            self._check_open()
+            return [self._dir.store(p).start_offset for p in range(self.partitions)]
 
     def end_offsets(self) -> list[int]:
         """Return, per partition, the offset after the last complete batch."""
         with self._mutex:
-            return [self._store(p).end_offset for p in range(self.partitions)]
+            self._check_open()
+            return [self._dir.store(p).end_offset for p in range(self.partitions)]
 
     def offset_for_time(self, partition: int, ts_ms: int) -> int:
         """Return the first offset whose running max event time is >= ``ts_ms``.
@@ -500,36 +397,14 @@ class LocalLog:
         As Kafka's ``offsetsForTimes``; the end offset when no event reaches ``ts_ms``.
         """
         with self._mutex:
-            store = self._store(partition)
-            hit = store.find_time(ts_ms)
-            if hit is None:
-                return store.end_offset
-            base, running = hit
-            for _, _, payload in store.batches(base, base + 1):
-                for i, ev in enumerate(_dec.decode(payload)):
-                    running = max(running, ev.ts)
-                    if running >= ts_ms:
-                        return base + i
-            raise LogError(f"time index of partition {partition} disagrees with its batch at {base}")
+            self._check_open()
+            return self._dir.offset_for_time(partition, ts_ms)
 
     def stats(self) -> list[PartitionStats]:
         """Return offsets, record count, event-time range and bytes of every partition."""
         with self._mutex:
-            out = []
-            for p in range(self.partitions):
-                s = self._store(p)
-                out.append(
-                    PartitionStats(
-                        partition=p,
-                        start_offset=s.start_offset,
-                        end_offset=s.end_offset,
-                        records=s.end_offset - s.start_offset,
-                        min_ts=s.min_ts,
-                        max_ts=s.max_ts,
-                        bytes=s.size_bytes,
-                    )
-                )
-            return out
+            self._check_open()
+            return [self._dir.stats(p) for p in range(self.partitions)]
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -541,7 +416,7 @@ class LocalLog:
             self._closed = True
             errors = []
             try:
-                for p, store in enumerate(self._stores):
+                for p, store in enumerate(self._dir.stores):
                     try:
                         store.close()
                     except OSError as exc:
@@ -574,60 +449,5 @@ class LocalLog:
         return f"LocalLog({str(self.path)!r}, partitions={self.partitions}, {mode})"
 
 
-class _Pairs:
-    """The partitions as the de-duplication layer reads them (a :class:`~fluvial.log.dedup.PairSource`).
-
-    It shares LocalLog's list of stores, so it reads a partition :meth:`LocalLog.recover` reopened.
-    """
-
-    def __init__(self, stores: list[SegmentStore]) -> None:
-        self._stores = stores
-
-    def offsets(self, partition: int) -> tuple[int, int]:
-        store = self._stores[partition]
-        return store.start_offset, store.end_offset
-
-    def pairs(self, partition: int, start_offset: int, stop_offset: int) -> Iterator[tuple[str, int]]:
-        for _base, _, payload in self._stores[partition].batches(start_offset, stop_offset,
-                                                                 on_damage=_unknown_pairs):
-            for ev in _dec.decode(payload):
-                yield ev.device, ev.seq
-
-
-def _unknown_pairs(damage: Damage) -> None:
-    """De-duplication rebuilt past a damaged batch: its ``(device, seq)`` pairs cannot be read."""
-    _logger.warning("rebuilding the de-duplication state: %s; its (device, seq) pairs are unknown, so a "
-                    "device that sends one of them again is stored again", damage)
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _raise_unstorable(events: Sequence[Event], indexes: Sequence[int]) -> NoReturn:
-    """Raise ValidationError naming the first of ``events[indexes]`` the log cannot store."""
-    for i in indexes:
-        problem = event_problem(events[i])
-        if problem is None:
-            try:
-                _enc.encode(events[i])
-                continue
-            except (OverflowError, TypeError, ValueError, RecursionError) as exc:
-                problem = ("", f"cannot be stored: {exc}")
-        raise ValidationError(f"$[{i}]{problem[0]}", problem[1])
-    raise ValidationError(f"$[{indexes[0]}]", "cannot be stored (the batch failed to encode)")
-
-
-def _check_event(i: int, ev: Event) -> None:
-    if not isinstance(ev, Event):
-        raise ValidationError(f"$[{i}]", f"expected Event, got {type(ev).__name__}")
-    if type(ev.device) is not str or not ev.device:
-        raise ValidationError(f"$[{i}].device", "expected a non-empty str")
-    if type(ev.kind) is not str or not ev.kind:
-        raise ValidationError(f"$[{i}].kind", "expected a non-empty str")
-    if type(ev.ts) is not int:
-        raise ValidationError(f"$[{i}].ts", f"expected int, got {type(ev.ts).__name__}")
-    if type(ev.seq) is not int or ev.seq < 0:
-        raise ValidationError(f"$[{i}].seq", "expected int >= 0")
-    if type(ev.payload) is not dict:
-        raise ValidationError(f"$[{i}].payload", "expected object")

@@ -29,10 +29,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fluvial.config import DEFAULT_LOG, LogConfig
 from fluvial.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fluvial.log.base import Log, LogReader
+    from fluvial.serving.base import ViewStore
 
 __all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "default_log_url", "default_store_url", "log_path",
            "open_log", "open_store", "spec_of", "store_path"]
@@ -108,8 +112,17 @@ def spec_of(log: Any) -> LogSpec:
                       "executor, a worker): give the runner a log opened from a URL (file://, parquet://)")
 
 
-def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = False) -> Any:
-    """Open the log at ``url`` (a :class:`~fluvial.log.base.Log`); a writer creates it if missing.
+@overload
+def open_log(url: str, *, config: LogConfig = ..., readonly: Literal[False] = ...) -> Log: ...
+
+
+@overload
+def open_log(url: str, *, config: LogConfig = ..., readonly: bool) -> LogReader: ...
+
+
+def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = False) -> LogReader:
+    """Open the log at ``url``: a :class:`~fluvial.log.base.Log` to append to, or with ``readonly``
+    a :class:`~fluvial.log.base.LogReader` (a Parquet export is only that); a writer creates it if missing.
 
     Raises:
         ConfigError: An unknown scheme, or a malformed URL.
@@ -130,7 +143,7 @@ def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = Fals
                          readonly=readonly)
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str) -> ViewStore:
     """Open (creating if missing) the view store at ``url`` (a :class:`~fluvial.serving.base.ViewStore`)."""
     _, rest = _split(url, "store", STORE_SCHEMES, "--store")
     from fluvial.serving import SqliteStore
@@ -142,3 +155,13 @@ def open_store(url: str) -> Any:
                               f"(e.g. sqlite://{path / 'views.db'})")
         path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(path)
+
+
+if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded backend is its protocol
+    from fluvial.log import LocalLog
+    from fluvial.log.parquet import ParquetLog
+    from fluvial.serving.sqlite import SqliteStore
+
+    def _embedded_backends_fit(log: LocalLog, export: ParquetLog, store: SqliteStore
+                               ) -> tuple[Log, LogReader, ViewStore]:
+        return log, export, store

@@ -16,10 +16,18 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from fluvial.backends import LogSpec, default_log_url, default_store_url, log_path, open_log, open_store, store_path
 from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
+
+if TYPE_CHECKING:
+    from fluvial.engine.batch import BatchRunner
+    from fluvial.engine.stream import StreamRunner
+    from fluvial.events import SchemaRegistry
+    from fluvial.log import DeadLetterLog
+    from fluvial.log.base import Log, LogReader
+    from fluvial.serving.base import ViewStore
 
 
 class Workspace:
@@ -61,30 +69,31 @@ class Workspace:
         return not self.log_url.startswith("file://") or (log_path(self.log_url) / "meta.json").exists()
 
     @cached_property
-    def log(self) -> Any:
+    def log(self) -> Log:
         from fluvial.errors import LogError
 
         where = log_path(self.log_url)
         if not self.writer and self.log_url.startswith("file://") and not where.exists():
             raise LogError(f"no events in {where}: the log is empty. Ingest some first "
                            f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
-        return open_log(self.log_url, config=self.log_config, readonly=not self.writer)
+        log = open_log(self.log_url, config=self.log_config, readonly=not self.writer)
+        return cast("Log", log)   # read only (appends refused) unless this is the writer
 
-    def _lazy_log(self) -> Any:
+    def _lazy_log(self) -> Log:
         return self.log
 
     @cached_property
-    def dead_letters(self) -> Any:
+    def dead_letters(self) -> DeadLetterLog:
         from fluvial.log import DeadLetterLog
 
         return DeadLetterLog.open(self.path / "dead-letters", readonly=not self.writer)
 
     @cached_property
-    def store(self) -> Any:
+    def store(self) -> ViewStore:
         return open_store(self.store_url)
 
     @cached_property
-    def schemas(self) -> Any:
+    def schemas(self) -> SchemaRegistry:
         from fluvial.events import SchemaRegistry
 
         file = self.path / "schemas.json"
@@ -93,7 +102,7 @@ class Workspace:
     def save_schemas(self) -> None:
         self.schemas.save(self.path / "schemas.json")
 
-    def batch_runner(self, *, log: Any = None, **options: Any) -> Any:
+    def batch_runner(self, *, log: LogReader | None = None, **options: Any) -> BatchRunner:
         """A :class:`~fluvial.engine.batch.BatchRunner` over this directory's store and its
         log, or ``log`` (e.g. a Parquet export: ``fluvial.log.parquet.ParquetLog.open(dir)``)."""
         from fluvial.engine.batch import BatchRunner
@@ -102,7 +111,7 @@ class Workspace:
         own = log is None or log == self._lazy_log or log is self.__dict__.get("log")
         return BatchRunner(log=self._lazy_log if own else log, store=self.store, own_log=own, **options)
 
-    def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> Any:
+    def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> StreamRunner:
         """A :class:`~fluvial.engine.stream.StreamRunner` over this directory's log and store."""
         from fluvial.engine.stream import StreamRunner
 

@@ -11,14 +11,17 @@ from fluvial.log.base import Log
 from fluvial.log.local import LocalLog
 from fluvial.serving.base import Txn, ViewStore
 from fluvial.serving.sqlite import SqliteStore, SqliteTxn
+from fluvial.state.base import CheckpointTxn, StateStore
 
 
 def members(protocol: type) -> list[str]:
-    return sorted(name for name, value in vars(protocol).items()
-                  if callable(value) and not name.startswith("_"))
+    """The methods of ``protocol`` and of the protocols it extends (ViewStore: StateStore's too)."""
+    return sorted({name for base in protocol.__mro__ if base.__module__.startswith("fluvial.")
+                   for name, value in vars(base).items() if callable(value) and not name.startswith("_")})
 
 
-@pytest.mark.parametrize("protocol, cls", [(ViewStore, SqliteStore), (Txn, SqliteTxn), (Log, LocalLog)])
+@pytest.mark.parametrize("protocol, cls", [(ViewStore, SqliteStore), (Txn, SqliteTxn), (Log, LocalLog),
+                                           (StateStore, SqliteStore), (CheckpointTxn, SqliteTxn)])
 def test_the_embedded_backend_has_every_method_of_its_protocol(protocol: type, cls: type) -> None:
     missing, different = [], []
     for name in members(protocol):
@@ -34,4 +37,11 @@ def test_the_embedded_backend_has_every_method_of_its_protocol(protocol: type, c
                 different.append(f"{name}({param})")
     assert not missing, f"{cls.__name__} lacks {missing} of {protocol.__name__}"
     assert not different, f"{cls.__name__} lacks parameters {different} of {protocol.__name__}"
-    assert len(members(protocol)) >= 8
+    assert len(members(protocol)) >= 5
+
+
+def test_the_view_store_protocol_includes_the_state_store_protocol() -> None:
+    assert set(members(StateStore)) <= set(members(ViewStore))
+    assert set(members(CheckpointTxn)) <= set(members(Txn))
+    assert {"claim", "renew", "release", "holder", "exclusive", "transaction"} <= set(members(StateStore))
+    assert {"get_checkpoint", "set_checkpoint", "delete_checkpoint", "fence"} <= set(members(CheckpointTxn))

@@ -27,3 +27,14 @@ def test_pure_packages_are_mypy_strict_clean(tmp_path: Path) -> None:
         f"`{' '.join(cmd[1:3])} {' '.join(cmd[3:5])} {' '.join(paths)}` found problems (exit {out.returncode}); "
         f"annotate them (a type: ignore only with its code and a reason):\n{out.stdout}{out.stderr}")
     assert "Success: no issues found" in out.stdout, out.stdout
+
+
+def test_the_whole_tree_type_checks(tmp_path: Path) -> None:
+    """``mypy`` with the project's settings (pyproject.toml) over ``src/fluvial``: among others it
+    holds that the runners, the workspace and the server use the log and store only through their
+    protocols, and that each embedded backend fits its protocol (``backends._embedded_backends_fit``)."""
+    pytest.importorskip("mypy", reason="mypy is in the dev extra (make install installs it)")
+    cmd = [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "Success: no issues found" in out.stdout, (
+        f"`mypy` (the settings of pyproject.toml) found problems (exit {out.returncode}):\n{out.stdout}{out.stderr}")

@@ -90,8 +90,8 @@ def _show(ws: Workspace, title: str, readings: int) -> None:
     top = store.query("hashtag_top10")
     info = store.view("hashtag_top10")
     print(f"   {title}")
-    if top:
-        last = top[-1]
+    last = top[-1] if top else None
+    if last is not None and last.window is not None:
         print(f"   hashtag_top10 v{info.alias_version}, window {iso(last.window[0])} .. "
               f"{iso(last.window[1])} ({len(top)} windows):")
         print("     " + "  ".join(f"{tag} {n}" for tag, n in last.value[:6]))
@@ -210,9 +210,9 @@ def _watch(server: Any, sim: Any, stop: Any) -> None:
     """Every few seconds: what came in, and what the views say now."""
     import time
 
-    from fluvial.serving import SqliteStore
+    from fluvial.backends import open_store
 
-    store = SqliteStore(server.data_dir / "views.db")
+    store = open_store(server.ws.store_url)   # a connection of its own, to the server's store
     tick = 0
     try:
         while not stop.wait(5.0):

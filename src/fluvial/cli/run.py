@@ -218,9 +218,9 @@ def _stream_runner(ws: Workspace, config: StreamConfig, args: argparse.Namespace
 def _run_batch(ws: Workspace, pipelines: list[Pipeline], args: argparse.Namespace) -> int:
     log: Any = ws._lazy_log
     if args.from_export:
-        from fluvial.log.parquet import ParquetLog
+        from fluvial.backends import open_log
 
-        log = ParquetLog.open(args.from_export)
+        log = open_log(f"parquet://{Path(args.from_export).resolve()}", readonly=True)
     if args.engine == "spark":
         from fluvial.engine.spark.batch import SparkBatchRunner
 

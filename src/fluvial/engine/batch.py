@@ -17,13 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, Split, log_sources, plan_splits, read_split
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Flow, Node, Pipeline
+
+if TYPE_CHECKING:
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import ViewStore
 
 PARALLEL_MIN_RECORDS = 200_000
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -85,12 +89,13 @@ class BatchRunner(LazyLog):
         <BLANKLINE>
     """
 
-    def __init__(self, *, log: Any = None, store: Any = None, workers: int | None = None,
+    def __init__(self, *, log: LogReader | Callable[[], LogReader] | None = None, store: ViewStore | None = None,
+                 workers: int | None = None,
                  slice_records: int = 100_000, progress: bool | None = None,
                  out: TextIO | None = None, own_log: bool = False) -> None:
         self._log = log
         self.own_log = own_log
-        self.store = store
+        self._store = store
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self.slice_records = slice_records
         self.progress = progress
@@ -101,12 +106,11 @@ class BatchRunner(LazyLog):
     def run(self, pipeline: Pipeline, *, cutoff: list[int] | None = None) -> RunStats:
         """Compute every sink of ``pipeline`` over the whole input; views get a new version."""
         plan = compile_plan(pipeline)
-        exclusive = getattr(self.store, "exclusive", None)
-        if exclusive is None or not plan.views:
+        if not self.has_store or not plan.views:
             return self._run(plan, cutoff)
         # One batch run of a pipeline at a time (two publishing in turn could drop realtime
         # rows); its seal and publish hold only while it owns the pipeline's batch lease.
-        with exclusive(f"batch-{plan.name}") as lease:
+        with self.store.exclusive(f"batch-{plan.name}") as lease:
             self._lease = lease
             try:
                 return self._run(plan, cutoff)
@@ -144,12 +148,12 @@ class BatchRunner(LazyLog):
         """
         if not log_sources(plan):
             return Cutoff(None)
-        if self.log is None:
+        if not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log "
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
         if cutoff is not None:
             return Cutoff(list(cutoff))
-        if self.store is None or not plan.views:
+        if not self.has_store or not plan.views:
             return Cutoff(self.log.end_offsets())
         from fluvial.layers.handover import take_cutoff
         from fluvial.state.checkpoint import Checkpoint, checkpoint_id
@@ -180,7 +184,7 @@ class BatchRunner(LazyLog):
         if not plan.two_phase:
             inputs: dict[int, list[Chunk]] = {}
             for split, _ in splits:
-                for node_id, chunks in read_split(plan, split, self.log).items():
+                for node_id, chunks in read_split(plan, split, self.log_if_any).items():
                     inputs.setdefault(node_id, []).extend(chunks)
             records = sum(len(c.values) for cs in inputs.values() for c in cs)
             return executor.run(inputs, batch_time_ms=_batch_time(plan)), records
@@ -196,7 +200,7 @@ class BatchRunner(LazyLog):
             merged: dict[int, Any] = {}
             records = 0
             for split, size in splits:
-                part, n = _map_split(plan, split, self.log)
+                part, n = _map_split(plan, split, self.log_if_any)
                 _merge_partials(plan, merged, part)
                 records += n
                 bar(size)
@@ -208,7 +212,7 @@ class BatchRunner(LazyLog):
         global _WORKER_CONTEXT
         ctx = multiprocessing.get_context("fork")
         queue = ctx.SimpleQueue()
-        _WORKER_CONTEXT = (plan, self.log, [s for s, _ in splits], workers, queue)
+        _WORKER_CONTEXT = (plan, self.log_if_any, [s for s, _ in splits], workers, queue)
         merged, records = {}, 0
         try:
             with ctx.Pool(workers) as pool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -15,21 +15,55 @@ from fluvial.errors import ConfigError, FlowError
 from fluvial.events.lost import without_lost  # placeholders of records lost to damage
 from fluvial.flow.graph import Node
 
+if TYPE_CHECKING:
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import ViewStore
+
 _json = msgspec.json.Decoder()
 SPLIT_BYTES = 8 * 1024 * 1024
 
 
 class LazyLog:
-    """Gives runners a ``log`` that may be opened only when a pipeline reads it."""
+    """What runners run against: a log (opened only when a pipeline first reads it) and a store.
 
-    _log: Any
+    A runner may be made without either (``collect()`` of an in-memory flow needs
+    neither); asking for one it lacks is a :class:`~fluvial.errors.ConfigError` that
+    says how to give it one.
+    """
+
+    _log: LogReader | Callable[[], LogReader] | None
+    _store: ViewStore | None
 
     @property
-    def log(self) -> Any:
+    def has_log(self) -> bool:
+        return self._log is not None
+
+    @property
+    def log(self) -> LogReader:
         """The log; a callable given instead is called once, when a pipeline first needs it."""
+        if self._log is None:
+            raise ConfigError("this runner has no log: give it one (log=..., or a runner of "
+                              "fluvial.open(DATA_DIR), or `fluvial run`)")
         if callable(self._log) and not hasattr(self._log, "read"):
             self._log = self._log()
-        return self._log
+        return cast("LogReader", self._log)
+
+    @property
+    def log_if_any(self) -> LogReader | None:
+        """The log, or ``None`` for a runner made without one (its flows read no log)."""
+        return self.log if self._log is not None else None
+
+    @property
+    def has_store(self) -> bool:
+        return self._store is not None
+
+    @property
+    def store(self) -> ViewStore:
+        """The store views, checkpoints and leases are written to."""
+        if self._store is None:
+            raise ConfigError("this runner has no store to write views to: give it one (store=..., or a "
+                              "runner of fluvial.open(DATA_DIR), or `fluvial run`)")
+        return self._store
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk, Executor
@@ -34,6 +35,10 @@ from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
 from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
 from fluvial.flow.graph import NARROW_OPS, Pipeline
+
+if TYPE_CHECKING:
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import ViewStore
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
 from fluvial.state.checkpoint import (
@@ -85,7 +90,8 @@ class StreamRunner(LazyLog):
             Read by ``fluvial serve`` for lag and metrics.
     """
 
-    def __init__(self, *, log: Any = None, store: Any = None, batch_interval_ms: int = 1000,
+    def __init__(self, *, log: LogReader | Callable[[], LogReader] | None = None, store: ViewStore | None = None,
+                 batch_interval_ms: int = 1000,
                  max_batch_records: int = 250_000, runner_id: str | None = None,
                  out: TextIO | None = None, view_parts: dict[str, int] | None = None,
                  start_offsets: list[int] | None = None, take_over: bool = False, wait_s: float = 0.0,
@@ -95,7 +101,7 @@ class StreamRunner(LazyLog):
         if lease_ms <= 0 or wait_s < 0:
             raise ConfigError(f"lease_ms must be > 0 and wait_s >= 0, got {lease_ms} and {wait_s}")
         self._log = log
-        self.store = store
+        self._store = store
         self.batch_interval_ms = batch_interval_ms
         self.max_batch_records = max_batch_records
         self.runner_id = runner_id
@@ -152,11 +158,11 @@ class StreamRunner(LazyLog):
             OwnedElsewhere: Another live runner holds the pipeline (see ``take_over``, ``wait_s``).
         """
         plan = compile_plan(pipeline)
-        if self.store is None:
+        if not self.has_store:
             raise ConfigError("a stream runner commits to a store: give it one "
                               "(fluvial.open(DATA_DIR).stream_runner(), or `fluvial run`)")
         reads_log = bool(log_sources(plan))
-        if reads_log and self.log is None:
+        if reads_log and not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
         _check_streamable(plan)
         for name, spec in plan.views.items():

@@ -34,7 +34,7 @@ one of them is ONE decision, taken inside one store transaction::
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from fluvial.errors import ConfigError
 from fluvial.state.checkpoint import (
@@ -48,13 +48,15 @@ from fluvial.state.checkpoint import (
 
 if TYPE_CHECKING:
     from fluvial.engine.plan import Plan
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import Txn, ViewStore
 
 __all__ = ["Handover", "finish_handover", "rewind", "take_cutoff"]
 
 _logger = logging.getLogger("fluvial.layers")
 
 
-def rewind(store: Any, txn: Any, plan: Plan, log: Any, runner_id: str, cp: Checkpoint,
+def rewind(store: ViewStore, txn: Txn, plan: Plan, log: LogReader, runner_id: str, cp: Checkpoint,
            torn: list[int]) -> None:
     """The log lost events the speed layer had counted: recompute the realtime part.
 
@@ -91,7 +93,7 @@ class Handover(NamedTuple):
     ends: list[int]
 
 
-def take_cutoff(store: Any, txn: Any, plan: Plan, log: Any, *, own_log: bool
+def take_cutoff(store: ViewStore, txn: Txn, plan: Plan, log: LogReader, *, own_log: bool
                 ) -> tuple[list[int], list[Tail | None] | None, Handover | None]:
     """Where a batch run of ``plan`` ends in ``log``, decided in ``txn`` (which also seals
     the realtime generations): the offsets, the identities there, and a
@@ -128,7 +130,7 @@ def take_cutoff(store: Any, txn: Any, plan: Plan, log: Any, *, own_log: bool
     return list(cut), tails, None
 
 
-def finish_handover(txn: Any, plan: Plan, log: Any, handover: Handover, *, own_log: bool) -> None:
+def finish_handover(txn: Txn, plan: Plan, log: LogReader, handover: Handover, *, own_log: bool) -> None:
     """In the transaction that publishes the batch versions: the speed layer starts at their cut-off.
 
     If a micro-batch committed since the cut-off was taken (the speed layer started

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluvial.engine.plan import compile_plan
 from fluvial.engine.stream import StreamRunner
@@ -33,6 +33,11 @@ from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.flow.graph import Pipeline
 from fluvial.layers.pipelines import FlowSet, Registered
 from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+
+if TYPE_CHECKING:
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import ViewStore
+    from fluvial.workspace import Workspace
 
 __all__ = ["ReprocessResult", "parse_start", "reprocess", "rollback", "row_diff"]
 
@@ -61,7 +66,7 @@ class ReprocessResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def parse_start(spec: str | int, log: Any) -> list[int]:
+def parse_start(spec: str | int, log: LogReader) -> list[int]:
     """Per-partition start offsets from ``--from``.
 
     ``earliest`` (or ``0``): the beginning; an ISO-8601 time or epoch ms (>= 10^12):
@@ -127,7 +132,7 @@ def row_diff(old: list[Any], new: list[Any]) -> dict[str, Any]:
     }
 
 
-def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earliest",
+def reprocess(ws: Workspace, flows: FlowSet, view: str, *, start: str | int = "earliest",
               pipeline: Pipeline | None = None, flow_file: Path | None = None, dry_run: bool = False,
               max_batch_records: int = 250_000,
               stop_live: Callable[[str], None] | None = None,
@@ -237,7 +242,7 @@ def reprocess(ws: Any, flows: FlowSet, view: str, *, start: str | int = "earlies
     return _finish(result, started)
 
 
-def drop_old(ws: Any, result: ReprocessResult) -> bool:
+def drop_old(ws: Workspace, result: ReprocessResult) -> bool:
     """Drop the versions a switch replaced (those that are not current again after a rollback)."""
     dropped = False
     for name, old in result.old_versions.items():
@@ -251,7 +256,7 @@ def drop_old(ws: Any, result: ReprocessResult) -> bool:
     return dropped
 
 
-def rollback(ws: Any, flows: FlowSet, view: str, *,
+def rollback(ws: Workspace, flows: FlowSet, view: str, *,
              stop_live: Callable[[str], None] | None = None,
              start_live: Callable[[Registered], None] | None = None) -> dict[str, int]:
     """Switch every view of ``view``'s pipeline back to its previous version.
@@ -306,7 +311,7 @@ def _paused(reg: Registered, stop_live: Callable[[str], None] | None,
         raise
 
 
-def _discard(store: Any, replay_id: str, versions: list[tuple[str, int]]) -> None:
+def _discard(store: ViewStore, replay_id: str, versions: list[tuple[str, int]]) -> None:
     with store.transaction() as txn:
         txn.delete_checkpoint(replay_id)
     for name, version in versions:
@@ -321,7 +326,7 @@ def _finish(result: ReprocessResult, started: float) -> ReprocessResult:
 
 
 @contextlib.contextmanager
-def _speed_layer(store: Any, pipeline: str) -> Iterator[Any]:
+def _speed_layer(store: ViewStore, pipeline: str) -> Iterator[Any]:
     """Hold the speed layer's claim on ``pipeline`` (its live runner paused) while the switch
     rewrites its checkpoint; a speed runner of another process is not paused: refuse."""
     from fluvial.state.ownership import exclusive

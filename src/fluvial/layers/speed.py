@@ -15,10 +15,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import LeaseLost
 from fluvial.layers.pipelines import Registered
+
+if TYPE_CHECKING:
+    from fluvial.config import StreamConfig
+    from fluvial.engine.stream import StreamRunner
+    from fluvial.workspace import Workspace
 
 __all__ = ["SpeedRunner", "failure_reason"]
 
@@ -42,17 +47,17 @@ class SpeedRunner:
             says the speed layer is degraded until it commits again.
     """
 
-    def __init__(self, reg: Registered, workspace: Callable[[], Any], config: Any, *,
+    def __init__(self, reg: Registered, workspace: Callable[[], Workspace], config: StreamConfig, *,
                  retry_s: float = 1.0) -> None:
         self.reg = reg
         self._workspace = workspace   # opens the server's data directory (its log and store URLs)
         self.config = config          # a StreamConfig: micro-batching and the lease
         self.retry_s = retry_s
-        self.runner: Any = None
+        self.runner: StreamRunner | None = None
         self.last_error: str | None = None
         self.errors = 0
         self._error_at = 0.0
-        self._failed: Any = None  # the runner that failed last (None: no failure yet)
+        self._failed: StreamRunner | None = None  # the runner that failed last (None: no failure yet)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"fluvial-speed-{reg.name}", daemon=True)

@@ -1,6 +1,6 @@
 """The immutable event log: the ``Log`` interface and its local-disk default."""
 
-from fluvial.log.base import AppendResult, Log, PartitionStats, RecordBatch
+from fluvial.log.base import AppendResult, Log, LogReader, PartitionStats, RecordBatch
 from fluvial.log.deadletter import DeadLetter, DeadLetterLog
 from fluvial.log.local import LocalLog
 
@@ -10,6 +10,7 @@ __all__ = [
     "DeadLetterLog",
     "LocalLog",
     "Log",
+    "LogReader",
     "PartitionStats",
     "RecordBatch",
 ]

@@ -64,21 +64,20 @@ class PartitionStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @runtime_checkable
-class Log(Protocol):
-    """An immutable, partitioned event log.
+class LogReader(Protocol):
+    """An immutable, partitioned event log, as readers see it (a Parquet export is only this).
 
-    Offsets are per partition, start at 0 and are consecutive. A device's
-    events always land in the same partition, so they stay in append order.
+    Offsets are per partition and grow by one per record, but need not start at 0: a
+    log that keeps only recent history starts later (:meth:`start_offsets`). Readers
+    start where they were or at :meth:`start_offsets`, and count the records they read
+    (never ``stop - start``). A device's events always land in the same partition,
+    so they stay in append order.
     """
 
     partitions: int
 
     def partition_for(self, device: str) -> int:
-        """Return the partition a device's events go to (stable across processes)."""
-        ...
-
-    def append(self, events: Sequence[Event]) -> AppendResult:
-        """Append events; ``(device, seq)`` already stored are acknowledged as duplicates."""
+        """Return the partition a device's events go to (stable across processes and restarts)."""
         ...
 
     def read(
@@ -89,11 +88,12 @@ class Log(Protocol):
         max_records: int | None = None,
         stop_offset: int | None = None,
     ) -> RecordBatch:
-        """Read from ``start_offset``; may return fewer records than asked, none at the end."""
+        """Read consecutive records from ``start_offset``; may return fewer records than asked,
+        none at the end; never a record twice, never one out of order."""
         ...
 
     def start_offsets(self) -> list[int]:
-        """Return the first offset of each partition."""
+        """Return the first offset held by each partition."""
         ...
 
     def end_offsets(self) -> list[int]:
@@ -110,4 +110,21 @@ class Log(Protocol):
 
     def close(self) -> None:
         """Flush and release the log."""
+        ...
+
+
+@runtime_checkable
+class Log(LogReader, Protocol):
+    """A log that ingest appends to: :class:`LogReader` plus appends, de-duplicated by ``(device, seq)``."""
+
+    def append(self, events: Sequence[Event], *, decoded: bool = False) -> AppendResult:
+        """Append events (``decoded``: they come from ingest's validating decoder, so the log may
+        skip checking them again), atomically per call for durability (when it returns, every accepted
+        event is stored per the fsync policy, and readable); idempotent by ``(device, seq)``:
+        a pair already stored (also before a restart) is acknowledged as a duplicate, stored once."""
+        ...
+
+    def next_seq(self, device: str) -> int:
+        """One more than the largest seq stored for ``device`` (0 for a new device): the seq for
+        an event whose source has no counter of its own (files without a ``seq`` column)."""
         ...

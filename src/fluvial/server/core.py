@@ -26,7 +26,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import ConfigError
 from fluvial.layers.batch import BatchLayer
@@ -36,6 +36,10 @@ from fluvial.layers.speed import SpeedRunner
 from fluvial.server.limits import Limits
 from fluvial.server.loghealth import LogHealth, open_logs
 from fluvial.server.writer import LogWriter
+
+if TYPE_CHECKING:
+    from fluvial.serving.base import ViewStore
+    from fluvial.workspace import Workspace
 
 __all__ = ["SERVER_FILE", "Metrics", "Server"]
 
@@ -199,7 +203,7 @@ class Server:
                 return f"the speed layer of {name!r} is {lag} events behind the log (limit {limit})"
         return None
 
-    def workspace(self, *, writer: bool = False) -> Any:
+    def workspace(self, *, writer: bool = False) -> Workspace:
         """The data directory with the log and the store the server uses (its settings' URLs)."""
         from fluvial.workspace import Workspace
 
@@ -207,7 +211,7 @@ class Server:
                          log_url=self.settings.log_url, store_url=self.settings.store_url)
 
     # -- queries --------------------------------------------------------------------------
-    def store(self) -> Any:
+    def store(self) -> ViewStore:
         """This thread's store connection."""
         store = getattr(self._local, "store", None)
         if store is None:

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from fluvial.aggregators.base import Aggregator
+from fluvial.state.base import CheckpointTxn, StateStore
 from fluvial.windows.shapes import WindowShape
 
 Window = tuple[int, int]
@@ -105,8 +106,9 @@ class ViewInfo(msgspec.Struct, frozen=True):
         return self.cutoff_tails.get(self.alias_version)
 
 
-class Txn(Protocol):
-    """Writes bound to ONE database transaction (all or nothing)."""
+class Txn(CheckpointTxn, Protocol):
+    """Writes bound to ONE database transaction (all or nothing): view changes, and the
+    checkpoint and fence of :class:`~fluvial.state.base.CheckpointTxn`."""
 
     def merge_rows(self, view: str, rows: Iterable[tuple[Key, Window | None, Any]], *,
                    part: Part = REALTIME) -> int:
@@ -136,29 +138,9 @@ class Txn(Protocol):
         """Drop every realtime generation (and with ``retract`` the current batch version)."""
         ...
 
-    def set_checkpoint(self, runner_id: str, blob: bytes, *, expect: Any = UNSET) -> int:
-        """Write a checkpoint; with ``expect`` (a token, or ``None``: none) only if it is still
-        that one (else ``CheckpointFenced``).  Returns the new token."""
-        ...
-
-    def get_checkpoint(self, runner_id: str) -> bytes | None: ...
-
-    def delete_checkpoint(self, runner_id: str) -> None:
-        """Remove a runner's checkpoint (a rollback, a rewind after a torn log tail)."""
-        ...
-
     def snapshot_realtime(self, view: str, version: int) -> int:
         """Merge every realtime generation of ``view`` into batch version ``version`` (the speed
         layer's rows kept as a version of their own before a Kappa switch); returns the rows written."""
-        ...
-
-    def fence(self, lease: Any) -> None:
-        """Go on only while ``lease`` (a :class:`~fluvial.state.ownership.Lease`) still holds its
-        epoch, renewing it; else ``LeaseLost``, and nothing of this transaction is kept."""
-        ...
-
-    def checkpoint_token(self, runner_id: str) -> int | None:
-        """The fencing token of a runner's checkpoint (``None``: it has none)."""
         ...
 
     def add_late_events(self, view: str, n: int, *, part: Part = REALTIME) -> None:
@@ -171,48 +153,24 @@ class Txn(Protocol):
         ...
 
 
-class ViewStore(Protocol):
-    """Where views, their versions, checkpoints and ``save_to`` tables live."""
+class ViewStore(StateStore, Protocol):
+    """Where views, their versions and ``save_to`` tables live, with the checkpoints and leases
+    of :class:`~fluvial.state.base.StateStore` in the same database."""
 
     def define_view(self, name: str, *, aggregator: Aggregator[Any, Any, Any],
                     window: WindowShape | None = None) -> ViewInfo: ...
 
     def transaction(self) -> AbstractContextManager[Txn]: ...
 
-    def checkpoint_token(self, runner_id: str) -> int | None:
-        """The fencing token of a runner's checkpoint, read without a write lock."""
-        ...
-
-    # Ownership (fluvial.state.ownership): a compare-and-set on one row per resource.
-    def claim(self, resource: str, owner: Any, *, lease_ms: int, take_over: bool = False,
-              hint: str = "") -> Any:
-        """Atomically take the next epoch of ``resource`` and return the ``Lease``, if it is
-        free, its lease ran out, its holder is a dead process of this host, it is this
-        process, or ``take_over``; else ``OwnedElsewhere`` naming the holder.  Epochs only grow."""
-        ...
-
-    def renew(self, lease: Any) -> None:
-        """Keep ``lease`` alive (idempotent); ``LeaseLost`` if its epoch was taken over."""
-        ...
-
-    def release(self, lease: Any) -> None:
-        """Free the resource if ``lease`` still holds it (idempotent); the epoch stays."""
-        ...
-
-    def holder(self, resource: str) -> Any:
-        """The store's record of who holds ``resource`` (a ``Holder``), or ``None``."""
-        ...
-
     def reopen(self) -> ViewStore | None:
         """Another connection to the same store, for another thread (``None``: not possible)."""
         ...
 
-    def exclusive(self, name: str, *, wait_s: float = 0.0) -> AbstractContextManager[Any]:
-        """Hold the resource ``name`` for a block (a claim kept alive by a heartbeat, waiting up
-        to ``wait_s`` for its holder), yielding the ``Lease`` the guarded commits fence with."""
+    def begin_version(self, view: str, *, aggregator: Aggregator[Any, Any, Any] | None = None,
+                      window: WindowShape | _Unset | None = UNSET) -> int:
+        """Create the next (empty, unpublished) batch version of a view and return its number;
+        it records the view's aggregator and window, or (a reprocessing with changed code) its own."""
         ...
-
-    def begin_version(self, view: str) -> int: ...
 
     def publish_version(self, view: str, version: int, cutoff: dict[int, int], *,
                         drop_realtime: bool = False, realtime_through: int | None = None,
@@ -247,5 +205,3 @@ class ViewStore(Protocol):
     def view(self, name: str) -> ViewInfo: ...
 
     def table_rows(self, table: str) -> list[dict[str, Any]]: ...
-
-    def close(self) -> None: ...

@@ -33,6 +33,7 @@ from fluvial.state.operators import ExecState
 
 if TYPE_CHECKING:
     from fluvial.engine.plan import Plan
+    from fluvial.log.base import LogReader
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "Tail", "check_fits", "checkpoint_id", "has_state",
            "initial_checkpoint", "read_tails", "torn_partitions"]
@@ -119,7 +120,7 @@ def has_state(plan: Plan) -> bool:
 
 
 def initial_checkpoint(plan: Plan, partitions: int, cutoff: list[int] | None = None, *,
-                       log: Any = None) -> Checkpoint:
+                       log: LogReader | None = None) -> Checkpoint:
     """A first checkpoint for a speed layer whose views' batch versions end at ``cutoff``.
 
     The realtime part must cover only what they do not: start at the cut-off.  A
@@ -141,12 +142,12 @@ def initial_checkpoint(plan: Plan, partitions: int, cutoff: list[int] | None = N
 # -- is the log still what it was? --------------------------------------------------------
 
 
-def read_tails(log: Any, offsets: list[int]) -> list[Tail | None]:
+def read_tails(log: LogReader, offsets: list[int]) -> list[Tail | None]:
     """Per partition, the identity of the event before ``offsets[p]`` (``None`` at 0 or beyond the end)."""
     return [_tail_at(log, p, o) for p, o in enumerate(offsets)]
 
 
-def _tail_at(log: Any, partition: int, offset: int) -> Tail | None:
+def _tail_at(log: LogReader, partition: int, offset: int) -> Tail | None:
     if offset <= 0:
         return None
     try:
@@ -159,7 +160,7 @@ def _tail_at(log: Any, partition: int, offset: int) -> Tail | None:
     return [event.device, event.seq, batch.append_ms[0]]
 
 
-def torn_partitions(log: Any, offsets: list[int], tails: list[Tail | None] | None) -> list[int]:
+def torn_partitions(log: LogReader, offsets: list[int], tails: list[Tail | None] | None) -> list[int]:
     """The partitions where the log no longer holds what ``offsets`` covered: it ends
     before them, or the event before them is another one (cut, then refilled)."""
     ends = log.end_offsets()

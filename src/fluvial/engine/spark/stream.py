@@ -100,11 +100,11 @@ class SparkStreamRunner(StreamRunner):
         """Process micro-batches until ``stop`` is set, ``max_batches`` ran, or (with
         ``until_caught_up``) everything the log held when the run began is processed."""
         plan = compile_plan(pipeline)
-        if self.store is None:
+        if not self.has_store:
             raise ConfigError("a stream runner commits to a store: give it one "
                               "(fluvial.open(DATA_DIR).spark_stream_runner(), or `fluvial run --engine spark`)")
         check_spark_streamable(plan)
-        if self.log is None:
+        if not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
         log_path = spec_of(self.log).url   # what Spark's source opens, read only
         for name, spec in plan.views.items():

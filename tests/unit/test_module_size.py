@@ -18,7 +18,6 @@ LIMIT = 600
 # Modules over LIMIT today, with their line count then: each may shrink, none may grow.
 # Split one along its seams (serving/sqlite/ shows how) and remove it from here.
 OVER: dict[str, int] = {
-    "settings.py": 723,      # fluvial.toml: the defaults, the key schema, parsing, checks, rendering
     "simulate.py": 669,      # the simulated fleet: Workload (what devices send) and the HTTP driver
 }
 

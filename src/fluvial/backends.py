@@ -15,7 +15,9 @@ What follows the ``scheme://`` is a path: ``file:///var/lib/fluvial/log`` is
 absolute, ``file://log`` relative to the working directory.  The command line
 takes them as ``--log URL`` / ``--store URL`` (env ``FLUVIAL_LOG``,
 ``FLUVIAL_STORE``; ``log_url`` / ``store_url`` in ``fluvial.toml``); without
-them, both live in the data directory.
+them, both live in the data directory.  ``{data_dir}`` in a URL stands for the
+data directory (``file://{data_dir}/log`` is the default spelled out), so one
+setting fits many directories.
 
 A :class:`LogSpec` is what a process needs to open a log itself -- a Spark
 executor, a batch worker process -- and pickles as a few strings and numbers.
@@ -58,6 +60,19 @@ def _split(url: str, what: str, schemes: tuple[str, ...], flag: str) -> tuple[st
     if not rest:
         raise ConfigError(f"{flag} {url!r} names no path after {scheme}://")
     return scheme, rest
+
+
+DATA_DIR_FIELD = "{data_dir}"
+"""Stands for the data directory in a URL: ``file://{data_dir}/log`` (one setting for many directories)."""
+
+
+def in_data_dir(url: str, data_dir: str | os.PathLike[str]) -> str:
+    """``url`` with :data:`DATA_DIR_FIELD` replaced by the absolute path of ``data_dir``.
+
+    >>> in_data_dir("sqlite://{data_dir}/views.db", "/srv/fluvial")
+    'sqlite:///srv/fluvial/views.db'
+    """
+    return url.replace(DATA_DIR_FIELD, str(Path(data_dir).absolute())) if DATA_DIR_FIELD in url else url
 
 
 def default_log_url(data_dir: str | os.PathLike[str]) -> str:

@@ -18,7 +18,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
 
-from fluvial.backends import LogSpec, default_log_url, default_store_url, log_path, open_log, open_store, store_path
+from fluvial.backends import (
+    LogSpec,
+    default_log_url,
+    default_store_url,
+    in_data_dir,
+    log_path,
+    open_log,
+    open_store,
+    store_path,
+)
 from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
 
 if TYPE_CHECKING:
@@ -38,8 +47,9 @@ class Workspace:
         writer: Open the log for appending (one writer at a time); readers see
             what writers append.
         log_config: Settings of the embedded log.
-        log_url: Where the log is (default ``file://PATH/log``; see :mod:`fluvial.backends`).
-        store_url: Where the view store is (default ``sqlite://PATH/views.db``).
+        log_url: Where the log is (default ``file://PATH/log``; see :mod:`fluvial.backends`);
+            ``{data_dir}`` in it stands for ``path``.
+        store_url: Where the view store is (default ``sqlite://PATH/views.db``; ``{data_dir}`` too).
 
     Example:
         >>> import tempfile, fluvial
@@ -55,8 +65,8 @@ class Workspace:
         self.path.mkdir(parents=True, exist_ok=True)
         self.writer = writer
         self.log_config = log_config
-        self.log_url = log_url or default_log_url(self.path)
-        self.store_url = store_url or default_store_url(self.path)
+        self.log_url = in_data_dir(log_url, self.path) if log_url else default_log_url(self.path)
+        self.store_url = in_data_dir(store_url, self.path) if store_url else default_store_url(self.path)
         log_path(self.log_url), store_path(self.store_url)   # a malformed URL fails here, not later
 
     @property

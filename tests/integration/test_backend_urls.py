@@ -79,6 +79,12 @@ def test_the_log_and_the_store_where_the_urls_say_answer_as_the_defaults(tmp_pat
     explicit = session(tmp_path / "explicit", ["--log", f"file://{home / 'log'}",
                                                 "--store", f"sqlite://{home / 'views.db'}"])
     assert explicit == defaults
+    # {data_dir} stands for the data directory: one setting for every directory
+    env = {"FLUVIAL_LOG": "file://{data_dir}/volumes/log", "FLUVIAL_STORE": "sqlite://{data_dir}/db/v.db"}
+    assert session(tmp_path / "template", [], env=env) == defaults
+    data = tmp_path / "template" / "data"
+    assert (data / "volumes" / "log" / "meta.json").exists() and (data / "db" / "v.db").exists()
+    assert not (data / "log").exists() and not (data / "views.db").exists()
 
 
 @pytest.mark.slow

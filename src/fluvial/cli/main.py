@@ -54,10 +54,11 @@ def _common(env_home: str | None) -> argparse.ArgumentParser:
              f"{', now ' + env_home if env_home else ''}) [env: {ENV_HOME}]")
     common.add_argument(
         "--log", metavar="URL", default=argparse.SUPPRESS,
-        help=f"the event log (default: file://DATA_DIR/log; see `fluvial.backends`) [env: {ENV_LOG}]")
+        help="the event log (default: file://DATA_DIR/log; see `fluvial.backends`; {data_dir} in it "
+             f"stands for the data directory) [env: {ENV_LOG}]")
     common.add_argument(
         "--store", metavar="URL", default=argparse.SUPPRESS,
-        help=f"the view store (default: sqlite://DATA_DIR/views.db) [env: {ENV_STORE}]")
+        help=f"the view store (default: sqlite://DATA_DIR/views.db; {{data_dir}} too) [env: {ENV_STORE}]")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="say more (per micro-batch lines, tracebacks)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -440,3 +440,29 @@ def test_cli_stats_verify_salvage(capsys: pytest.CaptureFixture[str],
     assert code == 0 and out.splitlines()[-1].startswith("intact")
     code, out = run_cli(capsys, root, "log", "stats")
     assert code == 0 and "DAMAGED" not in out and "salvaged before: 1 time(s)" in out
+
+
+def test_cli_verify_and_salvage_follow_the_log_url(capsys: pytest.CaptureFixture[str],
+                                                   damaged_active: tuple[Path, int, tuple[int, int]]) -> None:
+    """With --log file://DIR the log is checked and repaired where the URL says (the quarantine
+    stays in the data directory); a log that is not segment files is refused with the reason."""
+    root, p, offsets = damaged_active
+    elsewhere = root / "volume" / "events"
+    elsewhere.parent.mkdir()
+    (root / "log").rename(elsewhere)
+    url = ["--log", f"file://{elsewhere}"]
+    capsys.readouterr()   # the seed line
+    code, out = run_cli(capsys, root, *url, "log", "verify", "--format", "json")
+    doc = json.loads(out)
+    assert code == 1 and doc["problems"] == 1
+    [part] = [x for x in doc["partitions"] if x["problems"]]
+    assert (part["partition"], part["problems"][0]["offsets"]) == (p, list(offsets))
+    code, out = run_cli(capsys, root, *url, "log", "stats")
+    assert code == 0 and sum("DAMAGED" in line for line in out.splitlines()) == 1, out
+    code, out = run_cli(capsys, root, *url, "log", "salvage")
+    assert code == 0 and f"{offsets[1] - offsets[0]} records lost" in out and "intact now" in out
+    assert (root / QUARANTINE).is_dir() and not (root / "log").exists()
+    code, out = run_cli(capsys, root, *url, "log", "verify")
+    assert code == 0 and out.splitlines()[-1].startswith("intact")
+    code, out = run_cli(capsys, root, "--log", f"parquet://{root}", "log", "verify")
+    assert code == 1 and "checks the segment files of a file:// log" in out and "Traceback" not in out

@@ -10,7 +10,7 @@ import msgspec
 
 from fluvial.cli.app import arg, existing_data_dir, subcommand, workspace
 from fluvial.cli.fmt import iso, table, to_json
-from fluvial.errors import CorruptLogError
+from fluvial.errors import ConfigError, CorruptLogError
 
 RAW_SHOWN = 60
 BAR_MIN_BYTES = 16 << 20  # a progress bar for logs at least this big (on a terminal)
@@ -58,7 +58,7 @@ def stats(args: argparse.Namespace) -> int:
             log.close()
         dead: int | str = _dead_count(path)
     except CorruptLogError:  # show what the headers say, and where the damage is
-        parts, dead, damaged = _scanned_stats(path)
+        parts, dead, damaged = _scanned_stats(path, _file_log_dir(args, path, "stats"))
     rows = [[str(s.partition), str(s.records), f"[{s.start_offset}, {s.end_offset})",
              iso(s.min_ts), iso(s.max_ts), str(s.bytes)] for s in parts]
     known = [s for s in parts if s.min_ts is not None]
@@ -79,13 +79,13 @@ def stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scanned_stats(path: Path) -> tuple[list[Any], int | str, dict[int, str]]:
+def _scanned_stats(path: Path, log_dir: Path) -> tuple[list[Any], int | str, dict[int, str]]:
     """Stats from scanning the segment files, for logs that do not open: (partitions, dead letters,
     what is wrong per damaged partition of the event log)."""
     from fluvial.log.base import PartitionStats
     from fluvial.log.verify import verify
 
-    report = verify(path, mode="checksums")  # only when the log does not open: worth a full read
+    report = verify(path, mode="checksums", log_dir=log_dir)  # the log does not open: worth a full read
     parts, damaged = [], {}
     dead: int | str = 0
     for r in report.partitions:
@@ -206,11 +206,23 @@ def _show_raw(raw: bytes) -> str:
 
 # -- verify and salvage ------------------------------------------------------------------------
 
-def _scan_bar(path: Path, desc: str) -> Any:
+def _file_log_dir(args: argparse.Namespace, path: Path, command: str) -> Path:
+    """The directory of the event log (``--log file://DIR``, default ``DATA_DIR/log``): verify and
+    salvage read and repair segment files, so only a ``file://`` log."""
+    from fluvial.backends import log_path
+
+    url = workspace(args, path).log_url
+    if not url.startswith("file://"):
+        raise ConfigError(f"`fluvial log {command}` checks the segment files of a file:// log; --log {url} is "
+                          "not one (a Parquet export is checked by reading it: `fluvial run --from-export`)")
+    return log_path(url)
+
+
+def _scan_bar(path: Path, desc: str, log_dir: Path | None = None) -> Any:
     from fluvial.cli.progress import progress_bar
     from fluvial.log.verify import log_bytes
 
-    total = log_bytes(path)
+    total = log_bytes(path, log_dir)
     return progress_bar(total, desc, enabled=None if total >= BAR_MIN_BYTES else False)
 
 
@@ -241,8 +253,9 @@ def verify_cmd(args: argparse.Namespace) -> int:
     from fluvial.log.verify import verify
 
     path = existing_data_dir(args)
-    with _scan_bar(path, "verify") as bar:
-        report = verify(path, progress=bar.update)
+    log_dir = _file_log_dir(args, path, "verify")
+    with _scan_bar(path, "verify", log_dir) as bar:
+        report = verify(path, progress=bar.update, log_dir=log_dir)
     if args.format == "json":
         print(to_json(report.to_dict()))
         return 0 if report.intact else 1
@@ -299,8 +312,9 @@ def salvage_cmd(args: argparse.Namespace) -> int:
     from fluvial.log.salvage import salvage
 
     path = existing_data_dir(args)
-    with _scan_bar(path, "salvage") as bar:
-        result = salvage(path, dry_run=args.dry_run, progress=bar.update)
+    log_dir = _file_log_dir(args, path, "salvage")
+    with _scan_bar(path, "salvage", log_dir) as bar:
+        result = salvage(path, dry_run=args.dry_run, progress=bar.update, log_dir=log_dir)
     done = (result.dry_run or result.after is None or result.after.intact) and not result.unfixed
     if args.format == "json":
         print(to_json(result.to_dict()))

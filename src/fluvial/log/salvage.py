@@ -44,7 +44,17 @@ import msgspec
 from fluvial.errors import LogError
 from fluvial.events.lost import LOST_KIND, placeholders
 from fluvial.log.segment import HEADER, acquire_writer_lock, encode_batch, segment_name
-from fluvial.log.verify import LOGS, SNAPSHOT, Frame, PartitionReport, Problem, Progress, Report, SegmentScan, verify
+from fluvial.log.verify import (
+    SNAPSHOT,
+    Frame,
+    PartitionReport,
+    Problem,
+    Progress,
+    Report,
+    SegmentScan,
+    log_dirs,
+    verify,
+)
 
 __all__ = ["QUARANTINE", "Action", "SalvageResult", "salvage", "salvage_history"]
 
@@ -115,20 +125,22 @@ class SalvageResult:
 
 
 def salvage(data_dir: str | os.PathLike[str], *, dry_run: bool = False,
-            progress: Progress | None = None) -> SalvageResult:
+            progress: Progress | None = None, log_dir: str | os.PathLike[str] | None = None) -> SalvageResult:
     """Keep every intact record of the data directory's logs and move the damage aside.
 
     Args:
         data_dir: The data directory.
         dry_run: Only report what would be done (works while a server runs).
         progress: Called with the bytes of each segment file scanned.
+        log_dir: Where the event log is when not in the data directory (``--log file://DIR``);
+            the quarantine stays in the data directory.
 
     Raises:
         LogError: A server or another writer holds a log (not for a dry run).
     """
     data_dir = Path(data_dir)
-    with _writer_locks(data_dir, dry_run) as writer:
-        report = verify(data_dir, mode="full", progress=progress)
+    with _writer_locks(log_dirs(data_dir, log_dir), dry_run) as writer:
+        report = verify(data_dir, mode="full", progress=progress, log_dir=log_dir)
         result = SalvageResult(dry_run, writer=writer)
         fixable = [p for p in report.problems if p.fixable]
         result.unfixed = [p for p in report.problems if not p.fixable]
@@ -138,20 +150,19 @@ def salvage(data_dir: str | os.PathLike[str], *, dry_run: bool = False,
             result.actions = [Action(p, "would: " + p.fix, lost=p.lost) for p in fixable]
             return result
         result.quarantine = _new_quarantine(data_dir)
-        _Salvager(data_dir, result).run(report)
-        result.after = verify(data_dir, mode="full")
+        _Salvager(log_dirs(data_dir, log_dir)["events"], result).run(report)
+        result.after = verify(data_dir, mode="full", log_dir=log_dir)
         _write_report(result, "done")
         return result
 
 
 @contextlib.contextmanager
-def _writer_locks(data_dir: Path, dry_run: bool) -> Iterator[str | None]:
+def _writer_locks(dirs: dict[str, Path], dry_run: bool) -> Iterator[str | None]:
     """Hold the writer lock of every log; a dry run only says who holds one."""
     fds: list[int] = []
     held: str | None = None
     try:
-        for name, sub in LOGS.items():
-            path = data_dir / sub
+        for name, path in dirs.items():
             if not path.is_dir():
                 continue
             try:
@@ -197,9 +208,9 @@ def _write_report(result: SalvageResult, status: str) -> None:
 class _Salvager:
     """Carries out the repairs of one :class:`Report`."""
 
-    def __init__(self, data_dir: Path, result: SalvageResult) -> None:
+    def __init__(self, events_dir: Path, result: SalvageResult) -> None:
         assert result.quarantine is not None
-        self.data_dir = data_dir
+        self.events_dir = events_dir   # the event log's directory (meta.json)
         self.result = result
         self.qdir = result.quarantine
         self.note = f"{QUARANTINE}/{self.qdir.name}/report.json"
@@ -330,7 +341,7 @@ class _Salvager:
 
     # -- the whole log -----------------------------------------------------------------------
     def _rewrite_meta(self, problem: Problem, report: Report) -> None:
-        log_dir = self.data_dir / LOGS["events"]
+        log_dir = self.events_dir
         count = sum(1 for p in report.partitions if p.log == "events")
         moved = None
         if (log_dir / "meta.json").exists():

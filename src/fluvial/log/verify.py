@@ -60,8 +60,18 @@ from fluvial.log.segment import (
     segment_base,
 )
 
-__all__ = ["LOGS", "Frame", "Mode", "PartitionReport", "Problem", "Report", "SegmentScan", "log_bytes",
-           "verify"]
+__all__ = [
+    "LOGS",
+    "Frame",
+    "Mode",
+    "PartitionReport",
+    "Problem",
+    "Report",
+    "SegmentScan",
+    "log_bytes",
+    "log_dirs",
+    "verify",
+]
 
 Mode = Literal["headers", "checksums", "full"]
 LOGS = {"events": "log", "dead-letters": "dead-letters"}
@@ -464,13 +474,21 @@ def _check_snapshot(report: PartitionReport, readable: bool, offset: int | None)
 # -- a data directory --------------------------------------------------------------------------
 
 
-def _partitions(data_dir: Path) -> Iterator[tuple[str, int, Path]]:
+def log_dirs(data_dir: Path, log_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """The directory of each log: the event log (``log_dir``, else ``DATA_DIR/log``) and the
+    dead-letter log (always in the data directory)."""
+    events = Path(log_dir) if log_dir is not None else data_dir / LOGS["events"]
+    return {"events": events, "dead-letters": data_dir / LOGS["dead-letters"]}
+
+
+def _partitions(data_dir: Path, log_dir: str | os.PathLike[str] | None = None) -> Iterator[tuple[str, int, Path]]:
     """(log, partition, directory) of every partition the data directory should have."""
-    log_dir = data_dir / LOGS["events"]
+    dirs = log_dirs(data_dir, log_dir)
+    log_dir = dirs["events"]
     count, _ = _meta_partitions(log_dir)
     for p in range(count):
         yield "events", p, log_dir / f"p-{p:04d}"
-    dead = data_dir / LOGS["dead-letters"] / "p-0000"
+    dead = dirs["dead-letters"] / "p-0000"
     if dead.is_dir():
         yield "dead-letters", 0, dead
 
@@ -495,17 +513,17 @@ def _meta_partitions(log_dir: Path) -> tuple[int, str | None]:
     return count, None
 
 
-def log_bytes(data_dir: Path) -> int:
+def log_bytes(data_dir: Path, log_dir: str | os.PathLike[str] | None = None) -> int:
     """Bytes of every segment file of the data directory's logs (the total of a progress bar)."""
     total = 0
-    for _, _, path in _partitions(Path(data_dir)):
+    for _, _, path in _partitions(Path(data_dir), log_dir):
         if path.is_dir():
             total += sum(f.stat().st_size for f in path.glob("*.seg"))
     return total
 
 
 def verify(data_dir: str | os.PathLike[str], *, mode: Mode = "full",
-           progress: Progress | None = None) -> Report:
+           progress: Progress | None = None, log_dir: str | os.PathLike[str] | None = None) -> Report:
     """Check every segment of the event log and the dead-letter log of ``data_dir``.
 
     Args:
@@ -513,14 +531,15 @@ def verify(data_dir: str | os.PathLike[str], *, mode: Mode = "full",
         mode: ``"full"`` decodes every payload too; ``"checksums"`` stops at the
             checksums; ``"headers"`` reads headers only (sizes and the index).
         progress: Called with the bytes of each segment file once it is scanned.
+        log_dir: Where the event log is when not in the data directory (``--log file://DIR``).
     """
     data_dir = Path(data_dir)
     report = Report()
-    _, meta_problem = _meta_partitions(data_dir / LOGS["events"])
+    _, meta_problem = _meta_partitions(log_dirs(data_dir, log_dir)["events"])
     if meta_problem is not None:
         report.log_problems.append(Problem("events", None, "meta.json", meta_problem,
                                            "salvage rewrites it with the partitions found on disk"))
-    for log, partition, path in _partitions(data_dir):
+    for log, partition, path in _partitions(data_dir, log_dir):
         report.partitions.append(scan_partition(path, log=log, partition=partition, mode=mode,
                                                 progress=progress))
     return report

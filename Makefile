@@ -34,10 +34,17 @@ demo: $(STAMP)
 # servers and subprocesses; `make test JOBS=0` runs them in one process.
 JOBS ?= 2
 
+# The integration tests run a second time with the backends spelled out (--log/--store through
+# the environment, as a deployment would set them), where the commands and servers they start
+# must behave as with the defaults.
+SPELLED := FLUVIAL_LOG='file://{data_dir}/log' FLUVIAL_STORE='sqlite://{data_dir}/views.db'
+
 ## test: the whole test suite (unit, property, integration, conformance): all but the Spark tests in JOBS
-## processes, then the Spark tests in one (Spark's Python workers must start within 10 s), then the doctests
+## processes, the integration tests again with --log/--store spelled out, then the Spark tests in one
+## process (Spark's Python workers must start within 10 s), then the doctests
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark" tests
+	$(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not spark" tests/integration
 	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 

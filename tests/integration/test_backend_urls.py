@@ -91,7 +91,10 @@ def test_the_log_and_the_store_where_the_urls_say_answer_as_the_defaults(tmp_pat
 def test_serve_with_urls_from_its_config_file(tmp_path: Path) -> None:
     log_dir, store_file = tmp_path / "v" / "log", tmp_path / "v" / "views.db"
     config = f'log_url = "file://{log_dir}"\nstore_url = "sqlite://{store_file}"\n'
-    with ServerProcess(tmp_path, flows=[EXAMPLES / "device_stats.py"], config=config) as srv:
+    server = ServerProcess(tmp_path, flows=[EXAMPLES / "device_stats.py"], config=config)
+    for name in ("FLUVIAL_LOG", "FLUVIAL_STORE"):   # the config file's URLs (the environment would win)
+        server.env.pop(name, None)
+    with server as srv:
         events = [{"device": f"d{i % 5}", "kind": "reading", "ts": 1_700_000_000_000 + 1_000 * i, "seq": i,
                    "payload": {"kind": "temp", "value": float(i)}} for i in range(200)]
         status, body = srv.post_events(events)

@@ -27,4 +27,4 @@ as it is a ``fetch`` POST from this page: browsers send its ``Origin``, which is
 @cache
 def page() -> str:
     """The page (``ui.html``, shipped with the package)."""
-    return resources.files("fluvial.server").joinpath("ui.html").read_text(encoding="utf-8")
+    return resources.files("fluvial.api").joinpath("ui.html").read_text(encoding="utf-8")

@@ -97,7 +97,10 @@ def settle(procs: dict[int, tuple[str, subprocess.Popen[str]]], killed: set[int]
         if pid in killed:
             assert proc.returncode == -signal.SIGKILL
             outcomes["killed"] += 1
-        elif proc.returncode == 0:
+        elif proc.returncode == 0 or (proc.returncode == -signal.SIGTERM and not (REFUSED in err or FENCED in err)):
+            # stopped by the SIGTERM above; ended by it (-15) only outside `fluvial run`'s handler,
+            # which is there for all of its work: still starting (a loaded machine), or exiting
+            assert "Traceback" not in err, err
             outcomes["stopped"] += 1
         else:
             # every runner that stopped on its own says why, in one line (one that was exiting

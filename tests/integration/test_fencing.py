@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,20 @@ def runner(directory: Path, flow: Path, *flags: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(directory), "run", str(flow),
          "--mode", "stream", "--batch-interval-ms", "0", "--max-batch-records", "40", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def epoch(directory: Path) -> int | None:
+    """The pipeline's ownership epoch (how many claims it has seen), None before the first."""
+    with fluvial.open(directory) as ws:
+        holder = ws.store.holder(f"stream:{NAME}")
+    return None if holder is None else holder.epoch
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.1)
 
 
 def consumed(directory: Path) -> int:
@@ -159,11 +174,18 @@ def test_rival_runners_killed_at_random_end_exact(tmp_path: Path, rivals: int) -
 def run_rivals(directory: Path, flow: Path, log: Log, rest: list[Event], rnd: random.Random,
                procs: dict[int, tuple[str, subprocess.Popen[str]]], killed: set[int],
                flags: dict[str, tuple[str, ...]]) -> None:
-    """Append the rest of the events in chunks; kill a random runner now and then, start new ones."""
-    time.sleep(1.0)
+    """Append the rest of the events in chunks; kill a random runner now and then, start new ones.
+
+    First the rivals meet (whatever the machine's load, the waits are for what happened, not
+    for a time): every take-over has claimed the pipeline, so the earlier ones are fenced and
+    one of them has ended; then a plain runner comes while a live runner holds it, and is refused.
+    """
+    take_overs = [proc for role, proc in procs.values() if role == "take-over"]
+    wait_for(lambda: (epoch(directory) or 0) >= len(take_overs), "every take-over claimed the pipeline")
+    wait_for(lambda: any(proc.poll() is not None for proc in take_overs), "a fenced take-over ended")
     late = runner(directory, flow)   # a plain runner while the pipeline surely has a holder: refused
     procs[late.pid] = ("plain", late)
-    time.sleep(1.0)   # let them meet before anyone dies
+    wait_for(lambda: late.poll() is not None, "the late plain runner was refused")
     chunks = [rest[i:i + len(rest) // 6 + 1] for i in range(0, len(rest), len(rest) // 6 + 1)]
     for i, chunk in enumerate(chunks):
         log.append(chunk)

@@ -404,3 +404,95 @@ def test_cli_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -
 def test_cli_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--url", "ftp://x", "--devices", "1", "--rate", "10"]) == 1
     assert "http://HOST" in capsys.readouterr().err
+
+
+# -- several ingest nodes ---------------------------------------------------------------
+
+
+@pytest.fixture
+def nodes() -> Iterator[tuple[FakeServer, FakeServer]]:
+    """Two ingest nodes in front of one log: they share what is stored, de-duplicated by (device, seq)."""
+    a, b = FakeServer(), FakeServer()
+    b.lock, b.stored, b.arrivals = a.lock, a.stored, a.arrivals
+    yield a, b
+    for node in (a, b):
+        if node.thread.is_alive():
+            node.close()
+
+
+def check_one_log(a: FakeServer, report: SimulatorReport) -> None:
+    """Every acknowledged event is in the log once, and nothing else is."""
+    assert sorted(report.acked) == sorted(a.stored)
+    assert len(report.acked) == len(set(report.acked)) == len(a.arrivals)
+    assert report.unsent == report.dropped == 0
+
+
+def test_connections_spread_over_the_nodes(nodes: tuple[FakeServer, FakeServer]) -> None:
+    a, b = nodes
+    report = Simulator(f"{a.url}, {b.url}", devices=20, rate=2000, batch=50, connections=2,
+                       record=True).run(1.0)
+    check_one_log(a, report)
+    assert report.failovers == 0 and report.retries == 0
+    assert report.by_url[a.url] > 0 and report.by_url[b.url] > 0
+    assert report.by_url[a.url] + report.by_url[b.url] == report.accepted == len(a.stored)
+    assert len(a.requests) > 0 and len(b.requests) > 0
+
+
+def test_a_node_that_dies_is_failed_over_and_nothing_is_lost_or_doubled(
+        nodes: tuple[FakeServer, FakeServer]) -> None:
+    a, b = nodes
+    # node a stores its third batch but dies before answering, then is gone for good
+    a.respond = lambda i, evs: "hang-up" if i == 2 else None
+    died = threading.Event()
+
+    def kill_after_hang_up() -> None:
+        while len(a.requests) < 3:
+            time.sleep(0.01)
+        a.close()
+        died.set()
+
+    threading.Thread(target=kill_after_hang_up, daemon=True).start()
+    report = Simulator([a.url, b.url], devices=10, rate=1000, batch=40, record=True).run(1.5)
+    assert died.is_set()
+    check_one_log(a, report)
+    assert report.failovers >= 1 and report.by_url[b.url] > 0
+    lost_answer = a.requests[2]
+    assert report.duplicates >= len(lost_answer)   # resent to b, which already had it: stored once
+    assert b.requests[0] == lost_answer
+    assert_seqs_contiguous(a.arrivals)             # one connection: each device's events in order
+
+
+def test_a_node_shedding_load_sends_the_batch_to_the_next_at_once(nodes: tuple[FakeServer, FakeServer]) -> None:
+    a, b = nodes
+    a.respond = lambda i, evs: (503, {"Retry-After": "3600"}, b"{}")
+    started = time.monotonic()
+    report = Simulator(f"{a.url},{b.url}", devices=5, rate=400, record=True).run(0.6)
+    assert time.monotonic() - started < 10
+    check_one_log(a, report)
+    assert report.throttled >= 1 and report.failovers >= 1
+    assert report.by_url.get(a.url, 0) == 0 and report.by_url[b.url] == len(a.stored) > 0
+
+
+@pytest.mark.parametrize("urls, message", [
+    ("", "no server URL given"),
+    (" , ", "no server URL given"),
+    ("http://127.0.0.1:1,http://127.0.0.1:1", "listed twice"),
+    ("http://127.0.0.1:1,ftp://x", "must look like http://HOST:PORT"),
+    (["http://127.0.0.1:1", "http://127.0.0.1:2?x=1"], "has a query or fragment"),
+])
+def test_bad_lists_of_urls_are_refused(urls: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Simulator(urls, devices=1, rate=1)
+
+
+def test_cli_with_two_nodes_says_where_events_went(nodes: tuple[FakeServer, FakeServer],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = nodes
+    code = main(["simulate", "--url", f"{a.url},{b.url}", "--devices", "10", "--rate", "800",
+                 "--duration", "0.8", "--connections", "2", "--batch", "40"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    per_node = {url: int(re.search(rf"{re.escape(url)}\s+([\d,]+)", out)[1].replace(",", ""))  # type: ignore[index]
+                for url in (a.url, b.url)}
+    assert sum(per_node.values()) == len(a.stored) > 0 and min(per_node.values()) > 0, out
+    assert re.search(r"failovers\s+0", out), out

@@ -83,7 +83,10 @@ def _kinds(text: str) -> tuple[str, ...]:
             "fluvial simulate --url http://127.0.0.1:8000 --devices 500 --rate 5000 "
             "--kinds reading,tweet --token \"$TOKEN\"",
     args=[
-        arg("--url", required=True, help="the server's base URL, http:// or https://"),
+        arg("--url", required=True, metavar="URL[,URL...]",
+            help="the server's base URL, http:// or https://; several ingest nodes of one log, "
+                 "comma-separated: the connections start on different ones, and a batch that fails "
+                 "on one goes to the next"),
         arg("--devices", required=True, type=_number(int, 1), metavar="N",
             help="how many sensor devices (>= 1)"),
         arg("--rate", required=True, type=_positive, metavar="EVENTS_PER_S",
@@ -186,13 +189,17 @@ def _summary(r: SimulatorReport) -> str:
         ("dropped", r.dropped, f"{r.dropped_batches:,} batches refused (4xx)"),
         ("retries", r.retries, f"{r.throttled:,} after 429/503, {r.retries - r.throttled:,} after errors"),
     ]
+    if r.failovers or len(r.by_url) > 1:
+        rows.append(("failovers", r.failovers, "resends that went to the next server"))
+        rows += [(f"  {url}", n, "acknowledged there") for url, n in sorted(r.by_url.items())]
     if r.unsent:
         rows.append(("unsent", r.unsent, "still queued when the run ended"))
     if r.buffered or r.buffer_dropped:
         rows.append(("offline", r.buffered, f"held by offline devices; {r.buffer_dropped:,} dropped "
                                             "from full buffers"))
     width = max(len(f"{n:,}") for _, n, _ in rows)
-    lines = [f"{name:<11} {n:>{width},}  {note}".rstrip() for name, n, note in rows]
+    label = max(11, *(len(name) for name, _, _ in rows))
+    lines = [f"{name:<{label}} {n:>{width},}  {note}".rstrip() for name, n, note in rows]
     if r.last_error and (r.dropped or r.unsent or r.rejected):
         lines.append(f"last error: {r.last_error}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -57,6 +58,8 @@ class SimulatorReport:
         buffered: Readings held by devices still offline at the end (never sent).
         batches: Batches answered for good.
         elapsed_s: Wall-clock duration of the run.
+        failovers: Resends that went to another server of the list than the one that failed.
+        by_url: Events acknowledged by each server of the list.
         last_error: The last problem met, for the user (None if none).
         acked: ``(device, seq)`` of every acknowledged event (accepted or duplicate), in
             the order acknowledged; filled only with ``record=True`` and in the final report.
@@ -76,6 +79,8 @@ class SimulatorReport:
     buffered: int = 0
     batches: int = 0
     elapsed_s: float = 0.0
+    failovers: int = 0
+    by_url: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     acked: list[tuple[str, int]] = field(default_factory=list, repr=False)
 
@@ -105,6 +110,17 @@ class _Endpoint(NamedTuple):
     host: str
     port: int | None
     path: str
+
+
+def parse_urls(urls: str | Sequence[str]) -> list[str]:
+    """The servers of ``urls``: one URL, a comma-separated list, or a sequence of them."""
+    items = urls.split(",") if isinstance(urls, str) else [u for text in urls for u in str(text).split(",")]
+    found = [u.strip() for u in items if u.strip()]
+    if not found:
+        raise ConfigError("no server URL given: name at least one, like http://127.0.0.1:8000")
+    if len(set(found)) < len(found):
+        raise ConfigError(f"a server URL is listed twice in {', '.join(found)}")
+    return found
 
 
 def _parse_url(url: str) -> _Endpoint:
@@ -144,11 +160,44 @@ class _Connection:
         self._conn.close()
 
 
+class _Route:
+    """One sender's servers: the one it posts to now, and a keep-alive connection to each."""
+
+    def __init__(self, urls: list[str], endpoints: list[_Endpoint], first: int, timeout_s: float) -> None:
+        self.urls, self._endpoints, self._timeout_s = urls, endpoints, timeout_s
+        self.at = first % len(endpoints)
+        self._conns: dict[int, _Connection] = {}
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.at]
+
+    def conn(self) -> _Connection:
+        conn = self._conns.get(self.at)
+        if conn is None:
+            conn = self._conns[self.at] = _Connection(self._endpoints[self.at], self._timeout_s)
+        return conn
+
+    def fail_over(self) -> bool:
+        """Move on to the next server of the list; False when there is only one."""
+        if len(self._endpoints) == 1:
+            return False
+        self.at = (self.at + 1) % len(self._endpoints)
+        return True
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+
+
 class Simulator:
-    """Paces a :class:`Workload` in real time and POSTs it to a fluvial server.
+    """Paces a :class:`Workload` in real time and POSTs it to one fluvial server or several.
 
     Args:
-        url: The server's base URL (``http://127.0.0.1:8000``); events go to ``{url}/v1/events``.
+        url: The server's base URL (``http://127.0.0.1:8000``; events go to ``{url}/v1/events``),
+            or several ingest nodes of one log (a comma-separated list or a sequence): the
+            senders start on different ones (``connections`` spreads the load), and a batch
+            that fails on one (connection error, 5xx, 429) is resent to the next.
         devices, rate, kinds, seed, offline_fraction, offline_spell_s, buffer_size, start_ms, first_seq:
             The :class:`Workload`.
         batch: Events per request (a partial batch leaves after :attr:`linger_s`).
@@ -159,10 +208,11 @@ class Simulator:
         connections: Sender threads, one keep-alive connection each.
         timeout_s: Socket timeout of a request; a timed-out batch is resent (safe: same seqs).
 
-    Delivery: a batch is resent with the same seqs after 429/503 (waiting
+    Delivery: a batch is resent with the same seqs after 429/503/507 (waiting
     ``Retry-After``, at most :attr:`max_retry_after_s`, plus jitter) and after a
     connection error or 502/504 (exponential backoff up to :attr:`max_backoff_s`);
-    any other refusal drops the batch and counts it. When the run ends, queued
+    with several servers the resend goes to the next one at once, and the waits
+    apply once every server was tried. Any other refusal drops the batch and counts it. When the run ends, queued
     batches still get :attr:`drain_s` seconds to arrive.
 
     Example (needs a server, so not run here)::
@@ -187,8 +237,9 @@ class Simulator:
                  offline_spell_s: tuple[float, float] = (30.0, 120.0), buffer_size: int = 10_000,
                  start_ms: int | None = None, first_seq: int = 0, record: bool = False,
                  connections: int = 1, timeout_s: float = 10.0) -> None:
-        self.url = url
-        self._endpoint = _parse_url(url)
+        self.urls = parse_urls(url)
+        self.url = self.urls[0]
+        self._endpoints = [_parse_url(u) for u in self.urls]
         self.workload = Workload(devices=devices, rate=rate, kinds=kinds, seed=seed, start_ms=start_ms,
                                  offline_fraction=offline_fraction, offline_spell_s=offline_spell_s,
                                  buffer_size=buffer_size, first_seq=first_seq)
@@ -322,15 +373,15 @@ class Simulator:
     def _send_loop(self, batches: queue.Queue[list[Event] | None], abandon: threading.Event,
                    index: int) -> None:
         jitter = random.Random(self.workload.seed * 1000 + index)  # for waits only: not the events
-        conn = _Connection(self._endpoint, self.timeout_s)
+        route = _Route(self.urls, self._endpoints, index, self.timeout_s)
         try:
             while (batch := batches.get()) is not None:
                 if abandon.is_set():
                     self._count(unsent=len(batch))
                 else:
-                    self._deliver(conn, batch, abandon, jitter)
+                    self._deliver(route, batch, abandon, jitter)
         finally:
-            conn.close()
+            route.close()
 
     def _headers(self) -> dict[str, str]:
         from fluvial import __version__
@@ -343,7 +394,7 @@ class Simulator:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _deliver(self, conn: _Connection, batch: list[Event], abandon: threading.Event,
+    def _deliver(self, route: _Route, batch: list[Event], abandon: threading.Event,
                  jitter: random.Random) -> None:
         body = _ENCODERS[self.fmt](batch)
         if self.gzip:
@@ -351,29 +402,33 @@ class Simulator:
         headers = self._headers()
         attempt = 0
         while not abandon.is_set():
+            url = route.url
             try:
-                status, retry_after, data = conn.post(body, headers)
+                status, retry_after, data = route.conn().post(body, headers)
             except (OSError, http.client.HTTPException) as exc:
                 # refused, reset, timed out: the server may be restarting; resending is safe
                 wait = self._backoff(attempt, jitter)
-                self._count(retries=1, error=f"POST {self.url}: {type(exc).__name__}: {exc}")
+                self._count(retries=1, error=f"POST {url}: {type(exc).__name__}: {exc}")
             else:
                 if 200 <= status < 300:
-                    self._acknowledge(batch, data)
+                    self._acknowledge(batch, data, url)
                     return
-                if status in (429, 503):
+                if status in (429, 503, 507):
                     wait = self._retry_after(retry_after, attempt, jitter)
                     self._count(retries=1, throttled=1)
                 elif status in (502, 504):
                     wait = self._backoff(attempt, jitter)
-                    self._count(retries=1, error=f"POST {self.url}: HTTP {status} (retrying)")
+                    self._count(retries=1, error=f"POST {url}: HTTP {status} (retrying)")
                 else:
                     text = data[:200].decode("utf-8", "replace").strip()
                     self._count(sent=len(batch), dropped=len(batch), dropped_batches=1, batches=1,
-                                error=f"POST {self.url}: HTTP {status}: {text or '(no body)'}; "
+                                error=f"POST {url}: HTTP {status}: {text or '(no body)'}; "
                                       f"batch of {len(batch)} events dropped")
                     return
             attempt += 1
+            if route.fail_over():   # the same batch (same seqs) to the next node: stored once by the log
+                self._count(failovers=1)
+                wait = min(wait, self.first_backoff_s) if attempt % len(self.urls) else wait
             abandon.wait(wait)
         self._count(unsent=len(batch))
 
@@ -390,7 +445,7 @@ class Simulator:
         seconds = min(seconds, self.max_retry_after_s)
         return seconds + jitter.uniform(0, 0.1 * seconds + 0.05)
 
-    def _acknowledge(self, batch: list[Event], data: bytes) -> None:
+    def _acknowledge(self, batch: list[Event], data: bytes, url: str) -> None:
         try:
             ack = _ack_decoder.decode(data) if data.strip() else _Ack(accepted=len(batch))
             error = None
@@ -406,13 +461,15 @@ class Simulator:
             r.accepted += ack.accepted
             r.duplicates += ack.duplicates
             r.rejected += len(refused)
+            r.by_url[url] = r.by_url.get(url, 0) + ack.accepted + ack.duplicates
             if error:
                 r.last_error = error
             if self.record:
                 r.acked.extend((e.device, e.seq) for i, e in enumerate(batch) if i not in refused)
 
     def _count(self, *, sent: int = 0, dropped: int = 0, dropped_batches: int = 0, batches: int = 0,
-               retries: int = 0, throttled: int = 0, unsent: int = 0, error: str | None = None) -> None:
+               retries: int = 0, throttled: int = 0, unsent: int = 0, failovers: int = 0,
+               error: str | None = None) -> None:
         with self._lock:
             r = self._report
             r.sent += sent
@@ -422,5 +479,6 @@ class Simulator:
             r.retries += retries
             r.throttled += throttled
             r.unsent += unsent
+            r.failovers += failovers
             if error:
                 r.last_error = error

@@ -236,7 +236,8 @@ def test_fsync_policies(tmp_path: Path, fsync: str) -> None:
 
 
 def test_throughput(tmp_path: Path) -> None:
-    """Measure append and read (decode) of 1M events; prints the figures."""
+    """1M events appended and read back (decoded) whole; prints the rates (no bound on them: tests
+    never assert timings, bench/ measures)."""
     n, chunk = 1_000_000, 10_000
     evs = [Event(device=f"dev-{i % 1000}", kind="reading", ts=1_700_000_000_000 + i, seq=i,
                  payload={"kind": "temp", "value": i * 0.5}) for i in range(n)]
@@ -258,7 +259,6 @@ def test_throughput(tmp_path: Path) -> None:
     assert total == n
     print(f"append {n / t_append:,.0f} events/s ({t_append:.2f}s, fsync=batch, {chunk}/call); "
           f"read+decode {n / t_read:,.0f} events/s ({t_read:.2f}s for 1M)")
-    assert t_read < 5  # generous bound for shared CI machines; the figure is printed
 
 
 def test_the_default_config_opens_a_log_of_any_partition_count(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from fluvial.aggregators import (
     Aggregator,
+    Collect,
     Count,
     Distinct,
     Histogram,
@@ -90,6 +91,7 @@ CASES: list[tuple[str, Aggregator[Any, Any, Any], st.SearchStrategy[Any]]] = [
     ("top_by_value-top_k", TopByValue(TopK(2), 3), st.tuples(keys, st.integers(-2, 2))),
     ("reduce-add", Reduce(operator.add, operator.sub), st.integers()),
     ("reduce-max", Reduce(max), st.integers()),
+    ("collect", Collect(), st.one_of(hashables, st.floats(allow_nan=False), st.tuples(st.integers(0, 1), hashables))),
     ("last", Last(), st.tuples(order_keys, st.one_of(hashables, st.floats()))),
 ]
 IDS = [c[0] for c in CASES]

@@ -1,7 +1,7 @@
 """Aggregators: the monoids every runner and the serving layer share.
 
 Built-ins: :class:`Count`, :class:`Sum`, :class:`Min`, :class:`Max`,
-:class:`Mean`, :class:`Stats`, :class:`Histogram`, :class:`Distinct`
+:class:`Mean`, :class:`Stats`, :class:`Histogram`, :class:`Collect`, :class:`Distinct`
 (HyperLogLog), :class:`TopK`, :class:`TopByValue`, :class:`Last` and
 :class:`Reduce` (a user's binary function, see :func:`reducer`).  All are pure:
 no I/O, accumulators are plain picklable data.
@@ -13,6 +13,7 @@ from typing import Any
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.aggregators.builtin import (
+    Collect,
     Count,
     Histogram,
     Last,
@@ -29,6 +30,7 @@ from fluvial.errors import ConfigError
 
 __all__ = [
     "Aggregator",
+    "Collect",
     "Count",
     "Distinct",
     "Histogram",
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 _SIMPLE: dict[str, type[Aggregator[Any, Any, Any]]] = {
+    "collect": Collect,
     "count": Count,
     "sum": Sum,
     "min": Min,

@@ -13,6 +13,7 @@ and ``add_many`` may mutate the accumulator passed in when it is mutable (only
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_right
 from collections import Counter
@@ -37,6 +38,7 @@ from fluvial.aggregators.exact import (
 from fluvial.errors import ConfigError
 
 __all__ = [
+    "Collect",
     "Count",
     "Histogram",
     "Last",
@@ -491,3 +493,35 @@ class Last(_Builtin):
 
     def result(self, acc: tuple[Any, Any] | None) -> Any:
         return None if acc is None else acc[1]
+
+
+class Collect(_Builtin):
+    """Every value, as a list (``group_by_key``), kept sorted in the total order of
+    :func:`sort_key`: the same list however the values were split and merged.  It
+    keeps every value: prefer an aggregator that folds them.
+
+    Example:
+        >>> c = Collect()
+        >>> c.result(c.merge(c.add_many(c.zero(), ["b", "a"]), c.add(c.zero(), 1)))
+        [1, 'a', 'b']
+    """
+
+    name = "collect"
+
+    def zero(self) -> list[Any]:
+        return []
+
+    def add(self, acc: list[Any], value: Any) -> list[Any]:
+        return self.add_many(acc, [value])
+
+    def add_many(self, acc: list[Any], values: Iterable[Any]) -> list[Any]:
+        return sorted([*acc, *values], key=sort_key)
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        return list(heapq.merge(a, b, key=sort_key))
+
+    def is_zero(self, acc: list[Any]) -> bool:
+        return not acc
+
+    def result(self, acc: list[Any]) -> list[Any]:
+        return list(acc)

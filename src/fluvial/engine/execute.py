@@ -40,6 +40,8 @@ class BatchOutput:
     collected: dict[int, list[Any]] = field(default_factory=dict)
     late: dict[int, int] = field(default_factory=dict)   # aggregate position -> late events this batch
     records_out: int = 0
+    files: list[tuple[Node, list[Any]]] = field(default_factory=list)   # file sink -> its elements
+    cached: dict[int, list[Chunk]] = field(default_factory=dict)         # persisted flow -> its chunks
 
 
 def _fail(node: Node, what: str, exc: BaseException | None = None) -> FlowError:
@@ -97,6 +99,8 @@ class Executor:
                     out.append(Chunk(ch.origin, vals, new_ts if timed else None))
                 elif op == "lookup":
                     out.append(self._lookup(node, ch, ts))
+                elif op == "repartition":  # the local runners have no partitions to change
+                    out.append(ch)
                 else:  # pragma: no cover - planner guarantees the op set
                     raise _fail(node, "unknown operator")
             except FlowError:
@@ -323,6 +327,20 @@ class Executor:
             rstate.setdefault(jk, []).append((w, u))
         return Chunk((pos, 0), out, out_ts)
 
+    def _sort(self, node: Node, chunks: list[Chunk]) -> Chunk:
+        """Every element of a bounded run, by key (stable: ties keep the order of the
+        input partitions, then of each partition)."""
+        f, ascending = node.params["f"], node.params["ascending"]
+        items = [(v, t) for ch in sorted(chunks, key=lambda c: c.origin)
+                 for v, t in zip(ch.values, ch.ts or itertools.repeat(0))]
+        try:
+            keys = [f(v) for v, _ in items]
+            order = sorted(range(len(items)), key=keys.__getitem__, reverse=not ascending)  # stable both ways
+        except Exception as exc:
+            raise _fail(node, "the sort key function failed (keys must be comparable with each other)",
+                        exc) from exc
+        return Chunk((self.plan.index[node.id], 0), [items[i][0] for i in order], [items[i][1] for i in order])
+
     # -- the micro-batch ---------------------------------------------------------
     def map_side(self, inputs: dict[int, list[Chunk]]) -> dict[int, dict[tuple[Any, Any], Any]]:
         """Phase one of a batch run: the narrow operators and the partial
@@ -367,7 +385,7 @@ class Executor:
             if node.id in values:
                 continue
             if node.op in SOURCE_OPS:  # phase two of a sliced run: consumed by map_side()
-                values[node.id] = []
+                values[node.id] = inputs.get(node.id, []) if partials is None else []
                 continue
             if partials is not None and node.id in self.plan.prefix:
                 values[node.id] = []  # its elements were aggregated into ``partials``
@@ -395,6 +413,10 @@ class Executor:
                 values[node.id] = [self._state(node, parents[0])]
             elif node.op == "join":
                 values[node.id] = [self._join(node, parents[0], parents[1])]
+            elif node.op == "cache":
+                values[node.id] = out.cached[node.id] = parents[0]
+            elif node.op == "sort":
+                values[node.id] = [self._sort(node, parents[0])]
             elif node.op in NARROW_OPS:
                 values[node.id] = self._narrow(node, parents)
             else:
@@ -425,6 +447,8 @@ class Executor:
         out.records_out += len(elements)
         if op == "collect":
             out.collected.setdefault(node.id, []).extend(elements)
+        elif op == "file":
+            out.files.append((node, elements))
         elif op == "save":
             out.saves.append((node, [_as_row(node, e, p["columns"]) for e in elements]))
         elif op == "foreach":

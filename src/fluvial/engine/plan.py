@@ -46,6 +46,12 @@ class Plan:
     prefix: set[int] = field(default_factory=set)     # sources and the narrow operators right after them
     shape: list[str] = field(default_factory=list)    # describe() of each node, in order
     legacy_fingerprint: str = ""           # operators and edges only (older checkpoints)
+    pipeline: Any = None                   # the Pipeline it was compiled from
+
+    @property
+    def bounded(self) -> list[Node]:
+        """Operators that need all of their input before they emit (batch runs only)."""
+        return [n for n in self.nodes if n.op == "sort" or n.params.get("bounded")]
 
     def fits(self, fingerprint: str) -> bool:
         """Whether state checkpointed under ``fingerprint`` fits this plan."""
@@ -56,8 +62,14 @@ class Plan:
         return [n for n in self.nodes if n.op in SOURCE_OPS]
 
 
-def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
-    """Order and check the operators that feed ``sinks`` (default: all of the pipeline's)."""
+def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None, *,
+                 cut: frozenset[int] = frozenset()) -> Plan:
+    """Order and check the operators that feed ``sinks`` (default: all of the pipeline's).
+
+    ``cut``: nodes whose output is known already (persisted flows a run kept): the plan
+    holds them without what feeds them, so a run gives their output to the executor
+    (``Executor.run(outputs=...)``) and reads none of their sources.
+    """
     sinks = list(pipeline.sinks) if sinks is None else list(sinks)
     if not sinks:
         raise ConfigError(f"pipeline {pipeline.name!r} has no sink: end a flow with to_view(), "
@@ -69,8 +81,9 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
         if node.id in seen:
             return
         seen.add(node.id)
-        for parent in node.parents:
-            visit(parent)
+        if node.id not in cut:
+            for parent in node.parents:
+                visit(parent)
         order.append(node)
 
     for sink in sinks:
@@ -79,7 +92,8 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
     children: dict[int, list[Node]] = {n.id: [] for n in order}
     for n in order:
         for parent in n.parents:
-            children[parent.id].append(n)
+            if parent.id in children:
+                children[parent.id].append(n)
 
     timed: set[int] = set()
     for n in reversed(order):
@@ -89,7 +103,7 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
             or (c.op in NARROW_OPS and c.op != "with_timestamps" and c.id in timed)
             for c in children[n.id]
         )
-        if needs or n.op == "aggregate":
+        if needs or n.op in ("aggregate", "cache"):  # a kept result may serve a later windowed action
             timed.add(n.id)
 
     views: dict[str, ViewSpec] = {}
@@ -117,12 +131,12 @@ def compile_plan(pipeline: Pipeline, sinks: list[Node] | None = None) -> Plan:
     two_phase = bool(boundary) and all(
         n.op == "aggregate" and all(p.id in narrow for p in n.parents) for n in boundary)
 
-    shape = [describe(n, index) for n in order]
+    shape = [describe(n, index) for n in order if n.id not in cut]
     fingerprint = "2:" + hashlib.sha1("|".join(shape).encode()).hexdigest()[:16]
     legacy = hashlib.sha1("|".join(
-        f"{n.op}:{[index[p.id] for p in n.parents]}" for n in order).encode()).hexdigest()[:16]
+        f"{n.op}:{[index[p.id] for p in n.parents]}" for n in order if n.id not in cut).encode()).hexdigest()[:16]
     return Plan(pipeline.name, order, sinks, index, children, timed, views, boundary, two_phase,
-                stateful, fingerprint, narrow, shape, legacy)
+                stateful, fingerprint, narrow, shape, legacy, pipeline)
 
 
 def describe(node: Node, index: dict[int, int]) -> str:
@@ -134,7 +148,8 @@ def describe(node: Node, index: dict[int, int]) -> str:
     return f"{node.op}({params}) <- {[index[p.id] for p in node.parents]}"
 
 
-_OUTPUT_ONLY = {"print", "foreach", "collect"}
+# Operators whose parameters change what is shown or kept, never the meaning of state.
+_OUTPUT_ONLY = {"print", "foreach", "collect", "file", "cache"}
 
 
 def _param(value: Any) -> str:

@@ -31,6 +31,9 @@ from typing import (
 
 from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError
+from fluvial.flow.actions import Actions
+from fluvial.flow.pairs import PairOps
+from fluvial.flow.storage import Persistence
 from fluvial.windows.shapes import Sliding, Tumbling, WindowShape
 
 if TYPE_CHECKING:
@@ -45,8 +48,9 @@ S = TypeVar("S")
 _ids = itertools.count(1)
 
 SOURCE_OPS = frozenset({"log", "text", "jsonl", "queue", "rate"})
-NARROW_OPS = frozenset({"map", "flat_map", "filter", "map_partitions", "with_timestamps", "union", "lookup"})
-SINK_OPS = frozenset({"view", "save", "foreach", "print"})
+NARROW_OPS = frozenset({"map", "flat_map", "filter", "map_partitions", "with_timestamps", "union", "lookup",
+                        "repartition"})
+SINK_OPS = frozenset({"view", "save", "foreach", "print", "file"})
 
 
 class Windowed(NamedTuple):
@@ -164,8 +168,14 @@ class Pipeline:
         return f"Pipeline({self.name!r}, sinks={len(self.sinks)})"
 
 
-class Flow(Generic[T]):
-    """A lazily evaluated collection of elements with event times."""
+class Flow(PairOps[T], Actions[T], Persistence[T], Generic[T]):
+    """A lazily evaluated collection of elements with event times.
+
+    The core operators are here; the derived ones (``keys``, ``distinct``,
+    ``cogroup``, the outer joins, ``sort_by``...) come from :class:`PairOps`, the
+    actions beyond ``collect``/``count``/``reduce`` and the file sinks from
+    :class:`Actions`, ``cache``/``persist`` from :class:`Persistence`.
+    """
 
     def __init__(self, pipeline: Pipeline, node: Node) -> None:
         self.pipeline = pipeline

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
+from fluvial.engine.files import batch_part, check_file_sinks, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, Split, log_sources, plan_splits, read_split
 from fluvial.errors import ConfigError
@@ -119,6 +120,7 @@ class BatchRunner(LazyLog):
 
     def _run(self, plan: Plan, cutoff: list[int] | None) -> RunStats:
         started = time.perf_counter()
+        check_file_sinks(plan)
         cut = self._cutoff(plan, cutoff)
         output, records = self._execute(plan, cut.offsets)
         stats = RunStats(plan.name, "batch", records_in=records, micro_batches=1)
@@ -235,6 +237,8 @@ class BatchRunner(LazyLog):
             out.write(text + "\n")
         if output.prints:
             out.flush()
+        for node, elements in output.files:
+            write_part(node, elements, batch_part(node))
         if not plan.views and not output.saves:
             return
         store = self.store

@@ -31,14 +31,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk, Executor
+from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
 from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
-from fluvial.flow.graph import NARROW_OPS, Pipeline
-
-if TYPE_CHECKING:
-    from fluvial.log.base import LogReader
-    from fluvial.serving.base import ViewStore
+from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
 from fluvial.state.checkpoint import (
@@ -52,6 +49,10 @@ from fluvial.state.checkpoint import (
 )
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
+
+if TYPE_CHECKING:
+    from fluvial.log.base import LogReader
+    from fluvial.serving.base import ViewStore
 
 __all__ = ["StreamRun", "StreamRunner"]
 _logger = logging.getLogger("fluvial.engine")
@@ -145,6 +146,13 @@ class StreamRunner(LazyLog):
             self._ownership.release()
             self._ownership = None
 
+    def collect(self, flow: Flow[Any]) -> list[Any]:
+        """Refused: an action returns a final value, and a stream has no end."""
+        raise UnsupportedOperation(
+            f"{flow!r}: actions (collect, count, take, ...) return a final value, and a stream run has no "
+            "end to return it at. Run the action on a batch runner (the default: flow.collect()), or give "
+            "the stream a sink: to_view(), save_as_json_lines(), foreach()")
+
     def checkpoint_id(self, pipeline: Pipeline | Plan) -> str:
         """The key of this runner's checkpoint in the store."""
         return self.runner_id or checkpoint_id(pipeline.name)
@@ -165,6 +173,7 @@ class StreamRunner(LazyLog):
         if reads_log and not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
         _check_streamable(plan)
+        check_file_sinks(plan)
         for name, spec in plan.views.items():
             if name not in self.view_parts:  # a version being built has its own aggregator (begin_version)
                 self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
@@ -232,9 +241,13 @@ class StreamRunner(LazyLog):
         identity of the last event read per partition (see :mod:`.checkpoint`).
         """
         output = executor.run(inputs, batch_time_ms=batch_time_ms, stamp=(1, cp.micro_batches))
-        if cp.warmup_until is not None:
-            # History the batch views already cover: keep the state, not the
-            # aggregate view changes (latest-value views take the replayed values).
+        if cp.warmup_until is None:
+            # Before the commit: a crash in between replays this micro-batch, which rewrites its files.
+            for node, elements in output.files:
+                write_part(node, elements, micro_batch_part(node, cp.micro_batches))
+        else:
+            # History the batch views already cover: keep the state, not the aggregate
+            # view changes nor file output (latest-value views take the replayed values).
             for name, spec in plan.views.items():
                 if spec.source.op == "aggregate":
                     output.view_merges.pop(name, None)
@@ -403,6 +416,10 @@ def _check_streamable(plan: Plan) -> None:
     functions, so the table would keep superseded sessions.  ``to_view``
     merges session fragments exactly; use it (or a batch run) instead.
     """
+    for node in plan.bounded:
+        what = node.params.get("name", "sort_by")
+        raise UnsupportedOperation(f"{what} at {node.label}: a stream run cannot offer it, "
+                                   f"{_UNBOUNDED.get(what, _UNBOUNDED['sort_by'])}")
     for sink in plan.sinks:
         if sink.op != "save":
             continue
@@ -415,6 +432,19 @@ def _check_streamable(plan: Plan) -> None:
                 f"(sessions of {node.label} grow and merge across micro-batches, and rows saved "
                 "under an old session window cannot be retracted). Serve it with to_view(), "
                 "which merges sessions exactly, or save it from a batch run")
+
+
+_OUTER = ("an unmatched key may be matched by a later micro-batch, and the row with None emitted now "
+          "could not be taken back. In a stream use join() (inner) or cogroup() (whose rows update in "
+          "place); run the outer join in a batch run (--mode batch)")
+_UNBOUNDED = {
+    "sort_by": "a stream has no end to sort up to. Sort in a batch run (--mode batch, or take_ordered), "
+               "or keep the n largest per window in a stream with window(...) ... top(n)",
+    "left_outer_join": _OUTER, "right_outer_join": _OUTER, "full_outer_join": _OUTER,
+    "subtract_by_key": "the other flow may gain the key in a later micro-batch, and a pair emitted now "
+                       "could not be taken back. In a stream use cogroup() (whose rows update in place); "
+                       "run subtract_by_key in a batch run (--mode batch)",
+}
 
 
 def _say_waiting(exc: Exception) -> None:

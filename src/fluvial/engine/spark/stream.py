@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from fluvial.backends import spec_of
 from fluvial.engine.batch import RunStats
 from fluvial.engine.execute import Chunk
+from fluvial.engine.files import check_file_sinks
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import log_chunks, log_sources
 from fluvial.engine.spark.session import SparkConfig, get_session
@@ -104,6 +105,7 @@ class SparkStreamRunner(StreamRunner):
             raise ConfigError("a stream runner commits to a store: give it one "
                               "(fluvial.open(DATA_DIR).spark_stream_runner(), or `fluvial run --engine spark`)")
         check_spark_streamable(plan)
+        check_file_sinks(plan)
         if not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
         log_path = spec_of(self.log).url   # what Spark's source opens, read only

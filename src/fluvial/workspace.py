@@ -6,6 +6,7 @@ Layout of ``DATA_DIR`` (default ``./.fluvial``)::
     dead-letters/    events refused by validation, with the reason
     schemas.json     the schema registry (kinds and versions)
     views.db         the serving store: views, save_to tables, stream checkpoints
+    cache/           flows persisted at a DISK level (persist(StorageLevel.DISK)), per pipeline
 
 The log and the store may live elsewhere, on any backend: ``log_url`` and
 ``store_url`` (see :mod:`fluvial.backends`).
@@ -119,6 +120,7 @@ class Workspace:
 
         # this directory's log (opened or not yet), not an export of it
         own = log is None or log == self._lazy_log or log is self.__dict__.get("log")
+        options.setdefault("cache_dir", self.path / "cache")   # persist(DISK) keeps flows there
         return BatchRunner(log=self._lazy_log if own else log, store=self.store, own_log=own, **options)
 
     def stream_runner(self, config: StreamConfig = DEFAULT_STREAM, **options: Any) -> StreamRunner:

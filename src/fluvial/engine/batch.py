@@ -17,10 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from fluvial.engine.execute import BatchOutput, Chunk, Executor
 from fluvial.engine.files import batch_part, check_file_sinks, write_part
+from fluvial.engine.persisted import Persisted, input_key
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, Split, log_sources, plan_splits, read_split
 from fluvial.errors import ConfigError
@@ -72,6 +74,8 @@ class BatchRunner(LazyLog):
         slice_records: Log records per split.
         progress: Show a progress bar (default: when stderr is a terminal).
         out: Where ``print()`` sinks write.
+        cache_dir: Where flows persisted at a ``DISK`` level keep their elements
+            (``DATA_DIR/cache`` from a workspace); None: such flows are refused.
         own_log: ``log`` is the log the speed layer reads (not an export of it): a stream
             checkpoint beyond its end is a torn tail, rewound (see
             :func:`~fluvial.layers.handover.take_cutoff`), instead of refused.
@@ -93,8 +97,10 @@ class BatchRunner(LazyLog):
     def __init__(self, *, log: LogReader | Callable[[], LogReader] | None = None, store: ViewStore | None = None,
                  workers: int | None = None,
                  slice_records: int = 100_000, progress: bool | None = None,
-                 out: TextIO | None = None, own_log: bool = False) -> None:
+                 out: TextIO | None = None, own_log: bool = False,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         self._log = log
+        self.persisted = Persisted(None if cache_dir is None else Path(cache_dir))
         self.own_log = own_log
         self._store = store
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
@@ -181,6 +187,21 @@ class BatchRunner(LazyLog):
             txn.fence(self._lease)
 
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:
+        """Run the plan over the input up to ``cutoff``, starting from what persisted flows
+        kept for this input (see :mod:`fluvial.engine.persisted`), and keep what they computed."""
+        if not any(n.op == "cache" for n in plan.nodes):
+            return self._compute(plan, cutoff, {})
+        self.persisted.check(plan)
+        key = input_key(plan, cutoff)
+        hits = self.persisted.hits(plan, key)
+        if hits:
+            plan = compile_plan(plan.pipeline, plan.sinks, cut=frozenset(hits))
+        output, records = self._compute(plan, cutoff, hits)
+        self.persisted.keep(plan, key, output.cached)
+        return output, records
+
+    def _compute(self, plan: Plan, cutoff: list[int] | None,
+                 known: dict[int, list[Chunk]]) -> tuple[BatchOutput, int]:
         executor = Executor(plan, stream=False)
         splits = plan_splits(plan, cutoff, slice_records=self.slice_records)
         if not plan.two_phase:
@@ -189,9 +210,9 @@ class BatchRunner(LazyLog):
                 for node_id, chunks in read_split(plan, split, self.log_if_any).items():
                     inputs.setdefault(node_id, []).extend(chunks)
             records = sum(len(c.values) for cs in inputs.values() for c in cs)
-            return executor.run(inputs, batch_time_ms=_batch_time(plan)), records
+            return executor.run(inputs, batch_time_ms=_batch_time(plan), outputs=known or None), records
         partials, records = self._map_phase(plan, splits)
-        return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials), records
+        return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials, outputs=known or None), records
 
     def _map_phase(self, plan: Plan, splits: list[tuple[Split, int]]) -> tuple[dict[int, Any], int]:
         total = sum(size for _, size in splits)

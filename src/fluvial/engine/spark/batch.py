@@ -25,6 +25,10 @@ the local batch runner, on the driver, over the merged partial aggregates.
   key's values sorted by ``(ts, origin, seq)`` (the local executor's total
   order), folded with the user function.  ``join``: ``cogroup`` of both sides
   per ``(key, storage window)``.
+* ``repartition``/``coalesce`` are the RDD operations; ``cache``/``persist`` is
+  ``RDD.persist`` at the matching Spark storage level, and the runner keeps the
+  RDD for the next actions over the same input (``toDebugString`` then shows
+  its ``CachedPartitions``); ``sort_by`` runs on the driver.
 * Records that an operator evaluated on the driver needs (a sink over a
   non-aggregated flow, ...) are collected as chunks and handed to
   ``Executor.run(outputs=...)``.
@@ -43,6 +47,7 @@ from typing import Any
 from fluvial.backends import LogSpec, spec_of
 from fluvial.engine.batch import BatchOutput, BatchRunner, _batch_time
 from fluvial.engine.execute import Chunk, Executor, _fail, _identity, _pair
+from fluvial.engine.persisted import input_key
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import Split, plan_splits, read_split
 from fluvial.engine.spark.session import SparkConfig, get_session
@@ -75,6 +80,7 @@ class SparkBatchRunner(BatchRunner):
                          progress=progress, out=out)
         self.spark = spark or SparkConfig()
         self._session: Any = None
+        self._persisted_rdds: dict[int, tuple[Any, Any]] = {}   # persisted flow -> (input key, its RDD)
 
     @property
     def session(self) -> Any:
@@ -99,11 +105,29 @@ class SparkBatchRunner(BatchRunner):
             partials, records = self._two_phase(plan, splits)
             return Executor(plan, stream=False).run({}, batch_time_ms=_batch_time(plan),
                                                     partials=partials), records
-        job = _Job(plan, self.session.sparkContext, self._log_spec(plan), splits)
+        job = _Job(plan, self.session.sparkContext, self._log_spec(plan), splits, self._kept_rdds(plan, cutoff))
         partials, outputs, records = job.run()
         executor = Executor(plan, stream=False)
         return executor.run({}, batch_time_ms=_batch_time(plan), partials=partials,
                             outputs=outputs), records
+
+    def _kept_rdds(self, plan: Plan, cutoff: list[int] | None) -> dict[int, Any]:
+        """The persisted RDDs of the plan's persisted flows that an earlier action over the
+        same input made (Spark keeps their partitions: the job reads nothing behind them)."""
+        key = input_key(plan, cutoff)
+        kept = {}
+        for node in plan.nodes:
+            if node.op != "cache":
+                continue
+            held = self._persisted_rdds.get(node.id)
+            if held is not None and held[0] == key:
+                kept[node.id] = held[1]
+            elif held is not None:
+                held[1].unpersist()   # of an input that grew
+                del self._persisted_rdds[node.id]
+            if node.id not in kept:
+                kept[node.id] = _Keep(key, self._persisted_rdds)
+        return kept
 
     def _two_phase_rdd(self, plan: Plan, splits: list[tuple[Split, int]],
                        where: LogSpec | None) -> Any:
@@ -191,8 +215,9 @@ class _Job:
     """The RDDs of one plan: built lazily, run by :meth:`run`, shown by :meth:`explain`."""
 
     def __init__(self, plan: Plan, sc: Any, log_spec: LogSpec | None,
-                 splits: list[tuple[Split, int]]) -> None:
+                 splits: list[tuple[Split, int]], kept: dict[int, Any] | None = None) -> None:
         self.plan, self.sc, self.log_spec = plan, sc, log_spec
+        self.kept = kept or {}   # persisted flow -> its RDD of an earlier job, or where to keep this one's
         self.splits = [s for s, _ in splits]
         self.log_records = sum(size for s, size in splits if s.kind == "log")
         self.rdds: dict[int, Any] = {}        # node id -> RDD of records
@@ -205,6 +230,9 @@ class _Job:
         src = _source_plan(plan)
         reads = None
         for node in plan.nodes:
+            if node.op == "cache" and not isinstance(self.kept.get(node.id, _KEEP_NONE), _Keep):
+                self.rdds[node.id] = self.kept[node.id]   # kept by an earlier action: its sources are not read
+                continue
             if not all(p.id in self.rdds for p in node.parents):
                 continue  # evaluated on the driver
             parents = [self.rdds[p.id] for p in node.parents]
@@ -222,6 +250,12 @@ class _Job:
             elif node.op == "join":
                 self.rdds[node.id] = _join(node, plan.index[node.id], parents[0], parents[1]).setName(
                     f"join {node.label}")
+            elif node.op == "cache":
+                rdd = parents[0].persist(_storage_level(node)).setName(f"persist {node.label}")
+                self.rdds[node.id] = rdd
+                keep = self.kept.get(node.id)
+                if isinstance(keep, _Keep):
+                    keep.held[node.id] = (keep.key, rdd)
             elif node.op == "aggregate":
                 self.aggs[node.id] = _aggregate(node, self.sc.union(parents) if len(parents) > 1
                                                 else parents[0]).setName(f"aggregate {node.label}")
@@ -274,6 +308,24 @@ class _Job:
             if needed:
                 parts.append(f"{_label(self.plan, node_id)} (collected):\n{_debug(self.rdds[node_id])}")
         return "\n\n".join(parts) if parts else "(nothing runs on Spark)"
+
+
+class _Keep:
+    """Where a job keeps the RDD of a persisted flow for the next actions over ``key``."""
+
+    def __init__(self, key: Any, held: dict[int, tuple[Any, Any]]) -> None:
+        self.key, self.held = key, held
+
+
+_KEEP_NONE = _Keep(None, {})
+
+
+def _storage_level(node: Node) -> Any:
+    from pyspark import StorageLevel as SparkLevel
+
+    level = node.params["level"]
+    return {"memory": SparkLevel.MEMORY_ONLY, "disk": SparkLevel.DISK_ONLY,
+            "memory_and_disk": SparkLevel.MEMORY_AND_DISK}[level.value]
 
 
 def _label(plan: Plan, node_id: int) -> str:
@@ -353,6 +405,8 @@ def _narrow(sc: Any, node: Node, parents: list[Any]) -> Any:
         return sc.union([rdd.map(lambda r, i=i: (r[0], (i, *r[1]), r[2], r[3]))
                          for i, rdd in enumerate(parents)])
     rdd = parents[0]
+    if op == "repartition":  # records keep (origin, seq): the driver restores their order
+        return rdd.repartition(node.params["n"]) if node.params["shuffle"] else rdd.coalesce(node.params["n"])
     if op == "map":
         return rdd.map(guard(lambda r: (r[0], r[1], r[2], f(r[3]))))
     if op == "filter":

@@ -418,8 +418,8 @@ def _check_streamable(plan: Plan) -> None:
     """
     for node in plan.bounded:
         what = node.params.get("name", "sort_by")
-        raise UnsupportedOperation(f"{what} at {node.label}: a stream run cannot offer it, "
-                                   f"{_UNBOUNDED.get(what, _UNBOUNDED['sort_by'])}")
+        raise UnsupportedOperation(f"{what} at {node.label} needs all of its input before it emits, and a "
+                                   f"stream run never has all of it: {_UNBOUNDED.get(what, _UNBOUNDED['sort_by'])}")
     for sink in plan.sinks:
         if sink.op != "save":
             continue
@@ -438,7 +438,7 @@ _OUTER = ("an unmatched key may be matched by a later micro-batch, and the row w
           "could not be taken back. In a stream use join() (inner) or cogroup() (whose rows update in "
           "place); run the outer join in a batch run (--mode batch)")
 _UNBOUNDED = {
-    "sort_by": "a stream has no end to sort up to. Sort in a batch run (--mode batch, or take_ordered), "
+    "sort_by": "there is no end to sort up to. Sort in a batch run (--mode batch, or take_ordered), "
                "or keep the n largest per window in a stream with window(...) ... top(n)",
     "left_outer_join": _OUTER, "right_outer_join": _OUTER, "full_outer_join": _OUTER,
     "subtract_by_key": "the other flow may gain the key in a later micro-batch, and a pair emitted now "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,8 @@ class Runner:
         partitions: Partitions of the logs it creates (lateness is per partition).
         log_only: Reads nothing but the log: it refuses queue, rate and file sources
             before starting (the Spark stream runner).
+        make: ``make(workspace)``: the runner itself, over the workspace's log and store
+            (what actions are given as ``runner=``).
     """
 
     name: str
@@ -42,6 +45,12 @@ class Runner:
     drops_late: bool
     partitions: int = PARTITIONS
     log_only: bool = False
+    make: Callable[[Any], Any] | None = None
+
+    @property
+    def streams(self) -> bool:
+        """A stream runner (the speed-layer semantics go with it)."""
+        return self.drops_late
 
     def run_or_refuse(self, pipeline: Pipeline, tmp_path: Path) -> RunResult | None:
         """Run a pipeline over in-memory sources; a log-only runner must refuse it,
@@ -56,18 +65,31 @@ class Runner:
 
 
 RUNNERS: dict[str, Runner] = {
-    "batch": Runner("batch", lambda p, evs, d: run_batch(p, evs, d, partitions=PARTITIONS), drops_late=False),
+    "batch": Runner("batch", lambda p, evs, d: run_batch(p, evs, d, partitions=PARTITIONS), drops_late=False,
+                    make=lambda ws: ws.batch_runner(workers=1, progress=False)),
     # Many micro-batches: 5 records each, events appended in 3 slices with restarts between.
     "stream": Runner("stream", lambda p, evs, d: run_stream(p, evs, d, partitions=PARTITIONS,
                                                           max_batch_records=5, appends=3),
-                     drops_late=True),
+                     drops_late=True, make=lambda ws: ws.stream_runner()),
     # Defined below; the lambdas look the functions up when called.
     "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d),  # noqa: PLW0108
-                          drops_late=False),
+                          drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),
     # Two appends with a restart between: at least two Structured Streaming micro-batches per flow.
     "spark-stream": Runner("spark-stream", lambda p, evs, d: run_spark_stream(p, evs, d),  # noqa: PLW0108
-                           drops_late=True, log_only=True),
+                           drops_late=True, log_only=True, make=lambda ws: make_spark("spark-stream", ws)),
 }
+
+
+def make_spark(kind: str, ws: Any, *, master: str = "local[2]", slice_records: int = 64) -> Any:
+    """A Spark runner over a workspace (for actions)."""
+    from fluvial.engine.spark.batch import SparkBatchRunner
+    from fluvial.engine.spark.session import SparkConfig
+    from fluvial.engine.spark.stream import SparkStreamRunner
+
+    config = SparkConfig(master=master)
+    if kind == "spark-batch":
+        return SparkBatchRunner(log=ws.log, store=ws.store, spark=config, slice_records=slice_records)
+    return SparkStreamRunner(log=ws.log, store=ws.store, spark=config, batch_interval_ms=0)
 
 
 def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,

@@ -27,6 +27,7 @@ from fluvial.testing.catalog import (
     expected_tables,
     expected_views,
 )
+from fluvial.testing.vocabulary import VOCABULARY, VocabularyCase, build_vocabulary, read_outputs
 
 START_MS = 1_700_000_000_000
 PARTITIONS = 3  # of the conformance runners' logs (see conftest.Runner.partitions)
@@ -161,3 +162,62 @@ def test_session_table_saved_to_a_table(runner: Any, tmp_path: Path) -> None:
     result = runner.run(p, events, tmp_path)
     assert result["sessions"] == [Row("d1", (0, 2500), 3)]
     assert result.tables["sessions"] == [{"device": "d1", "window": "[0,2500]", "n": 3}]
+
+
+# -- the rest of Spark's vocabulary (issue 15) -----------------------------------------------------
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.parametrize("case", VOCABULARY, ids=[c.name for c in VOCABULARY])
+def test_vocabulary_flow(runner: Any, case: VocabularyCase, dataset: str, tmp_path: Path) -> None:
+    """Views and file sinks of the derived operators equal the brute force on every runner; a
+    stream runner refuses a bounded flow (sort, outer joins, subtraction) before writing anything."""
+    events = DATASETS[dataset]
+    out = tmp_path / "out"
+    pipeline = build_vocabulary(case, out)
+    if case.bounded and runner.streams:
+        with pytest.raises(UnsupportedOperation, match="needs all of its input before it emits"):
+            runner.run(pipeline, events, tmp_path)
+        assert not out.exists()
+        return
+    result = runner.run(pipeline, events, tmp_path)
+    for view, rows in case.expected_views(events).items():
+        assert result[view] == rows, view
+    expected = case.expected_files(events)
+    assert read_outputs(case, out) == expected
+    assert any(expected.values()), "the dataset gives the file sinks nothing to write"
+    assert not list(out.rglob(".*")), "a temporary part file was left behind"
+
+
+def test_actions(runner: Any, tmp_path: Path) -> None:
+    """take, first, take_ordered, count_by_key, count and collect over a persisted flow, on a
+    batch runner: the brute force in log order (partition by partition); a stream runner refuses
+    every action, saying what to use instead."""
+    from fluvial.config import LogConfig
+    from fluvial.workspace import Workspace
+
+    events = DATASETS["late"]
+    with Workspace(tmp_path / "ws", writer=True, log_config=LogConfig(partitions=PARTITIONS, fsync="never")) as ws:
+        ws.log.append(list(events))
+        assert runner.make is not None
+        r = runner.make(ws)
+        levels = Pipeline("actions").from_log("reading").map(lambda e: (e.device, e.payload["level"])).cache()
+        if runner.streams:
+            for action in (lambda: levels.collect(r), lambda: levels.count(r), lambda: levels.take(3, runner=r),
+                           lambda: levels.first(runner=r), lambda: levels.take_ordered(2, runner=r),
+                           lambda: levels.count_by_key(runner=r)):
+                with pytest.raises(UnsupportedOperation, match="a stream run has no end"):
+                    action()
+            return
+        expected = [(e.device, e.payload["level"]) for part in brute.log_order(events, PARTITIONS)
+                    for e in part if e.kind == "reading"]
+        by_level = lambda kv: (-kv[1], kv[0])  # noqa: E731
+        assert levels.collect(r) == expected
+        assert levels.count(r) == len(expected)
+        assert levels.take(7, runner=r) == expected[:7]
+        assert levels.first(runner=r) == expected[0]
+        assert levels.take_ordered(5, key=by_level, runner=r) == sorted(expected, key=by_level)[:5]
+        assert levels.take_ordered(3, runner=r) == sorted(expected)[:3]
+        counts: dict[str, int] = {}
+        for k, _ in expected:
+            counts[k] = counts.get(k, 0) + 1
+        assert levels.count_by_key(runner=r) == counts

@@ -15,6 +15,7 @@ Example:
 
 from fluvial.aggregators import (
     Aggregator,
+    Collect,
     Count,
     Distinct,
     Histogram,
@@ -45,6 +46,7 @@ from fluvial.errors import (
 from fluvial.events import Event, Schema, SchemaRegistry
 from fluvial.flow.graph import Flow, Pipeline, Table, Windowed, WindowedFlow
 from fluvial.flow.graph import set_default_runner as _set_default_runner
+from fluvial.flow.storage import StorageLevel
 from fluvial.windows import Session, Sliding, Tumbling
 from fluvial.workspace import Workspace, open
 
@@ -56,6 +58,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "Aggregator",
     "BatchRunner",
+    "Collect",
     "ConfigError",
     "Count",
     "DecodeError",
@@ -80,6 +83,7 @@ __all__ = [
     "Session",
     "Sliding",
     "Stats",
+    "StorageLevel",
     "StoreError",
     "StreamConfig",
     "StreamRunner",

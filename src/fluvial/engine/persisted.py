@@ -82,6 +82,8 @@ class Persisted:
                 chunks = self._load(plan, node, key)
                 if chunks is not None:
                     found[node.id] = chunks
+                    slot.key, slot.partitions = key, len(chunks)
+                    slot.disk_bytes = self._file(plan, node).stat().st_size
                     if slot.level.memory:
                         self._remember(slot, key, chunks, len(pickle.dumps(chunks, pickle.HIGHEST_PROTOCOL)))
         return found

@@ -128,8 +128,9 @@ def test_explain_shows_the_storage_level_then_the_cached_partitions(ws: Any) -> 
 
 def test_persist_disk_without_a_data_directory_is_refused(events: list[fl.Event]) -> None:
     flow = fl.Pipeline("nodir").from_queue([[1, 2], [3]]).persist(fl.StorageLevel.DISK)
-    with pytest.raises(UnsupportedOperation, match=r"persist\(StorageLevel.DISK\) at .* keeps its elements in the "
-                                                   r"data directory.*fluvial.open\(DATA_DIR\).batch_runner\(\).*cache\(\)"):
+    refusal = (r"persist\(StorageLevel.DISK\) at .* keeps its elements in the data directory.*"
+               r"fluvial.open\(DATA_DIR\).batch_runner\(\).*cache\(\)")
+    with pytest.raises(UnsupportedOperation, match=refusal):
         flow.collect()
     assert fl.Pipeline("mem").from_queue([[1, 2], [3]]).cache().collect() == [1, 2, 3]
 

@@ -161,7 +161,8 @@ def test_examples_readme_blocks_run_verbatim_and_print_the_brute_force_rows(tmp_
     assert printed("fluvial run examples/stream_printer.py").count("Time: ") == 3
     assert printed("python examples/stateful_word_count.py").count("Time: ") == 6
 
-    [python] = fenced_blocks(markdown, "python")
+    # the first Python block; the second (cache, take_ordered, files) is tests/integration/test_examples_readme.py's
+    python, _ = fenced_blocks(markdown, "python")
     (cwd / "block.py").write_text("\n".join(python) + "\n")
     proc = subprocess.run([sys.executable, "block.py"], cwd=cwd, capture_output=True, text=True, timeout=120,
                           check=False)

@@ -210,3 +210,15 @@ def test_a_batch_run_replaces_its_part_and_clears_stale_temporary_files(tmp_path
         fl.BatchRunner().run(p)
         assert sorted(f.name for f in out.iterdir()) == ["part-00000.jsonl"]
         assert (out / "part-00000.jsonl").read_text().splitlines() == [str(v) for v in values]
+
+
+def test_a_cached_flow_over_a_file_is_recomputed_when_the_file_changes(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    path = tmp_path / "words.txt"
+    lines = [" ".join(rng.choices("abcde", k=rng.randrange(1, 6))) for _ in range(30)]
+    path.write_text("\n".join(lines) + "\n")
+    words = fl.Pipeline("file").text_file(path).flat_map(str.split).cache()
+    assert words.count() == sum(len(line.split()) for line in lines)
+    more = [" ".join(rng.choices("xyz", k=3)) for _ in range(5)]
+    path.write_text("\n".join(lines + more) + "\n")     # grown: computed again
+    assert sorted(words.collect()) == sorted(w for line in lines + more for w in line.split())

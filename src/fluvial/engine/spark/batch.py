@@ -90,13 +90,16 @@ class SparkBatchRunner(BatchRunner):
         return self._session
 
     def explain(self, pipeline: Pipeline) -> str:
-        """Spark's lineage (``toDebugString``) of each RDD the run would compute."""
+        """Spark's lineage (``toDebugString``) of each RDD the run would compute; a persisted
+        flow an earlier action of this runner computed shows its ``CachedPartitions``."""
         plan = compile_plan(pipeline)
-        splits = plan_splits(plan, self._cutoff(plan, None, seal=False)[0], slice_records=self.slice_records)
+        cutoff = self._cutoff(plan, None, seal=False)[0]
+        splits = plan_splits(plan, cutoff, slice_records=self.slice_records)
         if plan.two_phase:
             labels = ", ".join(_label(plan, node.id) for node in plan.boundary)
             return f"{labels}:\n{_debug(self._two_phase_rdd(plan, splits, self._log_spec(plan)))}"
-        return _Job(plan, self.session.sparkContext, self._log_spec(plan), splits).explain()
+        return _Job(plan, self.session.sparkContext, self._log_spec(plan), splits,
+                    self._kept_rdds(plan, cutoff)).explain()
 
     # -- the run -----------------------------------------------------------------------
     def _execute(self, plan: Plan, cutoff: list[int] | None) -> tuple[BatchOutput, int]:

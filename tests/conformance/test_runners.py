@@ -10,6 +10,7 @@ every runner must give identical rows.
 from __future__ import annotations
 
 import operator
+import re
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,7 @@ def test_actions(runner: Any, tmp_path: Path) -> None:
         for k, _ in expected:
             counts[k] = counts.get(k, 0) + 1
         assert levels.count_by_key(runner=r) == counts
+        if runner.name == "spark-batch":   # the actions shared one persisted RDD: Spark kept its partitions
+            levels.foreach(lambda _: None)
+            lineage = r.explain(levels.pipeline)
+            assert re.search(r"CachedPartitions: [1-9]", lineage), lineage

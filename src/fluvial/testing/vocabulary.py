@@ -36,6 +36,7 @@ import xxhash
 from fluvial.aggregators import Sum
 from fluvial.events.envelope import Event
 from fluvial.flow.graph import Flow, Pipeline
+from fluvial.flow.storage import StorageLevel
 from fluvial.serving.base import Row
 from fluvial.testing import brute
 
@@ -175,13 +176,13 @@ KEYED = VocabularyCase(
 )
 
 
-# -- any flow: distinct, sample, repartition/coalesce, cache, Parquet -------------------------
+# -- any flow: distinct, sample, repartition/coalesce, persist, Parquet -------------------------
 
 def _element_build(readings: Flow[Event], statuses: Flow[Event], out: Path) -> None:
     readings.map(lambda e: e.payload["color"]).distinct().save_as_json_lines(out / "colors")
     readings.map(lambda e: (e.device, e.seq)).sample(0.4, seed=11).save_as_json_lines(out / "sampled")
     readings.map(lambda e: e.seq).repartition(3).coalesce(2).save_as_json_lines(out / "reshuffled")
-    cached = readings.map(lambda e: (e.device, 1)).cache()
+    cached = readings.map(lambda e: (e.device, 1)).persist(StorageLevel.MEMORY_AND_DISK)
     cached.reduce_by_key(operator.add).to_view("cached_counts")
     cached.keys().save_as_text_file(out / "cached_keys")
     (statuses.map(lambda e: {"device": e.device, "seq": e.seq, "level": e.payload["level"]})

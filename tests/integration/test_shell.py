@@ -8,6 +8,7 @@ Results are compared with plain Python over the same events.
 
 from __future__ import annotations
 
+import ast
 import operator
 import os
 import pty
@@ -29,10 +30,10 @@ from fluvial.testing import brute, make_events
 class Terminal:
     """A child process on a pseudo-terminal: type lines, wait for output."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], **env: str) -> None:
         self.master, slave = pty.openpty()
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                     env={**os.environ, "TERM": "dumb", "PYTHONWARNINGS": "error"})
+                                     env={**os.environ, "TERM": "dumb", "PYTHONWARNINGS": "error", **env})
         os.close(slave)
         self.output = ""
 
@@ -115,5 +116,35 @@ def test_shell_in_a_terminal(data: tuple[Path, list[fl.Event]]) -> None:
 
         term.type("\x04")   # Ctrl-D
         assert term.proc.wait(timeout=30) == 0
+    finally:
+        term.close()
+
+
+FAKE_IPYTHON = """\
+def start_ipython(argv, user_ns):
+    print("stand-in IPython", argv, sorted(user_ns))
+"""
+
+
+def test_shell_prefers_ipython_when_installed(data: tuple[Path, list[fl.Event]], tmp_path: Path) -> None:
+    """With an ``IPython`` importable (a stand-in here: IPython is not a dependency) the shell
+    hands it the namespace; ``--plain`` keeps the standard REPL."""
+    directory, _ = data
+    (tmp_path / "fake" / "IPython").mkdir(parents=True)
+    (tmp_path / "fake" / "IPython" / "__init__.py").write_text(FAKE_IPYTHON)
+    args = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(directory), "shell"]
+    term = Terminal(args, PYTHONPATH=str(tmp_path / "fake"))
+    try:
+        found = term.expect(r"stand-in IPython \['--no-banner'\] (\[.*\])\n")
+        assert {"fl", "ws", "pipeline", "log", "run", "show", "views", "kinds"} <= set(ast.literal_eval(found.group(1)))
+        assert term.proc.wait(timeout=30) == 0
+    finally:
+        term.close()
+    term = Terminal([*args, "--plain"], PYTHONPATH=str(tmp_path / "fake"))
+    try:
+        term.expect(r">>> ")
+        term.type("\x04")
+        assert term.proc.wait(timeout=30) == 0
+        assert "stand-in" not in term.output
     finally:
         term.close()

@@ -222,3 +222,16 @@ def test_a_cached_flow_over_a_file_is_recomputed_when_the_file_changes(tmp_path:
     more = [" ".join(rng.choices("xyz", k=3)) for _ in range(5)]
     path.write_text("\n".join(lines + more) + "\n")     # grown: computed again
     assert sorted(words.collect()) == sorted(w for line in lines + more for w in line.split())
+
+
+def test_explain_names_the_new_operators(tmp_path: Path) -> None:
+    p = fl.Pipeline("lineage")
+    pairs = p.from_queue([[("a", 1)]])
+    (pairs.keys().sort_by(str, ascending=False).repartition(3).coalesce(1)
+     .save_as_json_lines(tmp_path / "out"))
+    lines = p.explain().splitlines()
+    assert lines[0].startswith(f"FileSink[{p.sinks[0].id}] jsonl {tmp_path / 'out'} at ")
+    assert [ln.split("]", 1)[1].split(" at test_")[0] for ln in lines[1:]] == [
+        " at coalesce(1)", " at repartition(3)", " at sort_by descending", " at keys", " 1 batches"]
+    assert [ln.split("[", 1)[0].strip("|+- ") for ln in lines[1:]] == [
+        "CoalescedFlow", "ShuffledFlow", "SortedFlow", "MappedFlow", "QueueSource"]

@@ -28,7 +28,8 @@ the local batch runner, on the driver, over the merged partial aggregates.
 * ``repartition``/``coalesce`` are the RDD operations; ``cache``/``persist`` is
   ``RDD.persist`` at the matching Spark storage level, and the runner keeps the
   RDD for the next actions over the same input (``toDebugString`` then shows
-  its ``CachedPartitions``); ``sort_by`` runs on the driver.
+  its ``CachedPartitions``); ``sort_by`` is ``sortBy`` (ties in input order) then
+  ``zipWithIndex``, which numbers the records for the driver.
 * Records that an operator evaluated on the driver needs (a sink over a
   non-aggregated flow, ...) are collected as chunks and handed to
   ``Executor.run(outputs=...)``.
@@ -253,6 +254,8 @@ class _Job:
             elif node.op == "join":
                 self.rdds[node.id] = _join(node, plan.index[node.id], parents[0], parents[1]).setName(
                     f"join {node.label}")
+            elif node.op == "sort":
+                self.rdds[node.id] = _sort(node, plan.index[node.id], parents[0]).setName(f"sort_by {node.label}")
             elif node.op == "cache":
                 rdd = parents[0].persist(_storage_level(node)).setName(f"persist {node.label}")
                 self.rdds[node.id] = rdd
@@ -505,6 +508,45 @@ def _state(node: Node, pos: int, rdd: Any) -> Any:
             raise _fail(ref, "the state function failed", exc) from exc
 
     return rdd.map(keyed_by).groupByKey().flatMap(fold)
+
+
+class _Descending:
+    """Orders the way its value does not: with ``sortBy(..., ascending=False)``, ties of the
+    user's key then keep the input order, as the local executor's stable sort does."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Descending) -> bool:
+        return bool(other.value < self.value)
+
+    def __gt__(self, other: _Descending) -> bool:
+        return bool(other.value > self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def _sort(node: Node, pos: int, rdd: Any) -> Any:
+    """sort_by: Spark's ``sortBy`` (range-partitioned) on the user's key, ties by input order
+    (origin, seq); ``zipWithIndex`` then numbers the records, so the driver keeps that order."""
+    ref = _stub(node)
+    f, ascending = node.params["f"], node.params["ascending"]
+
+    def key(r: Record) -> tuple[Any, Any]:
+        try:
+            k = f(r[3])
+        except Exception as exc:
+            raise _fail(ref, "the sort key function failed", exc) from exc
+        return (k, (r[0], r[1]) if ascending else _Descending((r[0], r[1])))
+
+    return rdd.sortBy(key, ascending=ascending).zipWithIndex().map(
+        lambda ri: ((pos, 0), (ri[1],), ri[0][2], ri[0][3]))
 
 
 def _join(node: Node, pos: int, left: Any, right: Any) -> Any:

@@ -220,6 +220,9 @@ def test_actions(runner: Any, tmp_path: Path) -> None:
         assert levels.first(runner=r) == expected[0]
         assert levels.take_ordered(5, key=by_level, runner=r) == sorted(expected, key=by_level)[:5]
         assert levels.take_ordered(3, runner=r) == sorted(expected)[:3]
+        for ascending in (True, False):   # many ties: they keep the input order both ways
+            by_value = levels.sort_by(lambda kv: kv[1], ascending=ascending)
+            assert by_value.collect(r) == sorted(expected, key=lambda kv: kv[1], reverse=not ascending)
         counts: dict[str, int] = {}
         for k, _ in expected:
             counts[k] = counts.get(k, 0) + 1

@@ -109,7 +109,8 @@ class Persisted:
     # -- on disk ---------------------------------------------------------------------------
     def _file(self, plan: Plan, node: Node) -> Path:
         assert self.directory is not None
-        return self.directory / plan.name / f"{lineage(node)}.pickle"
+        folder = plan.name if plan.name.strip(".") else f"_{len(plan.name)}"   # "." and ".." are names too
+        return self.directory / folder / f"{lineage(node)}.pickle"
 
     def _load(self, plan: Plan, node: Node, key: tuple[Any, ...]) -> list[Chunk] | None:
         try:

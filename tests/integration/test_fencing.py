@@ -101,9 +101,26 @@ def final_run_and_check(directory: Path, flow: Path, events: list[Event]) -> Non
     assert got.tables == expected_tables(CATALOG, events, partitions=PARTITIONS, stream=True)
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler installed (Linux: ``SigCgt`` of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 def settle(procs: dict[int, tuple[str, subprocess.Popen[str]]], killed: set[int]) -> dict[str, int]:
-    """Stop the live runners (SIGTERM: after their micro-batch), and check why each one ended."""
+    """Stop the live runners (SIGTERM: after their micro-batch), and check why each one ended.
+
+    A runner gets its SIGTERM once it has installed its handler: one still starting up (a busy
+    machine takes seconds to import) would die of the signal (-15) before it could say anything;
+    one that already stopped on its own (its handler gone again) is left to exit."""
     for _, proc in procs.values():
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not catches_sigterm(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     ended = {pid: (role, proc, proc.communicate(timeout=120)[1]) for pid, (role, proc) in procs.items()}

@@ -9,9 +9,12 @@ URL                         backend
                             :class:`~fluvial.log.parquet.ParquetLog`
 ``sqlite:///PATH``          the embedded view store in one SQLite file (default
                             ``DATA_DIR/views.db``); :class:`~fluvial.serving.sqlite.SqliteStore`
+``postgresql://[USER@]``    views in PostgreSQL: ``HOST[:PORT]/DB[?schema=NAME]``
+                            (schema ``fluvial`` by default, created if absent; extra
+                            ``postgresql``); :class:`~fluvial.serving.postgres.PostgresStore`
 ==========================  =====================================================
 
-What follows the ``scheme://`` is a path: ``file:///var/lib/fluvial/log`` is
+What follows ``file://``, ``parquet://`` and ``sqlite://`` is a path: ``file:///var/lib/fluvial/log`` is
 absolute, ``file://log`` relative to the working directory.  The command line
 takes them as ``--log URL`` / ``--store URL`` (env ``FLUVIAL_LOG``,
 ``FLUVIAL_STORE``; ``log_url`` / ``store_url`` in ``fluvial.toml``); without
@@ -40,11 +43,11 @@ if TYPE_CHECKING:
     from fluvial.log.base import Log, LogReader
     from fluvial.serving.base import ViewStore
 
-__all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "default_log_url", "default_store_url", "log_path",
-           "open_log", "open_store", "spec_of", "store_path"]
+__all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "check_store_url", "default_log_url", "default_store_url",
+           "log_path", "open_log", "open_store", "spec_of", "store_path"]
 
 LOG_SCHEMES = ("file", "parquet")
-STORE_SCHEMES = ("sqlite",)
+STORE_SCHEMES = ("sqlite", "postgresql")
 
 
 def _split(url: str, what: str, schemes: tuple[str, ...], flag: str) -> tuple[str, str]:
@@ -91,8 +94,24 @@ def log_path(url: str) -> Path:
 
 def store_path(url: str) -> Path:
     """The file of a ``sqlite://`` store."""
-    _, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    scheme, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    if scheme != "sqlite":
+        raise ConfigError(f"--store {url!r} is a {scheme}:// store, not a file: it has no path")
     return Path(rest)
+
+
+def check_store_url(url: str) -> str:
+    """``url`` if it is a well-formed store URL (checked before anything is opened).
+
+    Raises:
+        ConfigError: An unknown scheme, or a malformed URL (the message says what to write).
+    """
+    scheme, _ = _split(url, "store", STORE_SCHEMES, "--store")
+    if scheme == "postgresql":
+        from fluvial.serving.postgres.schema import parse_url
+
+        parse_url(url)
+    return url
 
 
 @dataclass(frozen=True)
@@ -159,8 +178,19 @@ def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = Fals
 
 
 def open_store(url: str) -> ViewStore:
-    """Open (creating if missing) the view store at ``url`` (a :class:`~fluvial.serving.base.ViewStore`)."""
-    _, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    """Open (creating if missing) the view store at ``url`` (a :class:`~fluvial.serving.base.ViewStore`).
+
+    Raises:
+        ConfigError: An unknown scheme, or a malformed URL.
+        StoreError: The store cannot be opened (a PostgreSQL server out of reach: the message
+            names its host and port).
+        MissingDependency: ``postgresql://`` without psycopg (the ``postgresql`` extra).
+    """
+    scheme, rest = _split(url, "store", STORE_SCHEMES, "--store")
+    if scheme == "postgresql":
+        from fluvial.serving.postgres import PostgresStore
+
+        return PostgresStore(url)
     from fluvial.serving import SqliteStore
 
     path = Path(rest)
@@ -175,8 +205,12 @@ def open_store(url: str) -> ViewStore:
 if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded backend is its protocol
     from fluvial.log import LocalLog
     from fluvial.log.parquet import ParquetLog
+    from fluvial.serving.postgres import PostgresStore
     from fluvial.serving.sqlite import SqliteStore
 
     def _embedded_backends_fit(log: LocalLog, export: ParquetLog, store: SqliteStore
                                ) -> tuple[Log, LogReader, ViewStore]:
         return log, export, store
+
+    def _server_backends_fit(store: PostgresStore) -> ViewStore:
+        return store

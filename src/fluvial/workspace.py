@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from fluvial.backends import (
     LogSpec,
+    check_store_url,
     default_log_url,
     default_store_url,
     in_data_dir,
     log_path,
     open_log,
     open_store,
-    store_path,
 )
 from fluvial.config import DEFAULT_LOG, DEFAULT_STREAM, LogConfig, StreamConfig
 
@@ -68,7 +68,7 @@ class Workspace:
         self.log_config = log_config
         self.log_url = in_data_dir(log_url, self.path) if log_url else default_log_url(self.path)
         self.store_url = in_data_dir(store_url, self.path) if store_url else default_store_url(self.path)
-        log_path(self.log_url), store_path(self.store_url)   # a malformed URL fails here, not later
+        log_path(self.log_url), check_store_url(self.store_url)   # a malformed URL fails here, not later
 
     @property
     def log_spec(self) -> LogSpec:

@@ -250,12 +250,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_positive("max_lag_records", self.max_lag_records)
-        from fluvial.backends import log_path, store_path
+        from fluvial.backends import check_store_url, log_path
 
         if self.log_url is not None:
             log_path(self.log_url)
         if self.store_url is not None:
-            store_path(self.store_url)
+            check_store_url(self.store_url)
         seen: set[Path] = set()
         for flow in self.flows:
             if flow.file in seen:

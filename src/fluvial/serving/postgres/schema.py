@@ -179,7 +179,8 @@ def connect(target: PgTarget) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(autocommit=True, **target.conninfo())
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        reason = lines[0].rsplit(" failed: ", 1)[-1].strip() if lines else type(exc).__name__
         raise StoreError(
             f"cannot reach the PostgreSQL store at {target.host}:{target.port} (database "
             f"{target.dbname!r}): {reason}. Is PostgreSQL running there and accepting connections? "

@@ -49,7 +49,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.target = schema.parse_url(url)
-        self.path = self.where = self.target.where()
+        self.where = self.target.where()
         self.closed = False
         self._conn = schema.connect(self.target)
         try:

@@ -1,4 +1,7 @@
-"""SqliteStore: merged queries vs brute force, transactions, versions, readers."""
+"""The view stores: merged queries vs brute force, transactions, versions, readers.
+
+The tests taking the ``store`` fixture run on every store (SQLite and PostgreSQL:
+``store_url`` in tests/conftest.py); the others are about the SQLite file itself."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import msgspec
 import pytest
 
 from fluvial.aggregators.base import Aggregator
+from fluvial.backends import open_store
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.serving import Row, SqliteStore
 from fluvial.windows.shapes import Session, Sliding, Tumbling
@@ -71,8 +75,8 @@ AGGS = [Count(), DictCount()]
 
 
 @pytest.fixture
-def store(tmp_path):
-    with SqliteStore(tmp_path / "views.db") as s:
+def store(store_url):
+    with open_store(store_url) as s:
         yield s
 
 

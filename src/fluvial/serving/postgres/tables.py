@@ -2,11 +2,13 @@
 
 Each table is a PostgreSQL table of its own in the store's schema, its key columns
 as primary key, written with ``INSERT ... ON CONFLICT DO UPDATE`` in batches.
-``fluvial_tables`` records each table's columns and key.  A column's type is that
-of the first value written to it (``BIGINT``, ``DOUBLE PRECISION``, ``TEXT`` or
-``BYTEA``; ``TEXT`` when the first rows hold only nulls), so rows come back with the
-Python types they were saved with, as from SQLite.  Names are always quoted as
-identifiers (:mod:`psycopg.sql`), after :func:`check_table` and the column checks.
+``fluvial_tables`` records each table's columns and key.  Every column is ``JSONB``:
+a ``save_to`` sink writes whatever its rows hold, and, as from SQLite's dynamically
+typed columns, every value comes back with the type it was saved with (``1``, ``1.5``,
+``"x"``; non-scalars as their JSON text, as in every store); byte strings are refused.
+In SQL, cast where a type is wanted: ``SELECT device, (n)::bigint FROM device_stats``.
+Names are always quoted as identifiers (:mod:`psycopg.sql`), after
+:func:`check_table` and the column checks.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from fluvial.serving.tables import check_columns, column_values
 if TYPE_CHECKING:
     import psycopg
 
-_TYPES = ((bool, "BIGINT"), (int, "BIGINT"), (float, "DOUBLE PRECISION"), (str, "TEXT"), (bytes, "BYTEA"))
-
 
 def check_table(table: Any) -> str:
     check_identifier("table", table)
@@ -33,12 +33,15 @@ def check_table(table: Any) -> str:
     return table
 
 
-def _column_type(values: list[list[Any]], i: int) -> str:
-    for row in values:
-        value = row[i]
-        if value is not None:
-            return next(name for t, name in _TYPES if isinstance(value, t))
-    return "TEXT"
+def _json(table: str, value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        raise StoreError(f"table {table!r}: a byte string ({value[:20]!r}...) cannot be saved in a "
+                         "PostgreSQL store's table; decode it to text first (map before save_to)")
+    return Jsonb(int(value) if isinstance(value, bool) else value)
 
 
 def save_rows(conn: psycopg.Connection[Any], table: str, columns: Iterable[str], rows: Iterable[Any], *,
@@ -50,12 +53,10 @@ def save_rows(conn: psycopg.Connection[Any], table: str, columns: Iterable[str],
     check_table(table)
     columns = check_columns(table, columns, key_columns)
     counter = [0]
-    values = [[int(v) if isinstance(v, bool) else v for v in row]
-              for row in column_values(table, columns, rows, counter)]
+    values = [[_json(table, v) for v in row] for row in column_values(table, columns, rows, counter)]
     existing = _table_columns(conn, table)
     if existing is None:
-        defs = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_column_type(values, i)))
-                                  for i, c in enumerate(columns))
+        defs = sql.SQL(", ").join(sql.SQL("{} JSONB").format(sql.Identifier(c)) for c in columns)
         conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
             sql.Identifier(table), defs, _names(columns[:key_columns])))
         conn.execute("INSERT INTO fluvial_tables (name, columns, key_columns) VALUES (%s, %s, %s)",
@@ -73,13 +74,12 @@ def save_rows(conn: psycopg.Connection[Any], table: str, columns: Iterable[str],
     statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
         sql.Identifier(table), _names(columns), sql.SQL(", ").join(sql.Placeholder() * len(columns)),
         _names(columns[:key_columns]), conflict)
-    latest = {tuple(row[:key_columns]): row for row in values}   # one statement may not touch a row twice
     try:
         with conn.cursor() as cursor:
-            cursor.executemany(statement, list(latest.values()))
+            cursor.executemany(statement, values)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
         raise StoreError(f"table {table!r}: {str(exc).strip()} (key columns {columns[:key_columns]} cannot "
-                         "be null; a column keeps the type of the first value saved to it)") from exc
+                         "be null)") from exc
     return counter[0]
 
 

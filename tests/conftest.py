@@ -4,22 +4,20 @@
 machine (PySpark and Java, PostgreSQL on loopback here) must be present, and its
 absence fails instead of skipping.
 
-``FLUVIAL_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/test``):
-the PostgreSQL database the ``postgresql://`` store tests use; each test gets a
-schema of its own (a random name), dropped after it.
+``store_url`` gives a test one empty view store per kind (SQLite, PostgreSQL: see
+tests/stores.py, which says which database and how each test gets its own schema).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fluvial.errors import MissingDependency
+from stores import STORE_KINDS, fresh_schema_url
 
 REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"
 
@@ -42,48 +40,11 @@ def spark_ready() -> None:
     spark_or_skip()
 
 
-POSTGRES = os.environ.get("FLUVIAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-STORE_KINDS = ("sqlite", "postgresql")
-"""The view stores the store-level tests run on."""
-
-
-@functools.cache
-def _postgres_problem() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES, connect_timeout=3):
-            return None
-    except Exception as exc:   # psycopg missing, or the server out of reach
-        return f"PostgreSQL at {POSTGRES} is not reachable ({str(exc).strip().splitlines()[0]})"
-
-
-def postgres_or_skip() -> str:
-    """The test database's URL; skip in one line when PostgreSQL is out of reach (fail when required)."""
-    problem = _postgres_problem()
-    if problem is not None:
-        if REQUIRE_SERVICES:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return POSTGRES
-
-
-def drop_schema(schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute("SET lock_timeout = '20s'")
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A ``postgresql://`` store URL with a fresh schema, dropped after the test."""
-    base = postgres_or_skip()
-    schema = f"test_{secrets.token_hex(6)}"
-    yield f"{base}?schema={schema}"
-    drop_schema(schema)
+    with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -12,6 +12,8 @@ says it covers; at the end, with the speed layer caught up, over the whole log.
     batch:    |== version (cut-off) ======|
     speed:                                |== realtime ==|   checkpoint
     merged == Counter(words of log[0 : checkpoint])  (or [0 : cut-off] before it)
+
+On every store (SQLite, PostgreSQL: fewer examples, each in a schema of its own).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +34,7 @@ import fluvial as fl
 from fluvial.engine.batch import BatchRunner
 from fluvial.errors import LeaseLost
 from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+from stores import postgres_or_skip, store_url_of
 
 PARTITIONS = 3
 WORDS = "abcdefg"
@@ -62,8 +66,9 @@ class BatchDied(Exception):
 class World:
     """The log, the store, up to two speed runs and the batch layer, in one process."""
 
-    def __init__(self, directory: Path, rng: random.Random) -> None:
-        self.ws = fl.open(directory, writer=True, log_config=fl.LogConfig(partitions=PARTITIONS, fsync="never"))
+    def __init__(self, directory: Path, rng: random.Random, store_url: str) -> None:
+        self.ws = fl.open(directory, writer=True, log_config=fl.LogConfig(partitions=PARTITIONS, fsync="never"),
+                          store=store_url)
         self.rng = rng
         self.seq: Counter[str] = Counter()
         self.runs: list[Any] = [None, None]
@@ -158,13 +163,26 @@ def brute(parts: list[list[fl.Event]], upto: list[int]) -> Counter[str]:
     return Counter(w for events, n in zip(parts, upto) for e in events[:n] for w in e.payload["text"].split())
 
 
-@settings(max_examples=int(os.environ.get("FLUVIAL_HANDOVER_EXAMPLES", "40")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(ops=operations, seed=st.integers(0, 2**32 - 1))
-def test_batch_runs_at_any_moment_never_count_an_event_twice(ops: list[tuple[str, Any]], seed: int) -> None:
-    print(f"seed={seed} ops={ops}")
-    with tempfile.TemporaryDirectory() as tmp:
-        world = World(Path(tmp), random.Random(seed))
+EXAMPLES = int(os.environ.get("FLUVIAL_HANDOVER_EXAMPLES", "40"))
+
+
+@pytest.mark.parametrize("kind, examples", [("sqlite", EXAMPLES), ("postgresql", max(1, EXAMPLES // 3))])
+def test_batch_runs_at_any_moment_never_count_an_event_twice(kind: str, examples: int) -> None:
+    if kind == "postgresql":
+        postgres_or_skip()
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ops=operations, seed=st.integers(0, 2**32 - 1))
+    def check(ops: list[tuple[str, Any]], seed: int) -> None:
+        handover(kind, ops, seed)
+
+    check()
+
+
+def handover(kind: str, ops: list[tuple[str, Any]], seed: int) -> None:
+    print(f"store={kind} seed={seed} ops={ops}")
+    with tempfile.TemporaryDirectory() as tmp, store_url_of(kind, Path(tmp)) as url:
+        world = World(Path(tmp), random.Random(seed), url)
         try:
             for op in ops:
                 world.do(op)

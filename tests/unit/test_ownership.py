@@ -1,5 +1,5 @@
 """Ownership epochs in the store (fluvial.state.ownership): who may claim, and that a
-replaced holder can never commit again."""
+replaced holder can never commit again -- on every store (``store_url``: SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import fluvial as fl
 from fluvial.aggregators import Count
+from fluvial.backends import open_store
 from fluvial.errors import LeaseLost, OwnedElsewhere
-from fluvial.serving.sqlite import SqliteStore
-from fluvial.state.ownership import Owner, Ownership, claim
+from fluvial.serving.base import ViewStore
+from fluvial.state.ownership import Lease, Owner, Ownership, claim
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path / "views.db")
+def store(store_url: str) -> Iterator[ViewStore]:
+    s = open_store(store_url)
     s.define_view("hits", aggregator=Count())
     yield s
     s.close()
@@ -42,11 +44,11 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def hits(store: SqliteStore) -> int:
+def hits(store: ViewStore) -> int:
     return sum(r.value for r in store.query("hits"))
 
 
-def test_a_held_resource_is_refused_naming_its_holder(store: SqliteStore) -> None:
+def test_a_held_resource_is_refused_naming_its_holder(store: ViewStore) -> None:
     first = store.claim("stream:p", rival("fluvial run flows.py --mode stream"), lease_ms=60_000)
     assert first.epoch == 1
     with pytest.raises(OwnedElsewhere) as refused:
@@ -59,7 +61,7 @@ def test_a_held_resource_is_refused_naming_its_holder(store: SqliteStore) -> Non
     assert store.holder("stream:p").owner == first.owner   # the refusal changed nothing
 
 
-def test_take_over_fences_the_old_holder_and_voids_its_whole_transaction(store: SqliteStore) -> None:
+def test_take_over_fences_the_old_holder_and_voids_its_whole_transaction(store: ViewStore) -> None:
     old = store.claim("stream:p", rival(), lease_ms=60_000)
     with store.transaction() as txn:   # the old holder commits while it holds the epoch
         txn.fence(old)
@@ -79,7 +81,7 @@ def test_take_over_fences_the_old_holder_and_voids_its_whole_transaction(store: 
     store.renew(new)
 
 
-def test_a_silent_holder_loses_the_resource_when_its_lease_runs_out(store: SqliteStore) -> None:
+def test_a_silent_holder_loses_the_resource_when_its_lease_runs_out(store: ViewStore) -> None:
     old = store.claim("stream:p", rival(), lease_ms=300)
     with pytest.raises(OwnedElsewhere):
         store.claim("stream:p", Owner.this_process(), lease_ms=300)
@@ -91,7 +93,7 @@ def test_a_silent_holder_loses_the_resource_when_its_lease_runs_out(store: Sqlit
 
 
 def test_a_dead_process_of_this_host_loses_it_at_once_one_elsewhere_only_by_its_lease(
-        store: SqliteStore) -> None:
+        store: ViewStore) -> None:
     pid = dead_pid()
     store.claim("a", Owner(pid, socket.gethostname(), "killed", None), lease_ms=60_000)
     assert store.claim("a", Owner.this_process(), lease_ms=60_000).epoch == 2
@@ -104,7 +106,7 @@ def test_a_dead_process_of_this_host_loses_it_at_once_one_elsewhere_only_by_its_
     assert store.claim("c", Owner.this_process(), lease_ms=60_000).epoch == 2
 
 
-def test_epochs_only_grow_across_releases(store: SqliteStore) -> None:
+def test_epochs_only_grow_across_releases(store: ViewStore) -> None:
     first = store.claim("r", Owner.this_process(), lease_ms=60_000)
     store.release(first)
     assert store.holder("r").owner is None and store.holder("r").epoch == 1
@@ -117,9 +119,9 @@ def test_epochs_only_grow_across_releases(store: SqliteStore) -> None:
 
 
 def test_the_heartbeat_keeps_a_lease_through_a_long_micro_batch_and_finds_a_take_over(
-        tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "views.db")
-    other = SqliteStore(tmp_path / "views.db")
+        store_url: str) -> None:
+    store = open_store(store_url)
+    other = open_store(store_url)
     try:
         owned = Ownership(store, claim(store, "stream:p", lease_ms=200))
         time.sleep(0.8)   # four leases long, renewed every 50 ms by the heartbeat
@@ -138,9 +140,16 @@ def test_the_heartbeat_keeps_a_lease_through_a_long_micro_batch_and_finds_a_take
         store.close()
 
 
-def test_a_waiting_claim_gets_the_resource_when_the_holder_releases(store: SqliteStore) -> None:
+def release_elsewhere(store: ViewStore, lease: Lease) -> None:
+    other = store.reopen()
+    assert other is not None
+    other.release(lease)
+    other.close()
+
+
+def test_a_waiting_claim_gets_the_resource_when_the_holder_releases(store: ViewStore, store_url: str) -> None:
     held = store.claim("r", rival(), lease_ms=60_000)
-    timer = threading.Timer(0.3, lambda: SqliteStore(store.path).release(held))
+    timer = threading.Timer(0.3, lambda: release_elsewhere(store, held))
     timer.start()
     told: list[Exception] = []
     started = time.monotonic()
@@ -149,16 +158,16 @@ def test_a_waiting_claim_gets_the_resource_when_the_holder_releases(store: Sqlit
     assert len(told) == 1 and isinstance(told[0], OwnedElsewhere)
     stop = threading.Event()
     stop.set()
-    with pytest.raises(OwnedElsewhere):   # a stop ends a wait at once
-        claim(SqliteStore(store.path), "r", rival("another"), lease_ms=60_000, wait_s=3600, stop=stop)
+    with pytest.raises(OwnedElsewhere), open_store(store_url) as elsewhere:   # a stop ends a wait at once
+        claim(elsewhere, "r", rival("another"), lease_ms=60_000, wait_s=3600, stop=stop)
 
 
-def test_a_second_stream_runner_is_refused_and_takes_over_only_when_asked(tmp_path: Path) -> None:
+def test_a_second_stream_runner_is_refused_and_takes_over_only_when_asked(tmp_path: Path, store_url: str) -> None:
     """Runners in one process: the second waits for nothing, is refused, then takes over; the
     first's next micro-batch is void (LeaseLost) and the view counts every event once."""
     from fluvial.engine.stream import StreamRunner
 
-    ws = fl.open(tmp_path / "d", writer=True, log_config=fl.LogConfig(partitions=2, fsync="never"))
+    ws = fl.open(tmp_path / "d", writer=True, log_config=fl.LogConfig(partitions=2, fsync="never"), store=store_url)
     pipe = fl.Pipeline("owned")
     pipe.from_log("line").map(lambda e: (e.payload["w"], 1)).reduce_by_key(lambda a, b: a + b).to_view("words")
     ws.log.append([fl.Event(device="d", kind="line", ts=i, seq=i + 1, payload={"w": f"w{i % 3}"})
@@ -167,7 +176,7 @@ def test_a_second_stream_runner_is_refused_and_takes_over_only_when_asked(tmp_pa
                          owner=rival("first"))
     run = first.start(pipe)
     assert run.step()
-    second_store = SqliteStore(ws.store.path)
+    second_store = open_store(store_url)
     try:
         second = StreamRunner(log=ws.log, store=second_store, batch_interval_ms=0, max_batch_records=4)
         with pytest.raises(OwnedElsewhere, match="--take-over"):

@@ -1,4 +1,5 @@
-"""The store's side of the layer hand-over: fenced checkpoints and late counts per version.
+"""The store's side of the layer hand-over: fenced checkpoints and late counts per version,
+on every store (``store_url``: SQLite, PostgreSQL).
 
 Random operation counts from a printed seed (``FLUVIAL_TEST_SEED``); every expected
 count is the sum of what the test added, kept beside the store.
@@ -12,8 +13,8 @@ import random
 import pytest
 
 from fluvial.aggregators import Count
+from fluvial.backends import open_store
 from fluvial.errors import CheckpointFenced
-from fluvial.serving import SqliteStore
 
 SEED = int(os.environ.get("FLUVIAL_TEST_SEED") or random.randrange(2**32))
 
@@ -24,8 +25,8 @@ def rng() -> random.Random:
     return random.Random(SEED)
 
 
-def test_a_checkpoint_is_written_only_on_top_of_the_one_read(tmp_path, rng):
-    with SqliteStore(tmp_path / "v.db") as a, SqliteStore(tmp_path / "v.db") as b:
+def test_a_checkpoint_is_written_only_on_top_of_the_one_read(store_url, rng):
+    with open_store(store_url) as a, open_store(store_url) as b:
         a.define_view("hits", aggregator=Count())
         with a.transaction() as txn:
             assert txn.checkpoint_token("r") is None
@@ -47,10 +48,10 @@ def test_a_checkpoint_is_written_only_on_top_of_the_one_read(tmp_path, rng):
                 txn.set_checkpoint("r", b"from scratch", expect=None)   # "none" is not current either
 
 
-def test_late_counts_once_per_version(tmp_path, rng):
+def test_late_counts_once_per_version(store_url, rng):
     """A replay counts into its version; switching it in replaces the served count;
     a batch version carries the count of what it covers; rolling back restores."""
-    with SqliteStore(tmp_path / "v.db") as store:
+    with open_store(store_url) as store:
         store.define_view("hits", aggregator=Count())
         live = rng.randint(1, 9)
         with store.transaction() as txn:

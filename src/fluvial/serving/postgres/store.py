@@ -303,6 +303,7 @@ class PostgresStore:
         if high is not None:
             sql += " AND wstart < %s"
             params.append(high)
+        sql += " ORDER BY part, key, wstart, wend"   # compose_rows takes one part's rows in this order
         parts: dict[int, list[Any]] = {} if batch is None else {batch: []}
         with gc_paused():
             for part, k, start, end, acc in self._conn.execute(sql, params, binary=True):

@@ -5,7 +5,9 @@ list of events and whether it has speed-layer semantics (windowed views
 leave out late events and count them).  To add a runner -- the Spark
 runners, the edge -- add an entry (skip it with ``pytest.importorskip``
 inside ``run`` when its extra is missing): every test below then runs on it
-and must give the same rows.
+and must give the same rows.  The local runners run on each view store
+(``batch``, ``stream``: SQLite; ``batch-postgresql``, ``stream-postgresql``: a
+fresh PostgreSQL schema each, tests/stores.py); the Spark runners on SQLite.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from fluvial import Event, Pipeline
 from fluvial.testing import RunResult, run_batch, run_stream
+from stores import store_url_of
 
 PARTITIONS = 3
 
@@ -64,13 +67,28 @@ class Runner:
         return self.run(pipeline, [], tmp_path)
 
 
+def local_runners(store: str) -> dict[str, Runner]:
+    """The local batch and stream runners on the view store of kind ``store``."""
+    suffix = "" if store == "sqlite" else f"-{store}"
+
+    def batch(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
+        with store_url_of(store, d) as url:
+            return run_batch(p, evs, d, partitions=PARTITIONS, store=url)
+
+    def stream(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
+        # Many micro-batches: 5 records each, events appended in 3 slices with restarts between.
+        with store_url_of(store, d) as url:
+            return run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=5, appends=3, store=url)
+
+    return {f"batch{suffix}": Runner(f"batch{suffix}", batch, drops_late=False,
+                                     make=lambda ws: ws.batch_runner(workers=1, progress=False)),
+            f"stream{suffix}": Runner(f"stream{suffix}", stream, drops_late=True,
+                                      make=lambda ws: ws.stream_runner())}
+
+
 RUNNERS: dict[str, Runner] = {
-    "batch": Runner("batch", lambda p, evs, d: run_batch(p, evs, d, partitions=PARTITIONS), drops_late=False,
-                    make=lambda ws: ws.batch_runner(workers=1, progress=False)),
-    # Many micro-batches: 5 records each, events appended in 3 slices with restarts between.
-    "stream": Runner("stream", lambda p, evs, d: run_stream(p, evs, d, partitions=PARTITIONS,
-                                                          max_batch_records=5, appends=3),
-                     drops_late=True, make=lambda ws: ws.stream_runner()),
+    **local_runners("sqlite"),
+    **local_runners("postgresql"),
     # Defined below; the lambdas look the functions up when called.
     "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d),  # noqa: PLW0108
                           drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),

@@ -119,8 +119,10 @@ class PostgresStore:
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:
         """One snapshot for every statement inside (or the open transaction's)."""
-        if self._txn is not None:
-            yield self._conn
+        import psycopg
+
+        if self._txn is not None or self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield self._conn   # inside a transaction or a read already (query_with_version: query)
             return
         with self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", lock=False) as conn:
             yield conn

@@ -13,6 +13,7 @@ the exception: claims, renewals and the fence lock only their own row.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,11 @@ SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "fluvial"
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_S = 5
+IDLE_IN_TRANSACTION_MS = 60_000
+"""How long the server keeps the transaction of a session that does nothing inside it (a
+process paused by ``SIGSTOP`` mid-commit): then it ends the session, rolling the
+transaction back, and the locks it held -- the write lock, a lease row -- are free
+again.  Longer than any pause of fluvial's own between two statements of a transaction."""
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS fluvial_meta (
@@ -110,7 +116,8 @@ class PgTarget:
 
     def conninfo(self) -> dict[str, Any]:
         params: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.dbname,
-                                  "connect_timeout": CONNECT_TIMEOUT_S, "application_name": "fluvial"}
+                                  "connect_timeout": CONNECT_TIMEOUT_S, "application_name": f"fluvial:{os.getpid()}",
+                                  "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
         if self.user:
             params["user"] = self.user
         if self.password:

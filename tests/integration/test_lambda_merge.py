@@ -1,4 +1,5 @@
-"""Batch and stream runners on one data dir: batch ⊕ realtime never counts an event twice.
+"""Batch and stream runners on one data dir: batch ⊕ realtime never counts an event twice
+(on every store: ``store_url``, SQLite and PostgreSQL).
 
     log:      |------- first half -------|------- second half -------|
     stream:   |== realtime ==============|                            (checkpoint at the middle)
@@ -55,9 +56,9 @@ def stream(ws):
         pipeline(), until_caught_up=True)
 
 
-def test_stream_then_batch_then_stream(tmp_path, halves):
+def test_stream_then_batch_then_stream(tmp_path, store_url, halves):
     first, second = halves
-    with fl.open(tmp_path, writer=True) as ws:
+    with fl.open(tmp_path, writer=True, store=store_url) as ws:
         ws.log.append(first)
         stream(ws)
         assert view(ws, "counts") == brute(first)
@@ -71,9 +72,9 @@ def test_stream_then_batch_then_stream(tmp_path, halves):
         assert view(ws, "running") == brute(first + second)
 
 
-def test_batch_then_fresh_stream_starts_at_the_cut_off(tmp_path, halves):
+def test_batch_then_fresh_stream_starts_at_the_cut_off(tmp_path, store_url, halves):
     first, second = halves
-    with fl.open(tmp_path, writer=True) as ws:
+    with fl.open(tmp_path, writer=True, store=store_url) as ws:
         ws.log.append(first)
         ws.batch_runner().run(pipeline())
         ws.log.append(second)
@@ -84,11 +85,11 @@ def test_batch_then_fresh_stream_starts_at_the_cut_off(tmp_path, halves):
         assert stats.records_in == len(first) + len(second)   # replayed to warm up the state
 
 
-def test_stateless_pipeline_does_not_replay_history(tmp_path, halves):
+def test_stateless_pipeline_does_not_replay_history(tmp_path, store_url, halves):
     first, second = halves
     p = fl.Pipeline("stateless")
     p.from_log("line").flat_map(lambda e: e.payload["text"].split()).count_by_value().to_view("c")
-    with fl.open(tmp_path, writer=True) as ws:
+    with fl.open(tmp_path, writer=True, store=store_url) as ws:
         ws.log.append(first)
         ws.batch_runner().run(p)
         ws.log.append(second)
@@ -97,10 +98,10 @@ def test_stateless_pipeline_does_not_replay_history(tmp_path, halves):
         assert view(ws, "c") == brute(first + second)
 
 
-def test_batch_over_an_input_behind_the_stream_checkpoint_is_refused(tmp_path, halves):
+def test_batch_over_an_input_behind_the_stream_checkpoint_is_refused(tmp_path, store_url, halves):
     """An old export must not replace a realtime part it does not cover."""
     first, second = halves
-    with fl.open(tmp_path, writer=True) as ws:
+    with fl.open(tmp_path, writer=True, store=store_url) as ws:
         ws.log.append(first + second)
         stream(ws)
 
@@ -119,13 +120,13 @@ def test_batch_over_an_input_behind_the_stream_checkpoint_is_refused(tmp_path, h
         assert view(ws, "counts") == before == brute(first + second)
 
 
-def test_speed_layer_commits_during_a_batch_run_are_kept(tmp_path, halves, monkeypatch):
+def test_speed_layer_commits_during_a_batch_run_are_kept(tmp_path, store_url, halves, monkeypatch):
     """The batch run reads its cut-off (the stream checkpoint), then -- while it computes --
     the speed layer commits micro-batches past the cut-off.  Publishing drops only the
     realtime generations the new version covers: the later ones stay, nothing is doubled."""
     first, second = halves
     third = make_events(1500, offset=5500)
-    with fl.open(tmp_path, writer=True) as ws:
+    with fl.open(tmp_path, writer=True, store=store_url) as ws:
         ws.log.append(first)
         stream(ws)
         ws.log.append(second)

@@ -2,7 +2,7 @@
 
 Accumulators are merged in Python with the view's aggregator: :func:`merge` reads
 the stored rows that the new ones meet, merges them, then writes in three bulk
-statements -- ``COPY`` (binary) for the rows that are new to the part, an ``UPDATE``
+statements -- ``COPY`` (binary) for the rows that are new to the part, an upsert
 from ``unnest`` arrays for those that changed, a ``DELETE`` for those whose merge
 gave zero.  The caller holds the store's write lock (:mod:`.schema`), so no other
 writer adds or changes a row between the read and the writes.
@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 StoredKey = tuple[bytes, int, int]
 """``(key, wstart, wend)``: a row's place in its part."""
 
-_IN_KEYS = ("(key, wstart, wend) IN (SELECT * FROM unnest(%s::bytea[], %s::int8[], %s::int8[]))")
+# The stored rows at the places of unnest arrays: one primary-key lookup per place.  The
+# subquery is LATERAL with OFFSET 0, which the planner cannot flatten into a join: a join
+# may be planned as a scan of the whole part per place (the statistics of a part that grew
+# inside the transaction say it holds one row), quadratic in the part's size.
+_AT_PLACES = ("FROM unnest(%s::bytea[], %s::int8[], %s::int8[]) AS u(key, wstart, wend) CROSS JOIN LATERAL "
+              "(SELECT r.ctid AS row_id, r.acc FROM fluvial_rows AS r WHERE r.view_id = %s AND r.part = %s "
+              "AND r.key = u.key AND r.wstart = u.wstart AND r.wend = u.wend OFFSET 0) AS r")
 
 
 def _columns(keys: Iterable[StoredKey]) -> tuple[list[bytes], list[int], list[int]]:
@@ -80,8 +86,8 @@ def _stored(conn: psycopg.Connection[Any], view_id: int, part_no: int,
     if conn.execute("SELECT 1 FROM fluvial_rows WHERE view_id = %s AND part = %s LIMIT 1",
                     (view_id, part_no)).fetchone() is None:
         return {}   # an empty part (a new version): nothing to read
-    cursor = conn.execute(f"SELECT key, wstart, wend, acc FROM fluvial_rows WHERE view_id = %s AND part = %s "
-                          f"AND {_IN_KEYS}", (view_id, part_no, *_columns(places)), binary=True)
+    cursor = conn.execute(f"SELECT u.key, u.wstart, u.wend, r.acc {_AT_PLACES}",
+                          (*_columns(places), view_id, part_no), binary=True)
     return {(bytes(k), s, e): bytes(acc) for k, s, e, acc in cursor}
 
 
@@ -100,14 +106,9 @@ def copy_new(conn: psycopg.Connection[Any], view_id: int, part_no: int,
 
 def update(conn: psycopg.Connection[Any], view_id: int, part_no: int,
            rows: list[tuple[StoredKey, bytes]]) -> None:
-    """Replace the accumulators of rows that are in the part."""
-    if not rows:
-        return
-    keys, starts, ends = _columns(place for place, _ in rows)
-    conn.execute("UPDATE fluvial_rows AS r SET acc = u.acc FROM unnest(%s::bytea[], %s::int8[], %s::int8[], "
-                 "%s::bytea[]) AS u(key, wstart, wend, acc) WHERE r.view_id = %s AND r.part = %s "
-                 "AND r.key = u.key AND r.wstart = u.wstart AND r.wend = u.wend",
-                 (keys, starts, ends, [acc for _, acc in rows], view_id, part_no), binary=True)
+    """Replace the accumulators of rows that are in the part (an upsert: ``ON CONFLICT`` finds
+    each row through the primary key, whatever the planner thinks of the part's size)."""
+    upsert(conn, view_id, part_no, ((key, start, end, acc) for (key, start, end), acc in rows))
 
 
 def upsert(conn: psycopg.Connection[Any], view_id: int, part_no: int,
@@ -126,5 +127,5 @@ def upsert(conn: psycopg.Connection[Any], view_id: int, part_no: int,
 def delete(conn: psycopg.Connection[Any], view_id: int, part_no: int, places: list[StoredKey]) -> None:
     """Delete the rows at ``places``."""
     if places:
-        conn.execute(f"DELETE FROM fluvial_rows WHERE view_id = %s AND part = %s AND {_IN_KEYS}",
-                     (view_id, part_no, *_columns(places)), binary=True)
+        conn.execute(f"DELETE FROM fluvial_rows WHERE ctid = ANY(ARRAY(SELECT r.row_id {_AT_PLACES}))",
+                     (*_columns(places), view_id, part_no), binary=True)

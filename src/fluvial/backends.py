@@ -7,6 +7,9 @@ URL                         backend
                             ``DATA_DIR/log``); :class:`~fluvial.log.local.LocalLog`
 ``parquet://DIR``           a Parquet export of a log (read only, for batch runs);
                             :class:`~fluvial.log.parquet.ParquetLog`
+``nats://HOST:PORT/NAME``   a log on NATS JetStream (``HOST:PORT,HOST:PORT,...``
+                            for a cluster; ``?replicas=3``); streams ``NAME-*``;
+                            :class:`~fluvial.log.nats.NatsLog`
 ``sqlite:///PATH``          the embedded view store in one SQLite file (default
                             ``DATA_DIR/views.db``); :class:`~fluvial.serving.sqlite.SqliteStore`
 ``postgresql://[USER@]``    views in PostgreSQL: ``HOST[:PORT]/DB[?schema=NAME]``
@@ -14,7 +17,7 @@ URL                         backend
                             ``postgresql``); :class:`~fluvial.serving.postgres.PostgresStore`
 ==========================  =====================================================
 
-What follows ``file://``, ``parquet://`` and ``sqlite://`` is a path: ``file:///var/lib/fluvial/log`` is
+For ``file``, ``parquet`` and ``sqlite``, what follows the ``scheme://`` is a path: ``file:///var/lib/fluvial/log`` is
 absolute, ``file://log`` relative to the working directory.  The command line
 takes them as ``--log URL`` / ``--store URL`` (env ``FLUVIAL_LOG``,
 ``FLUVIAL_STORE``; ``log_url`` / ``store_url`` in ``fluvial.toml``); without
@@ -43,10 +46,10 @@ if TYPE_CHECKING:
     from fluvial.log.base import Log, LogReader
     from fluvial.serving.base import ViewStore
 
-__all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "check_store_url", "default_log_url", "default_store_url",
-           "log_path", "open_log", "open_store", "spec_of", "store_path"]
+__all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "check_log_url", "check_store_url", "default_log_url",
+           "default_store_url", "log_path", "open_log", "open_store", "spec_of", "store_path"]
 
-LOG_SCHEMES = ("file", "parquet")
+LOG_SCHEMES = ("file", "parquet", "nats")
 STORE_SCHEMES = ("sqlite", "postgresql")
 
 
@@ -86,9 +89,21 @@ def default_store_url(data_dir: str | os.PathLike[str]) -> str:
     return f"sqlite://{Path(data_dir).absolute() / 'views.db'}"
 
 
+def check_log_url(url: str) -> str:
+    """``url`` if it is a well-formed log URL (a ``nats://`` one is checked whole), else ConfigError."""
+    scheme, _ = _split(url, "log", LOG_SCHEMES, "--log")
+    if scheme == "nats":
+        from fluvial.log.nats.address import parse_url
+
+        parse_url(url)
+    return url
+
+
 def log_path(url: str) -> Path:
     """The directory of a ``file://`` or ``parquet://`` log."""
-    _, rest = _split(url, "log", LOG_SCHEMES, "--log")
+    scheme, rest = _split(url, "log", LOG_SCHEMES, "--log")
+    if scheme == "nats":
+        raise ConfigError(f"--log {url!r} is a log on NATS, not a directory: this needs a file:// log")
     return Path(rest)
 
 
@@ -143,7 +158,7 @@ def spec_of(log: Any) -> LogSpec:
     if isinstance(log, ParquetLog):
         return LogSpec(f"parquet://{Path(log.path).absolute()}")
     raise ConfigError(f"a {type(log).__name__} cannot be opened again by another process (a Spark "
-                      "executor, a worker): give the runner a log opened from a URL (file://, parquet://)")
+                      "executor, a worker): give the runner a log opened from a URL (file://, parquet://, nats://)")
 
 
 @overload
@@ -163,6 +178,10 @@ def open_log(url: str, *, config: LogConfig = DEFAULT_LOG, readonly: bool = Fals
         LogError: The log cannot be opened (the message says where and why).
     """
     scheme, rest = _split(url, "log", LOG_SCHEMES, "--log")
+    if scheme == "nats":
+        from fluvial.log.nats import NatsLog
+
+        return NatsLog.open(url, config=config, readonly=readonly)
     if scheme == "parquet":
         if not readonly:
             raise ConfigError(f"--log {url!r}: a Parquet export is read only (batch runs read it; "
@@ -204,6 +223,7 @@ def open_store(url: str) -> ViewStore:
 
 if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded backend is its protocol
     from fluvial.log import LocalLog
+    from fluvial.log.nats import NatsLog
     from fluvial.log.parquet import ParquetLog
     from fluvial.serving.postgres import PostgresStore
     from fluvial.serving.sqlite import SqliteStore
@@ -214,3 +234,6 @@ if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded
 
     def _server_backends_fit(store: PostgresStore) -> ViewStore:
         return store
+
+    def _distributed_backends_fit(log: NatsLog) -> Log:
+        return log

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from fluvial.backends import (
     LogSpec,
+    check_log_url,
     check_store_url,
     default_log_url,
     default_store_url,
@@ -68,7 +69,7 @@ class Workspace:
         self.log_config = log_config
         self.log_url = in_data_dir(log_url, self.path) if log_url else default_log_url(self.path)
         self.store_url = in_data_dir(store_url, self.path) if store_url else default_store_url(self.path)
-        log_path(self.log_url), check_store_url(self.store_url)   # a malformed URL fails here, not later
+        check_log_url(self.log_url), check_store_url(self.store_url)   # a malformed URL fails here, not later
 
     @property
     def log_spec(self) -> LogSpec:
@@ -83,8 +84,7 @@ class Workspace:
     def log(self) -> Log:
         from fluvial.errors import LogError
 
-        where = log_path(self.log_url)
-        if not self.writer and self.log_url.startswith("file://") and not where.exists():
+        if not self.writer and self.log_url.startswith("file://") and not (where := log_path(self.log_url)).exists():
             raise LogError(f"no events in {where}: the log is empty. Ingest some first "
                            f"(`fluvial --data-dir {self.path} ingest FILE --kind KIND`)")
         log = open_log(self.log_url, config=self.log_config, readonly=not self.writer)

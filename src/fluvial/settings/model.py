@@ -250,10 +250,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_positive("max_lag_records", self.max_lag_records)
-        from fluvial.backends import check_store_url, log_path
+        from fluvial.backends import check_log_url, check_store_url
 
         if self.log_url is not None:
-            log_path(self.log_url)
+            check_log_url(self.log_url)
         if self.store_url is not None:
             check_store_url(self.store_url)
         seen: set[Path] = set()

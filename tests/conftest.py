@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fluvial.errors import MissingDependency
+from logs import LogBackend, delete_streams, make_backend
 from stores import STORE_KINDS, fresh_schema_url
 
 REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"
@@ -61,3 +62,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "spark" in item.nodeid.lower():
             item.add_marker(pytest.mark.spark)
+
+
+@pytest.fixture(params=["file", "nats"])
+def log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogBackend]:
+    """Each log backend in turn (tests/logs.py): a file log under tmp_path, a NATS log under a
+    fresh NAME (its streams deleted after the test; skips without a NATS server)."""
+    backend = make_backend(request.param, tmp_path)
+    yield backend
+    if backend.name == "nats":
+        delete_streams(backend.url)

@@ -39,6 +39,7 @@ from fluvial.log.dedup import WINDOW, DedupState
 from fluvial.log.limits import MAX_DEPTH, MAX_SEQ, MAX_TS_MS, MIN_TS_MS
 from fluvial.server.ingest import IngestError, parse_body
 from fluvial.server.writer import LogUnavailable, LogWriter
+from logs import LogBackend
 
 SEED = int(os.environ.get("FLUVIAL_TEST_SEED", random.randrange(2**32)))
 
@@ -54,7 +55,7 @@ def ev(device: str, seq: int, **payload: Any) -> Event:
                  payload=payload or {"kind": "t", "value": float(seq), "who": device})
 
 
-def contents(log: LocalLog) -> list[Event]:
+def contents(log: Any) -> list[Event]:
     return [e for p in range(log.partitions) for e in log.read(p, 0).events]
 
 
@@ -129,8 +130,8 @@ _MODES = [pytest.param(*c[1:], decoded, id=f"{c[0]}-{'decoded' if decoded else '
 
 @pytest.mark.parametrize(("fields", "path", "reason", "decoded"), _MODES)
 def test_unstorable_event_is_refused_by_path_and_records_nothing(
-        tmp_path: Path, fields: dict[str, Any], path: str, reason: str, decoded: bool) -> None:
-    with LocalLog.open(tmp_path, partitions=2) as log:
+        log_backend: LogBackend, fields: dict[str, Any], path: str, reason: str, decoded: bool) -> None:
+    with log_backend.open(partitions=2) as log:
         good = ev("d", 0)
         bad = msgspec.structs.replace(ev("d", 1), **fields)
         with pytest.raises(ValidationError) as info:
@@ -139,16 +140,16 @@ def test_unstorable_event_is_refused_by_path_and_records_nothing(
         assert contents(log) == []  # nothing written
         # nothing recorded: the same (device, seq) pairs with storable values are new, and the log writes
         assert log.append([good, ev("d", 1)]).accepted == 2
-        assert log.failure is None
+        assert log_backend.name != "file" or log.failure is None
 
 
-def test_largest_storable_values_round_trip(tmp_path: Path) -> None:
+def test_largest_storable_values_round_trip(log_backend: LogBackend) -> None:
     edge = Event(device="edge", kind="reading", ts=MAX_TS_MS, seq=MAX_SEQ,
                  payload={"hi": 2**64 - 1, "lo": -(2**63), "deep": nested(MAX_DEPTH - 2)})
-    with LocalLog.open(tmp_path, partitions=1) as log:
+    with log_backend.open(partitions=1) as log:
         assert log.append([edge, Event(device="edge", kind="reading", ts=MIN_TS_MS, seq=0, payload={})]).accepted == 2
         assert log.append([edge]).duplicates == 1
-    with LocalLog.open(tmp_path) as log:
+    with log_backend.open() as log:
         assert contents(log)[0] == edge
         assert log.append([edge]).duplicates == 1
 

@@ -61,9 +61,11 @@ def read_results(pipeline: Pipeline, store: Any) -> RunResult:
     return RunResult(views, late, tables)
 
 
-def _workspace(directory: str | os.PathLike[str], prefix: str, partitions: int, store: str | None) -> Workspace:
+def _workspace(directory: str | os.PathLike[str], prefix: str, partitions: int, store: str | None,
+               log: str | None = None) -> Workspace:
     path = tempfile.mkdtemp(prefix=prefix, dir=directory)
-    return Workspace(path, writer=True, log_config=LogConfig(partitions=partitions, fsync="never"), store_url=store)
+    return Workspace(path, writer=True, log_config=LogConfig(partitions=partitions, fsync="never"),
+                     store_url=store, log_url=log)
 
 
 def _chunks(events: Sequence[Event], appends: int) -> Iterable[Sequence[Event]]:
@@ -76,11 +78,13 @@ def _chunks(events: Sequence[Event], appends: int) -> Iterable[Sequence[Event]]:
 
 def run_on(start: Callable[[Workspace, io.StringIO], RunStats], pipeline: Pipeline,
            events: Sequence[Event], tmp_path: str | os.PathLike[str], *, appends: int = 1,
-           partitions: int = 4, keep: bool = False, store: str | None = None) -> RunResult:
+           partitions: int = 4, keep: bool = False, store: str | None = None,
+           log: str | None = None) -> RunResult:
     """The harness every runner shares: a new workspace under ``tmp_path``; ``events``
     appended in ``appends`` slices, ``start(ws, out)`` (one run of a runner) after each;
     then the views, tables, late counts and printed output read back.  ``store``: the
-    URL of an empty view store to use (default: a SQLite file in the workspace).
+    URL of an empty view store to use (default: a SQLite file in the workspace); ``log``: the URL
+    of a new, empty log elsewhere (e.g. ``nats://127.0.0.1:4222/NAME``), else one in the workspace.
 
     Example:
         >>> import tempfile
@@ -91,7 +95,7 @@ def run_on(start: Callable[[Workspace, io.StringIO], RunStats], pipeline: Pipeli
         >>> run_on(lambda ws, out: ws.batch_runner(out=out).run(p), p, evs, tempfile.mkdtemp())["n"]
         [Row(key='d1', window=None, value=2)]
     """
-    ws = _workspace(tmp_path, "run-", partitions, store)
+    ws = _workspace(tmp_path, "run-", partitions, store, log)
     out = io.StringIO()
     try:
         stats = []
@@ -111,7 +115,7 @@ def run_on(start: Callable[[Workspace, io.StringIO], RunStats], pipeline: Pipeli
 
 def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
               partitions: int = 4, workers: int = 1, slice_records: int = 100_000,
-              keep: bool = False, store: str | None = None) -> RunResult:
+              keep: bool = False, store: str | None = None, log: str | None = None) -> RunResult:
     """Append ``events`` to a new log under ``tmp_path``, run ``pipeline`` on the batch runner.
 
     Args:
@@ -122,6 +126,7 @@ def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.Pa
         workers, slice_records: Passed to the :class:`BatchRunner`.
         keep: Keep the workspace directory (default: deleted after reading the results).
         store: The URL of an empty view store (default: a SQLite file in the workspace).
+        log: The URL of a new, empty log to use instead of one in the workspace.
 
     Example:
         >>> import operator, tempfile, fluvial as fl
@@ -137,12 +142,12 @@ def run_batch(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.Pa
     """
     return run_on(lambda ws, out: ws.batch_runner(workers=workers, slice_records=slice_records,
                                                   progress=False, out=out).run(pipeline),
-                  pipeline, events, tmp_path, partitions=partitions, keep=keep, store=store)
+                  pipeline, events, tmp_path, partitions=partitions, keep=keep, store=store, log=log)
 
 
 def run_stream(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.PathLike[str], *,
                max_batch_records: int = 100_000, appends: int = 1, partitions: int = 4,
-               keep: bool = False, store: str | None = None) -> RunResult:
+               keep: bool = False, store: str | None = None, log: str | None = None) -> RunResult:
     """Append ``events`` to a new log under ``tmp_path`` and run ``pipeline`` on the
     stream runner until it has caught up with the log.
 
@@ -157,8 +162,10 @@ def run_stream(pipeline: Pipeline, events: Sequence[Event], tmp_path: str | os.P
         partitions: Partitions of the new log.
         keep: Keep the workspace directory (default: deleted after reading the results).
         store: The URL of an empty view store (default: a SQLite file in the workspace).
+        log: The URL of a new, empty log to use instead of one in the workspace.
     """
     config = StreamConfig(batch_interval_ms=0, max_batch_records=max_batch_records)
     return run_on(lambda ws, out: ws.stream_runner(config, out=out).run(pipeline, until_caught_up=True),
-                  pipeline, events, tmp_path, appends=appends, partitions=partitions, keep=keep, store=store)
+                  pipeline, events, tmp_path, appends=appends, partitions=partitions, keep=keep, store=store,
+                  log=log)
 

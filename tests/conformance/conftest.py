@@ -8,6 +8,10 @@ inside ``run`` when its extra is missing): every test below then runs on it
 and must give the same rows.  The local runners run on each view store
 (``batch``, ``stream``: SQLite; ``batch-postgresql``, ``stream-postgresql``: a
 fresh PostgreSQL schema each, tests/stores.py); the Spark runners on SQLite.
+
+The local runners also run with the log on NATS JetStream (``batch-nats``,
+``stream-nats``: a fresh log NAME per run, its streams deleted after; they skip
+without a NATS server, see tests/logs.py). The Spark runners read file logs.
 """
 
 from __future__ import annotations
@@ -21,9 +25,20 @@ import pytest
 
 from fluvial import Event, Pipeline
 from fluvial.testing import RunResult, run_batch, run_stream
+from logs import delete_streams, fresh_nats_url, nats_or_skip
 from stores import store_url_of
 
 PARTITIONS = 3
+
+
+def on_nats(run: Callable[[str], RunResult]) -> RunResult:
+    """``run(url)`` with a new log on NATS, deleted afterwards."""
+    nats_or_skip()
+    url = fresh_nats_url()
+    try:
+        return run(url)
+    finally:
+        delete_streams(url)
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,12 @@ def local_runners(store: str) -> dict[str, Runner]:
 RUNNERS: dict[str, Runner] = {
     **local_runners("sqlite"),
     **local_runners("postgresql"),
+    "batch-nats": Runner("batch-nats", lambda p, evs, d: on_nats(
+        lambda url: run_batch(p, evs, d, partitions=PARTITIONS, log=url)), drops_late=False,
+        make=lambda ws: ws.batch_runner(workers=1, progress=False)),
+    "stream-nats": Runner("stream-nats", lambda p, evs, d: on_nats(
+        lambda url: run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=5, appends=3, log=url)),
+        drops_late=True, make=lambda ws: ws.stream_runner()),
     # Defined below; the lambdas look the functions up when called.
     "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d),  # noqa: PLW0108
                           drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),

@@ -156,7 +156,7 @@ def test_session_table_saved_to_a_table(runner: Any, tmp_path: Path) -> None:
              .window(Session(gap_ms=1000), allowed_lateness_ms=5000).aggregate_by_key(Count()))
     table.to_view("sessions")
     table.save_to(None, "sessions", ["device", "window", "n"], key_columns=2)
-    if runner.drops_late:  # the stream runners refuse it
+    if runner.drops_late:  # the stream runners (speed-layer semantics) refuse it
         with pytest.raises(UnsupportedOperation, match="cannot save a session-windowed table"):
             runner.run(p, events, tmp_path)
         return

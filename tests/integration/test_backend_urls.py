@@ -115,7 +115,8 @@ def test_serve_with_urls_from_its_config_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url, message", [
-    ("nats://127.0.0.1:4222/events", "no log backend for 'nats://'"),
+    ("kafka://127.0.0.1:9092/events", "no log backend for 'kafka://'"),
+    ("nats://127.0.0.1:4222/a.b", "must be 1 to 64 letters"),
     ("/var/lib/fluvial/log", "is not a log URL: write SCHEME://PATH"),
     ("file://", "names no path"),
 ])

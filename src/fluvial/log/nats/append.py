@@ -218,6 +218,10 @@ class Appender:
                            "those events: append them again (what was stored is answered as duplicate)")
         return retry
 
+    def catch_up(self) -> None:
+        """Read every partition a failed publish left stale (a no-op when none is)."""
+        self._catch_up(range(self.partitions))
+
     def _catch_up(self, partitions: Any) -> None:
         """Read the partitions a failed publish left stale, before appending to them."""
         stale = [p for p in partitions if p in self._stale]

@@ -125,6 +125,17 @@ class NatsLog:
                 return AppendResult(accepted=0, duplicates=0, positions=[])
             return writer.append(events)
 
+    def recover(self) -> None:
+        """Read again, from the streams, the partitions a failed append left uncertain (what
+        ``fluvial serve``'s log writer calls before taking events again; appends also do it
+        by themselves). A no-op when nothing failed.
+
+        Raises:
+            LogError: The servers still do not answer (call again later).
+        """
+        with self._mutex:
+            self._writer().catch_up()
+
     def _writer(self) -> Appender:
         self._check_open()
         if self._appender is None:

@@ -172,3 +172,25 @@ def test_offsets_are_events_not_messages_across_message_splits(url: str) -> None
         assert result.accepted == 3000 and result.positions[-1] == (0, 2999)
         assert [e.seq for e in log.read(0, 1234, max_records=3).events] == [1234, 1235, 1236]
         assert log.offset_for_time(0, 2500) == 2500
+
+
+def test_a_publish_whose_ack_was_lost_is_dropped_by_its_msg_id(url: str) -> None:
+    """A batch stored by a publish whose ack never came back (here: published aside, with the
+    headers the writer makes): the writer's retry carries the same Nats-Msg-Id, JetStream answers
+    "duplicate", and the writer reads the partition again and answers the events as duplicates."""
+    import msgspec
+
+    from fluvial.log.nats.frames import batch_headers
+
+    with NatsLog.open(url, config=LogConfig(partitions=1)) as log:
+        log.append([ev("d", 0)])
+        lost = [ev("d", 1), ev("d", 2)]
+        body = msgspec.msgpack.encode(lost)
+        ts = [e.ts for e in lost]
+        headers = batch_headers(0, body, first=1, count=2, lo=min(ts), hi=max(ts), run_max=max(ts),
+                                run_min=ev("d", 0).ts, append_ms=0, last_seq=1)
+        assert _publish_foreign(url, 0, headers, body) == 2
+        result = log.append(lost)
+        assert (result.accepted, result.duplicates) == (0, 2)
+        assert [e.seq for e in log.read(0, 0).events] == [0, 1, 2]
+        assert log.append([ev("d", 3)]).positions == [(0, 3)]

@@ -26,13 +26,20 @@ NATS_SERVER = os.environ.get("FLUVIAL_TEST_NATS", "127.0.0.1:4222")
 REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"
 
 
-def nats_or_skip(server: str = NATS_SERVER) -> None:
-    """Skip the calling test in one line when no NATS server answers (fail when required)."""
+def nats_problem(server: str = NATS_SERVER) -> str | None:
+    """Why no NATS server answers at ``server`` (None when one does)."""
     host, _, port = server.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=1).close()
     except OSError as exc:
-        why = f"no NATS server at {server} ({exc.strerror or exc}); start nats-server -js"
+        return f"no NATS server at {server} ({exc.strerror or exc}); start nats-server -js"
+    return None
+
+
+def nats_or_skip(server: str = NATS_SERVER) -> None:
+    """Skip the calling test in one line when no NATS server answers (fail when required)."""
+    why = nats_problem(server)
+    if why is not None:
         if REQUIRE_SERVICES:
             pytest.fail(f"{why} (FLUVIAL_REQUIRE_SERVICES=1)")
         pytest.skip(why)

@@ -130,8 +130,8 @@ def test_a_bad_log_url_says_what_is_wrong(url: str, message: str, tmp_path: Path
 
 
 def test_a_bad_store_url_says_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no store backend for 'postgresql://'"):
-        open_store("postgresql://localhost/test")
+    with pytest.raises(ConfigError, match="no store backend for 'mongodb://'"):
+        open_store("mongodb://localhost/test")
     with pytest.raises(ConfigError, match="is a directory; name the SQLite file"):
         open_store(f"sqlite://{tmp_path}")
     with pytest.raises(ConfigError, match="a Parquet export is read only"):

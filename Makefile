@@ -44,7 +44,7 @@ SPELLED := FLUVIAL_LOG='file://{data_dir}/log' FLUVIAL_STORE='sqlite://{data_dir
 ## process (Spark's Python workers must start within 10 s), then the doctests
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark" tests
-	$(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not spark" tests/integration
+	$(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not spark and not explicit_backends" tests/integration
 	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 

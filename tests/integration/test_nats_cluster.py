@@ -32,7 +32,7 @@ from fluvial.errors import LogError
 from fluvial.events import Event
 from logs import REQUIRE_SERVICES
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.explicit_backends]
 
 
 def free_ports(n: int) -> list[int]:

@@ -20,6 +20,8 @@ from test_serve_e2e import (
 
 from logs import delete_streams, fresh_nats_url, nats_or_skip
 
+pytestmark = pytest.mark.explicit_backends   # they name their backends: not in make test's spelled-out pass
+
 
 @pytest.fixture
 def nats_log() -> Iterator[str]:

@@ -26,16 +26,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 import fluvial
 from fluvial.backends import open_log
 from fluvial.events import Event
 from logs import delete_streams, fresh_nats_url, nats_or_skip
 
+pytestmark = pytest.mark.explicit_backends   # it names its backends: not in make test's spelled-out pass
+
 FLOW = '''\
 import operator
 import fluvial as fl
-
-pytestmark = pytest.mark.explicit_backends   # it names its backends: not in make test's spelled-out pass
 
 p = fl.Pipeline("nats_fault")
 readings = p.from_log("reading")

@@ -70,6 +70,12 @@ class LogError(FluvialError):
     """The event log cannot be opened, read or appended to."""
 
 
+class LogUnavailable(LogError):
+    """The log cannot be reached now (its servers restart, a leader is being elected, no quorum
+    answers): nothing was read, and the same read may succeed later.  An append that fails so
+    may or may not have been stored; resending it is safe (``(device, seq)``)."""
+
+
 class CorruptLogError(LogError):
     """A record failed its checksum somewhere other than the tail of the log."""
 

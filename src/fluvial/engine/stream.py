@@ -34,7 +34,14 @@ from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, StoreUnavailable, UnsupportedOperation
+from fluvial.errors import (
+    CheckpointFenced,
+    ConfigError,
+    LogUnavailable,
+    OwnedElsewhere,
+    StoreUnavailable,
+    UnsupportedOperation,
+)
 from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
@@ -83,9 +90,10 @@ class StreamRunner(LazyLog):
         lease_ms: How long this runner may be silent (paused, cut off) before a rival
             may claim the pipeline (it renews its claim every ``lease_ms / 4``).
         owner: Who this runner says it is in refusals (default: this process).
-        store_patience_s: How long :meth:`run` rides out a store it cannot reach (a
-            PostgreSQL restart: :class:`~fluvial.errors.StoreUnavailable`), retrying from its
-            checkpoint with backoff, before it gives up with that error.
+        store_patience_s: How long :meth:`run` rides out a store or a log it cannot reach (a
+            PostgreSQL restart, a NATS leader election: :class:`~fluvial.errors.StoreUnavailable`,
+            :class:`~fluvial.errors.LogUnavailable`), retrying from its checkpoint with backoff,
+            before it gives up with that error.
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -303,15 +311,16 @@ class StreamRunner(LazyLog):
         checkpoint, so nothing is counted twice or skipped."""
         try:
             return run.step()
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, LogUnavailable) as exc:
             _logger.warning("pipeline %r: %s", run.plan.name, exc)
         return None if self._ride_out(run.reload, run.plan.name, stop, failed=True) is None else 0
 
     def _ride_out(self, work: Callable[[], Any], name: str, stop: threading.Event | None, *,
                   failed: bool = False) -> Any:
-        """``work()``, retried with backoff while the store cannot be reached (a restart, a
-        failover: :class:`StoreUnavailable`), up to ``store_patience_s``; ``None`` if ``stop``
-        was set meanwhile.  ``failed``: the store was found away already (wait first)."""
+        """``work()``, retried with backoff while the store or the log cannot be reached (a restart,
+        a failover, a leader election: :class:`StoreUnavailable`, :class:`LogUnavailable`), up to
+        ``store_patience_s``; ``None`` if ``stop`` was set meanwhile.  ``failed``: it was found
+        away already (wait first)."""
         deadline = time.monotonic() + self.store_patience_s
         delay = 0.1
         while True:
@@ -323,16 +332,16 @@ class StreamRunner(LazyLog):
                 delay = min(delay * 2, 2.0)
             try:
                 result = work()
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, LogUnavailable) as exc:
                 if time.monotonic() >= deadline:
-                    raise StoreUnavailable(f"{exc} (gave up after {self.store_patience_s:.0f} s: "
-                                           "bring the store back, then start the runner again)") from None
+                    raise type(exc)(f"{exc} (gave up after {self.store_patience_s:.0f} s: bring it back, "
+                                    "then start the runner again)") from None
                 if not failed:
                     _logger.warning("pipeline %r: %s; retrying for up to %.0f s", name, exc, self.store_patience_s)
                 failed = True
                 continue
             if failed:
-                _logger.warning("pipeline %r: the store is back; going on from its checkpoint", name)
+                _logger.warning("pipeline %r: the store and the log answer again; going on from its checkpoint", name)
             return result
 
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:

@@ -38,6 +38,10 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: a node that is down is expected here, not worth a traceback."""
+
+
 class LocalNatsCluster:
     """``nodes`` nats-server processes forming one JetStream cluster on loopback.
 
@@ -129,7 +133,7 @@ class LocalNatsCluster:
 
         try:
             nc = await nats.connect([f"nats://{s}" for s in self.servers], connect_timeout=1,
-                                    allow_reconnect=False)
+                                    allow_reconnect=False, error_cb=_quiet)
         except Exception:   # not listening yet
             return False
         try:
@@ -153,7 +157,8 @@ class LocalNatsCluster:
         import nats
 
         try:
-            nc = await nats.connect([f"nats://{s}" for s in self.servers], connect_timeout=2)
+            nc = await nats.connect([f"nats://{s}" for s in self.servers], connect_timeout=2,
+                                    allow_reconnect=False, error_cb=_quiet)
         except Exception:
             return None
         try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fluvial.config import DEFAULT_LOG, LogConfig
-from fluvial.errors import ConfigError, CorruptLogError, LogError
+from fluvial.errors import ConfigError, CorruptLogError, LogError, LogUnavailable
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
 from fluvial.log.encode import check_envelope
@@ -75,7 +76,14 @@ class NatsLog:
             count = conn.call(_open_meta(conn, address, config.partitions, create=not readonly))
             if not readonly:
                 conn.call(_create_streams(conn, address, count))
-            return cls(address, conn, count, readonly=readonly, config=config)
+            deadline = time.monotonic() + OPEN_PATIENCE_S
+            while True:
+                try:   # a writer reads every partition's tail and (device, seq) pairs
+                    return cls(address, conn, count, readonly=readonly, config=config)
+                except LogUnavailable:   # a stream's leader being elected (a node just died)
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
         except BaseException:
             conn.close()
             raise

@@ -34,7 +34,14 @@ from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, StoreUnavailable, UnsupportedOperation
+from fluvial.errors import (
+    CheckpointFenced,
+    ConfigError,
+    LogError,
+    OwnedElsewhere,
+    StoreUnavailable,
+    UnsupportedOperation,
+)
 from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
@@ -47,12 +54,13 @@ from fluvial.state.checkpoint import (
     read_tails,
     torn_partitions,
 )
+from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
-    from fluvial.serving.base import ViewStore
+    from fluvial.serving.base import Txn, ViewStore
 
 __all__ = ["StreamRun", "StreamRunner"]
 _logger = logging.getLogger("fluvial.engine")
@@ -86,6 +94,13 @@ class StreamRunner(LazyLog):
         store_patience_s: How long :meth:`run` rides out a store it cannot reach (a
             PostgreSQL restart: :class:`~fluvial.errors.StoreUnavailable`), retrying from its
             checkpoint with backoff, before it gives up with that error.
+        guard: Called with every commit's transaction before it writes; raising voids the
+            commit.  Default, for a pipeline's own speed layer (no ``runner_id``, no
+            ``view_parts``): refuse a pipeline run by ``fluvial worker`` processes
+            (:mod:`fluvial.state.groups`).  A worker's partition runner passes its own.
+        rewind_torn: A checkpoint the log no longer backs (a torn tail) is rewound
+            (:func:`~fluvial.layers.handover.rewind`); ``False``: refused with
+            :class:`~fluvial.errors.LogError` (a partition of a worker group).
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -102,7 +117,8 @@ class StreamRunner(LazyLog):
                  out: TextIO | None = None, view_parts: dict[str, int] | None = None,
                  start_offsets: list[int] | None = None, take_over: bool = False, wait_s: float = 0.0,
                  lease_ms: int = DEFAULT_LEASE_MS, owner: Owner | None = None,
-                 store_patience_s: float = 300.0) -> None:
+                 store_patience_s: float = 300.0, guard: Callable[[Txn], None] | None = None,
+                 rewind_torn: bool = True) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
         if lease_ms <= 0 or wait_s < 0:
@@ -122,6 +138,7 @@ class StreamRunner(LazyLog):
         self.store_patience_s = store_patience_s
         self._stop: threading.Event | None = None  # set while run() waits for a claim
         self._ownership: Ownership | None = None  # this runner's claim on its checkpoint
+        self.guard, self.rewind_torn = guard, rewind_torn
 
     def claim(self, plan: Pipeline | Plan, *, stop: threading.Event | None = None) -> Ownership:
         """Claim the pipeline's checkpoint for this runner (see :mod:`fluvial.state.ownership`);
@@ -188,6 +205,8 @@ class StreamRunner(LazyLog):
             with self.store.transaction() as txn:  # a version a replay writes counts its own late events
                 for name, version in self.view_parts.items():
                     txn.add_late_events(name, 0, part=version)
+        if self._own_speed_layer:
+            check_single_runner_allowed(self.store, plan.name, self.log.partitions if reads_log else 0)
         claimed = not self.holds(plan)
         if claimed:
             self.claim(plan)
@@ -271,6 +290,10 @@ class StreamRunner(LazyLog):
         with self.store.transaction() as txn:
             if self._ownership is not None:
                 txn.fence(self._ownership.lease)   # LeaseLost: another runner took over
+            if self.guard is not None:
+                self.guard(txn)
+            elif self._own_speed_layer:
+                check_not_partitioned(txn, plan.name)   # workers run this pipeline: never both
             for name, rows in output.view_merges.items():
                 txn.merge_rows(name, rows, part=self.view_parts.get(name, REALTIME))
             for pos, n in output.late.items():
@@ -335,6 +358,11 @@ class StreamRunner(LazyLog):
                 _logger.warning("pipeline %r: the store is back; going on from its checkpoint", name)
             return result
 
+    @property
+    def _own_speed_layer(self) -> bool:
+        """Whether this runner is its pipeline's single speed-layer runner (not a replay, not a worker)."""
+        return self.runner_id is None and not self.view_parts and self.guard is None
+
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
         """The checkpoint of ``plan``, and its fencing token (``self._token``), read in one
         transaction; a checkpoint covering events the log lost (a torn tail) is rewound."""
@@ -347,6 +375,12 @@ class StreamRunner(LazyLog):
             cp = self._checked(plan, Checkpoint.loads(blob), partitions) if blob is not None else None
             if cp is not None and reads_log and not self.view_parts:
                 torn = torn_partitions(self.log, cp.offsets, cp.tails)
+                if torn and not self.rewind_torn:
+                    raise LogError(
+                        f"{runner_id!r}: the log no longer holds events this checkpoint counted (a torn "
+                        f"tail cut after a crash of the log's writer, at offsets {cp.offsets}). A worker "
+                        "cannot recompute one partition's share of the merged views: rebuild the views "
+                        "with a batch run or a reprocess under another pipeline name")
                 if torn:
                     rewind(self.store, txn, plan, self.log, runner_id, cp, torn)
                     cp = None

@@ -40,7 +40,8 @@ FLOW = f"""import fluvial
 
 {NAME} = fluvial.Pipeline({NAME!r})
 readings = {NAME}.from_log("reading")
-readings.map(lambda e: (e.payload["color"], e.payload["level"])).aggregate_by_key(fluvial.Sum()).to_view("level_by_color")
+(readings.map(lambda e: (e.payload["color"], e.payload["level"]))
+    .aggregate_by_key(fluvial.Sum()).to_view("level_by_color"))
 (readings.map(lambda e: (e.device, 1)).window(fluvial.Tumbling(length_ms=60_000))
     .aggregate_by_key(fluvial.Count()).to_view("per_device_minute"))
 """

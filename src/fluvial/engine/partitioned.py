@@ -51,15 +51,14 @@ def check_partitionable(plan: Plan) -> None:
     """
     fix = (f"Run pipeline {plan.name!r} with a single stream runner (`fluvial run FLOW --mode stream`, or "
            "`fluvial serve`), which sees every partition; repartitioning through the log is not built yet")
-    for node in plan.nodes:
-        why = None
-        if node.op not in _ALLOWED:
-            why = _WHY.get(node.op, f"operator {node.op!r} combines elements across partitions")
-        elif node.op == "aggregate" and node.id in plan.stateful:
+    # the operator that says most first: a join or per-key state before the tables feeding it
+    for node in [n for n in plan.nodes if n.op not in _ALLOWED] + [
+            n for n in plan.nodes if n.op == "aggregate" and n.id in plan.stateful]:
+        why = _WHY.get(node.op, f"operator {node.op!r} combines elements across partitions")
+        if node.op == "aggregate":
             why = ("an aggregation consumed by other operators than to_view is a table kept per key in "
                    "one process, and its keys spread over partitions")
-        if why is not None:
-            raise UnsupportedOperation(f"{node.label}: workers run each log partition apart, and {why}. {fix}")
+        raise UnsupportedOperation(f"{node.label}: workers run each log partition apart, and {why}. {fix}")
     for name, spec in plan.views.items():
         if spec.source.op != "aggregate":
             raise UnsupportedOperation(

@@ -113,6 +113,12 @@ class Worker:
         """The partitions this worker owns now, per pipeline."""
         return {g.name: sorted(g.runs) for g in self.groups}
 
+    def rebalance(self) -> None:
+        """Read the membership and take this worker's share now (``run`` does it every ``lease_ms / 4``)."""
+        for group in self.groups:
+            group.next_refresh = 0.0
+            self._refresh(group)
+
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then release everything (the others take it at once)."""
         interval = self.config.batch_interval_ms / 1000

@@ -157,3 +157,37 @@ def test_fluvial_run_refuses_a_pipeline_run_by_a_live_worker_and_names_it(tmp_pa
     assert worker.returncode == 0, err
     assert "partitions released" in out
     space.close()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--lease-ms", "0"], "--lease-ms and --max-batch-records must be > 0"),
+    (["--max-batch-records", "-5"], "--lease-ms and --max-batch-records must be > 0"),
+    (["--batch-interval-ms", "-1"], "--batch-interval-ms >= 0"),
+    (["--pipeline", "nope"], "--pipeline nope: not in"),
+])
+def test_worker_arguments_out_of_range_say_which_and_how(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           args: list[str], says: str) -> None:
+    from fluvial.cli.main import main
+
+    flow = tmp_path / "flow.py"
+    flow.write_text(FLOW)
+    assert main(["--data-dir", str(tmp_path / "data"), "worker", str(flow), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err, err
+    assert "(it defines counted)" in err or "must be" in err   # names what the file has, or the bound
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("x = 1\n", "defines no pipeline"),
+    ("import fluvial\nraise RuntimeError('broken flow')\n", "broken flow"),
+    ("def broken(:\n", "SyntaxError"),
+])
+def test_a_flow_file_without_pipelines_or_failing_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             source: str, says: str) -> None:
+    from fluvial.cli.main import main
+
+    flow = tmp_path / "flow.py"
+    flow.write_text(source)
+    assert main(["--data-dir", str(tmp_path / "data"), "worker", str(flow)]) == 1
+    err = capsys.readouterr().err
+    assert says in err and str(flow) in err and "Traceback" not in err, err

@@ -31,8 +31,10 @@ from fluvial import Event, LogConfig
 from fluvial.state.checkpoint import Checkpoint
 from fluvial.state.groups import partition_id
 from fluvial.testing import make_events
+from logs import delete_streams, fresh_nats_url, nats_or_skip
 from stores import store_url_of
 
+pytestmark = pytest.mark.explicit_backends   # it names its backends: not in make test's spelled-out pass
 PARTITIONS = 4
 NAME = "shared"
 LEASE_MS = 1500
@@ -75,18 +77,19 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 class Group:
     """The data directory, its log (appended by this process) and the worker processes."""
 
-    def __init__(self, tmp_path: Path, store: str) -> None:
-        self.directory, self.flow, self.store = tmp_path / "data", tmp_path / "flow.py", store
+    def __init__(self, tmp_path: Path, store: str, log: str | None = None) -> None:
+        self.directory, self.flow, self.store, self.log = tmp_path / "data", tmp_path / "flow.py", store, log
         self.flow.write_text(FLOW)
-        self.ws = fluvial.open(self.directory, writer=True,
+        self.ws = fluvial.open(self.directory, writer=True, log=log,
                                log_config=LogConfig(partitions=PARTITIONS, fsync="never"))
         self.out = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
         self.appended: list[Event] = []
 
     def cli(self, *args: str) -> list[str]:
+        log = ["--log", self.log] if self.log is not None else []
         return [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(self.directory),
-                "--store", self.store, *args]
+                "--store", self.store, *log, *args]
 
     def start(self) -> subprocess.Popen[bytes]:
         i = len(self.procs)
@@ -119,14 +122,14 @@ class Group:
 
     def committed(self) -> int:
         total = 0
-        with fluvial.open(self.directory, store=self.store) as ws, ws.store.transaction() as txn:
+        with fluvial.open(self.directory, store=self.store, log=self.log) as ws, ws.store.transaction() as txn:
             for p in range(PARTITIONS):
                 blob = txn.get_checkpoint(partition_id(NAME, p))
                 total += Checkpoint.loads(blob).offsets[0] if blob is not None else 0
         return total
 
     def views(self) -> dict[str, dict[Any, Any]]:
-        with fluvial.open(self.directory, store=self.store) as ws:
+        with fluvial.open(self.directory, store=self.store, log=self.log) as ws:
             return {name: {(r.key if r.window is None else (r.key, tuple(r.window))): r.value
                            for r in ws.store.query(name)} for name in ("level_by_color", "per_device_minute")}
 
@@ -226,12 +229,24 @@ def pause_one(group: Group, live: list[subprocess.Popen[bytes]], meanwhile: Call
     wait_for(lambda: TAKEN in group.output(paused), "the resumed worker finds its partitions taken over")
 
 
-def test_a_joining_worker_takes_partitions_and_a_leaving_one_hands_them_back(tmp_path: Path,
-                                                                             store: str) -> None:
+@pytest.fixture(params=["file", "nats"])
+def log(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The log: files in the data directory, or a fresh NATS JetStream log (tests/logs.py)."""
+    if request.param == "file":
+        yield None
+        return
+    nats_or_skip()
+    url = fresh_nats_url()
+    yield url
+    delete_streams(url)
+
+
+def test_a_joining_worker_takes_partitions_and_a_leaving_one_hands_them_back(tmp_path: Path, store: str,
+                                                                             log: str | None) -> None:
     seed = random.SystemRandom().randrange(2**32)
-    print(f"seed={seed} store={store}")
+    print(f"seed={seed} store={store} log={log or 'file'}")
     events = generate(seed, 1_200)
-    group = Group(tmp_path, store)
+    group = Group(tmp_path, store, log)
     try:
         group.append(events[:600])
         first = group.start()

@@ -29,6 +29,7 @@ from fluvial.state.groups import mark_partitioned
 from fluvial.testing import make_events
 from stores import store_url_of
 
+pytestmark = pytest.mark.explicit_backends   # it names its backends: not in make test's spelled-out pass
 PARTITIONS = 3
 
 

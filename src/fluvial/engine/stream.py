@@ -34,14 +34,7 @@ from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
-from fluvial.errors import (
-    CheckpointFenced,
-    ConfigError,
-    LogError,
-    OwnedElsewhere,
-    StoreUnavailable,
-    UnsupportedOperation,
-)
+from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, StoreUnavailable, UnsupportedOperation
 from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
@@ -54,7 +47,7 @@ from fluvial.state.checkpoint import (
     read_tails,
     torn_partitions,
 )
-from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed
+from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed, torn_refusal
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
 
@@ -99,8 +92,7 @@ class StreamRunner(LazyLog):
             ``view_parts``): refuse a pipeline run by ``fluvial worker`` processes
             (:mod:`fluvial.state.groups`).  A worker's partition runner passes its own.
         rewind_torn: A checkpoint the log no longer backs (a torn tail) is rewound
-            (:func:`~fluvial.layers.handover.rewind`); ``False``: refused with
-            :class:`~fluvial.errors.LogError` (a partition of a worker group).
+            (:func:`~fluvial.layers.handover.rewind`); ``False``: refused (a worker's partition).
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -376,11 +368,7 @@ class StreamRunner(LazyLog):
             if cp is not None and reads_log and not self.view_parts:
                 torn = torn_partitions(self.log, cp.offsets, cp.tails)
                 if torn and not self.rewind_torn:
-                    raise LogError(
-                        f"{runner_id!r}: the log no longer holds events this checkpoint counted (a torn "
-                        f"tail cut after a crash of the log's writer, at offsets {cp.offsets}). A worker "
-                        "cannot recompute one partition's share of the merged views: rebuild the views "
-                        "with a batch run or a reprocess under another pipeline name")
+                    raise torn_refusal(runner_id, cp.offsets)
                 if torn:
                     rewind(self.store, txn, plan, self.log, runner_id, cp, torn)
                     cp = None

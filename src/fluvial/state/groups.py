@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fluvial.errors import ConfigError, OwnedElsewhere
+from fluvial.errors import ConfigError, LogError, OwnedElsewhere
 from fluvial.state.checkpoint import checkpoint_id
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXTRA_SLOTS", "assign", "check_no_single_runner", "check_not_partitioned",
            "check_single_runner_allowed", "claim_member", "live_members", "mark_partitioned", "marker_id",
-           "member_id", "partition_id", "slots_for"]
+           "member_id", "partition_id", "slots_for", "torn_refusal"]
 
 EXTRA_SLOTS = 8
 """Membership slots beyond one per partition (standby workers)."""
@@ -168,3 +168,11 @@ def check_single_runner_allowed(store: StateStore, pipeline: str, partitions: in
     first: Any = live[0] if live else None
     raise OwnedElsewhere(_RUN_BY_WORKERS.format(name=pipeline, who=who, marker=marker_id(pipeline)),
                          holder=first)
+
+
+def torn_refusal(runner_id: str, offsets: list[int]) -> LogError:
+    """Why a worker's partition stops on a torn log tail (a single runner rewinds instead)."""
+    return LogError(f"{runner_id!r}: the log no longer holds events this checkpoint counted (a torn tail "
+                    f"cut after a crash of the log's writer, at offsets {offsets}). A worker cannot recompute "
+                    "one partition's share of the merged views: rebuild the views with a batch run or a "
+                    "reprocess under another pipeline name")

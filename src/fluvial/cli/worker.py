@@ -6,14 +6,18 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from types import FrameType
+from typing import Any
 
 from fluvial.cli.app import arg, data_dir, subcommand, workspace
 from fluvial.cli.run import _ensure_log, _load
 from fluvial.config import DEFAULT_STREAM, StreamConfig
-from fluvial.errors import ConfigError
+from fluvial.errors import ConfigError, StoreUnavailable
 
 _logger = logging.getLogger("fluvial.workers")
+STORE_PATIENCE_S = 300.0
+"""How long a worker starting while its store cannot be reached retries before it gives up."""
 
 _DESCRIPTION = """\
 Run the speed layer of the pipelines of FLOW_FILE together with any number of
@@ -62,8 +66,6 @@ its partitions to the others."""
     ],
 )
 def worker(args: argparse.Namespace) -> int:
-    from fluvial.layers.workers import Worker
-
     if args.lease_ms <= 0 or args.batch_interval_ms < 0 or args.max_batch_records <= 0:
         raise ConfigError(f"--lease-ms and --max-batch-records must be > 0 and --batch-interval-ms >= 0, "
                           f"got {args.lease_ms}, {args.max_batch_records} and {args.batch_interval_ms}")
@@ -88,7 +90,9 @@ def worker(args: argparse.Namespace) -> int:
     try:
         with workspace(args, data_dir(args)) as ws:
             _ensure_log(ws)
-            group = Worker(log=ws.log, store=ws.store, pipelines=pipelines, config=config, say=_say)
+            group = _join(ws, pipelines, config, stop)
+            if group is None:
+                return 0
             _say(f"worker pid {group.owner.pid}: serving {', '.join(p.name for p in pipelines)} "
                  f"({ws.log.partitions} partitions, lease {args.lease_ms} ms)")
             group.run(stop)
@@ -97,6 +101,23 @@ def worker(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
+
+
+def _join(ws: Any, pipelines: list[Any], config: StreamConfig, stop: threading.Event) -> Any:
+    """The worker, once the store can be reached (a store restarting: retry for up to
+    STORE_PATIENCE_S); ``None`` if stopped meanwhile."""
+    from fluvial.layers.workers import Worker
+
+    deadline = time.monotonic() + STORE_PATIENCE_S
+    while True:
+        try:
+            return Worker(log=ws.log, store=ws.store, pipelines=pipelines, config=config, say=_say)
+        except StoreUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"{exc} (gave up after {STORE_PATIENCE_S:.0f} s)") from None
+            _say(f"worker: {exc}; retrying")
+            if stop.wait(1.0):
+                return None
 
 
 def _say(line: str) -> None:

@@ -262,3 +262,31 @@ def test_a_joining_worker_takes_partitions_and_a_leaving_one_hands_them_back(tmp
         check_exact(group)
     finally:
         group.stop_all()
+
+
+def test_after_a_batch_run_workers_start_at_its_cutoff_and_later_batch_runs_are_refused(tmp_path: Path,
+                                                                                         store: str) -> None:
+    seed = random.SystemRandom().randrange(2**32)
+    print(f"seed={seed} store={store}")
+    events = generate(seed, 1_500)
+    group = Group(tmp_path, store)
+    try:
+        group.append(events[:700])
+        batch = subprocess.run(group.cli("run", str(group.flow), "--mode", "batch"), capture_output=True,
+                               text=True, timeout=120)
+        assert batch.returncode == 0, batch.stderr
+        with fluvial.open(group.directory, store=store) as ws:
+            assert ws.store.view("level_by_color").cutoff   # a batch version, and its hand-over
+            assert ws.store.checkpoint_token(f"stream:{NAME}") is not None
+        group.append(events[700:])
+        workers = [group.start(), group.start()]
+        check_exact(group)   # batch version ⊕ the workers' realtime rows: each event once
+        with fluvial.open(group.directory, store=store) as ws:
+            assert ws.store.checkpoint_token(f"stream:{NAME}") is None   # handed to the workers
+        again = subprocess.run(group.cli("run", str(group.flow), "--mode", "batch"), capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode == 1 and "is run by `fluvial worker` processes" in again.stderr, again.stderr
+        assert all(w.poll() is None for w in workers)
+        check_exact(group)   # the refused batch run changed nothing
+    finally:
+        group.stop_all()

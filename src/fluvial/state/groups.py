@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import ConfigError, LogError, OwnedElsewhere
-from fluvial.state.checkpoint import checkpoint_id
+from fluvial.state.checkpoint import Checkpoint, checkpoint_id
 
 if TYPE_CHECKING:
     from fluvial.state.base import CheckpointTxn, StateStore
@@ -112,19 +112,40 @@ def claim_member(store: StateStore, pipeline: str, owner: Owner, *, slots: int, 
 def mark_partitioned(store: StateStore, pipeline: str) -> None:
     """Mark ``pipeline`` as run by workers, unless a single runner's checkpoint exists.
 
+    A checkpoint that only a batch run's hand-over wrote (no micro-batch committed since, no
+    live holder: the realtime part is empty) is not a single runner's work: it is dropped,
+    and the workers start at the batch cut-off (the views' own record of it).
+
     Raises:
         OwnedElsewhere: The pipeline has a single runner's checkpoint (``stream:NAME``), named.
     """
+    holder = store.holder(checkpoint_id(pipeline))
+    now = int(time.time() * 1000)
+    single_live = holder is not None and not holder.claimable(now)
     try:
         with store.transaction() as txn:
             if txn.checkpoint_token(marker_id(pipeline)) is not None:
                 return
+            blob = txn.get_checkpoint(checkpoint_id(pipeline))
+            if blob is not None and not single_live and _handed_over_only(blob):
+                # a runner that read it and commits later is fenced (its checkpoint is gone),
+                # then refused (the marker)
+                txn.delete_checkpoint(checkpoint_id(pipeline))
             check_no_single_runner(txn, pipeline)
             txn.set_checkpoint(marker_id(pipeline), MARKER, expect=None)
     except OwnedElsewhere as exc:
-        holder = store.holder(checkpoint_id(pipeline))
-        who = holder.describe(int(time.time() * 1000)) if holder is not None else "no runner holds it now"
+        who = holder.describe(now) if holder is not None else "no runner holds it now"
         raise OwnedElsewhere(f"{exc} ({who})", holder=holder) from None
+
+
+def _handed_over_only(blob: bytes) -> bool:
+    """Whether a ``stream:NAME`` checkpoint was written by a batch run's hand-over, with no
+    micro-batch since (and no history being replayed)."""
+    try:
+        cp = Checkpoint.loads(blob)
+    except Exception:   # an unreadable checkpoint is not dropped here
+        return False
+    return cp.micro_batches == 0 and cp.warmup_until is None
 
 
 def check_no_single_runner(txn: CheckpointTxn, pipeline: str) -> None:

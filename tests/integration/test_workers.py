@@ -176,11 +176,25 @@ def check_exact(group: Group) -> None:
 
 @pytest.mark.slow
 def test_workers_killed_paused_and_replaced_views_exact(tmp_path: Path, store: str) -> None:
+    kill_pause_and_replace(tmp_path, store, None)
+
+
+@pytest.mark.slow
+def test_workers_killed_paused_and_replaced_on_a_nats_log_views_exact(tmp_path: Path) -> None:
+    nats_or_skip()
+    url = fresh_nats_url()
+    try:
+        kill_pause_and_replace(tmp_path, f"sqlite://{tmp_path / 'views.db'}", url)
+    finally:
+        delete_streams(url)
+
+
+def kill_pause_and_replace(tmp_path: Path, store: str, log: str | None) -> None:
     seed = random.SystemRandom().randrange(2**32)
     rnd = random.Random(seed)
-    print(f"seed={seed} store={store}")
+    print(f"seed={seed} store={store} log={log or 'file'}")
     events = generate(seed, 5_000)
-    group = Group(tmp_path, store)
+    group = Group(tmp_path, store, log)
     try:
         group.append(events[:1_000])
         live = [group.start(), group.start()]

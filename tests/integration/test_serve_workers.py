@@ -44,12 +44,19 @@ def test_serve_without_a_speed_layer_answers_with_the_views_the_workers_write(tm
     events = readings(rng, 1_500)
     acknowledged: list[dict[str, Any]] = []
     with ServerProcess(tmp_path, kappa=[flow], extra=["--speed-layer", "workers"]) as srv:
-        workers = [subprocess.Popen([sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(srv.data_dir),
-                                     "worker", str(flow), "--batch-interval-ms", "50"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [tmp_path / f"w{i}.out" for i in range(2)]
+        workers = []
+        for out in outs:
+            with open(out, "wb") as sink:
+                workers.append(subprocess.Popen([sys.executable, "-m", "fluvial.cli.main", "--data-dir",
+                                                 str(srv.data_dir), "worker", str(flow), "--batch-interval-ms", "50"],
+                                                stdout=sink, stderr=subprocess.STDOUT))
         try:
-            for w in workers:   # up (its signal handlers installed) and in the group
-                assert w.stdout is not None and "serving served" in w.stdout.readline()
+            for out in outs:   # up (its signal handlers installed) and in the group
+                deadline = time.monotonic() + 60
+                while "serving served" not in out.read_text():
+                    assert time.monotonic() < deadline and all(w.poll() is None for w in workers), out.read_text()
+                    time.sleep(0.05)
             for i in range(0, len(events), 100):
                 status, _ = srv.post_events(events[i:i + 100])
                 if status == 200:
@@ -68,15 +75,17 @@ def test_serve_without_a_speed_layer_answers_with_the_views_the_workers_write(tm
             deadline = time.monotonic() + 120
             while served() != expected:
                 assert time.monotonic() < deadline, (served(), expected)
-                assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
+                assert all(w.poll() is None for w in workers), [out.read_text() for out in outs]
                 time.sleep(0.2)
             assert srv.get("/v1/views/per_kind")["rows"]   # answered by the server, from the shared store
         finally:
             for w in workers:
                 w.send_signal(signal.SIGTERM)
-            outputs = [w.communicate(timeout=60) for w in workers]
-        for w, (out, err) in zip(workers, outputs):
-            assert w.returncode == 0, err
-            assert "partitions released" in out and "Traceback" not in err
-        assert any("owns partitions" in out for out, _ in outputs)
+            for w in workers:
+                w.wait(timeout=60)
+        outputs = [out.read_text() for out in outs]
+        for w, text in zip(workers, outputs):
+            assert w.returncode == 0, text
+            assert "partitions released" in text and "Traceback" not in text, text
+        assert any("owns partitions" in text for text in outputs), outputs
         assert "speed layer of" not in srv.output()   # the server ran no stream runner of its own

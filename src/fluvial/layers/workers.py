@@ -220,6 +220,8 @@ class Worker:
                 continue
             except (StoreError, OSError) as exc:   # a store restart: reload from the checkpoint later
                 _logger.warning("worker: pipeline %r partition %d: %s", group.name, p, exc)
+                self.say(f"worker {self.owner.describe()}: pipeline {group.name}: partition {p}: its micro-batch "
+                         f"failed and is void ({type(exc).__name__}); it is taken again from its checkpoint")
                 self._lose(group, p)
                 continue
             if records:

@@ -10,10 +10,11 @@ The tree::
     ├── DecodeError            bytes are not valid JSON / MessagePack / UTF-8
     ├── LogError               the event log cannot be opened, read or appended to
     │   ├── CorruptLogError    a record failed its checksum away from the tail
-    │   └── LogUnavailable     the server's log writer takes nothing now: retry (server.writer; 503/507)
+    │   └── LogUnreachable     the server's log writer takes nothing now: retry (server.writer; 503/507)
     ├── FlowError              a flow cannot be planned or run on a runner
     │   └── UnsupportedOperation   the runner cannot execute an operator
     ├── StoreError             the serving store cannot be read or written
+    │   ├── StoreUnavailable   the store cannot be reached now (a restart): retry from the checkpoint
     │   ├── ViewNotFound       no view of that name exists
     │   ├── OwnedElsewhere     another live process holds what a runner would write (names it)
     │   └── Fenced             a commit's writer no longer owns what it writes: the commit is void
@@ -70,7 +71,7 @@ class LogError(FluvialError):
     """The event log cannot be opened, read or appended to."""
 
 
-class LogUnavailable(LogError):
+class LogUnreachable(LogError):
     """The log cannot be reached now (its servers restart, a leader is being elected, no quorum
     answers): nothing was read, and the same read may succeed later.  An append that fails so
     may or may not have been stored; resending it is safe (``(device, seq)``)."""

@@ -27,6 +27,9 @@ from fluvial.errors import ConfigError, StoreError
     ("postgresql://127.0.0.1/test?schema=x%22%3B%20DROP", "not a valid schema name"),
     ("postgresql://127.0.0.1/test?schema=pg_catalog", "not a valid schema name"),
     ("postgresql://127.0.0.1/test?schema=a&sslmode=disable", "unknown parameter 'sslmode'"),
+    ("postgresql://127.0.0.1/test?schema=a&idle_in_transaction_s=0", "from 1 to 3600, got '0'"),
+    ("postgresql://127.0.0.1/test?idle_in_transaction_s=soon", "from 1 to 3600, got 'soon'"),
+    ("postgresql://127.0.0.1/test?idle_in_transaction_s=nan", "from 1 to 3600, got 'nan'"),
     ("postgresql://127.0.0.1/test#x", "no '#' part"),
     ("postgres://127.0.0.1/test", "no store backend for 'postgres://'"),
 ])

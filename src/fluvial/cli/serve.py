@@ -45,7 +45,11 @@ Run fluvial as a service, in one process:
             is validated, invalid ones go to the dead-letter log; an answered
             request's events are in the log
   speed     every pipeline of the flow files runs on the stream runner, with
-            its batch interval (the realtime part of its views)
+            its batch interval (the realtime part of its views); with
+            --speed-layer workers, `fluvial worker` processes run it instead
+            (give them the same --log and --store) and this server serves
+            the views they write (use --kappa flows: the batch hand-over is
+            refused while workers run a pipeline)
   batch     lambda flows are recomputed from the whole log every batch_every_s
             (and on demand: `fluvial batch VIEW`, POST /v1/views/NAME/batch)
   queries   GET /v1/views, GET /v1/views/NAME?key=&from=&to= : batch ⊕ realtime
@@ -79,6 +83,9 @@ POST requests from web pages of other origins, are refused (403; see
             help="seconds between batch-layer runs (0: only on demand)"),
         arg("--batch-interval-ms", type=int, default=None, metavar="N",
             help="speed layer: time between micro-batches (default 200)"),
+        arg("--speed-layer", choices=("local", "workers"), default="local",
+            help="local: a stream runner per pipeline in this process (default); workers: none here "
+                 "(ingest and queries only), `fluvial worker` processes run it on the same --log and --store"),
         arg("--tls-cert", default=None, metavar="FILE",
             help="serve HTTPS with this PEM certificate (chain); needs --tls-key (default: [server] tls_cert, "
                  "else plain HTTP)"),
@@ -92,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     def announce(url: str) -> None:
         print(f"fluvial serving on {url} (UI: {url}/ui, API docs: {url}/docs)", flush=True)
 
-    return run_server(settings, announce=announce)
+    return run_server(settings, announce=announce, speed_layer=args.speed_layer)
 
 
 def _serve_settings(args: argparse.Namespace) -> Any:
@@ -184,8 +191,9 @@ def check_tls(cert: Path, key: Path, *, cert_name: str = "--tls-cert", key_name:
                           f"certificate {cert} (OpenSSL: {exc.reason or exc})") from None
 
 
-def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -> int:
-    """Serve until SIGINT/SIGTERM (uvicorn's handlers stop it cleanly)."""
+def run_server(settings: Any, *, announce: Any = None, on_started: Any = None, speed_layer: str = "local") -> int:
+    """Serve until SIGINT/SIGTERM (uvicorn's handlers stop it cleanly); ``speed_layer="workers"``
+    leaves the speed layer to ``fluvial worker`` processes."""
     import uvicorn
 
     from fluvial.api.app import build_app
@@ -207,7 +215,7 @@ def run_server(settings: Any, *, announce: Any = None, on_started: Any = None) -
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
                           "(or stop the process using it)") from None
     port = sock.getsockname()[1]
-    server = Server(settings)
+    server = Server(settings, speed_layer=speed_layer)
     server.start()
     shown = f"[{host}]" if ":" in host else host
     url = f"{'https' if cert is not None else 'http'}://{shown}:{port}"

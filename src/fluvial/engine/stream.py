@@ -37,7 +37,7 @@ from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chun
 from fluvial.errors import (
     CheckpointFenced,
     ConfigError,
-    LogUnavailable,
+    LogUnreachable,
     OwnedElsewhere,
     StoreUnavailable,
     UnsupportedOperation,
@@ -54,12 +54,13 @@ from fluvial.state.checkpoint import (
     read_tails,
     torn_partitions,
 )
+from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed, torn_refusal
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
 from fluvial.windows.shapes import Session
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
-    from fluvial.serving.base import ViewStore
+    from fluvial.serving.base import Txn, ViewStore
 
 __all__ = ["StreamRun", "StreamRunner"]
 _logger = logging.getLogger("fluvial.engine")
@@ -92,8 +93,14 @@ class StreamRunner(LazyLog):
         owner: Who this runner says it is in refusals (default: this process).
         store_patience_s: How long :meth:`run` rides out a store or a log it cannot reach (a
             PostgreSQL restart, a NATS leader election: :class:`~fluvial.errors.StoreUnavailable`,
-            :class:`~fluvial.errors.LogUnavailable`), retrying from its checkpoint with backoff,
+            :class:`~fluvial.errors.LogUnreachable`), retrying from its checkpoint with backoff,
             before it gives up with that error.
+        guard: Called with every commit's transaction before it writes; raising voids the
+            commit.  Default, for a pipeline's own speed layer (no ``runner_id``, no
+            ``view_parts``): refuse a pipeline run by ``fluvial worker`` processes
+            (:mod:`fluvial.state.groups`).  A worker's partition runner passes its own.
+        rewind_torn: A checkpoint the log no longer backs (a torn tail) is rewound
+            (:func:`~fluvial.layers.handover.rewind`); ``False``: refused (a worker's partition).
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -110,7 +117,8 @@ class StreamRunner(LazyLog):
                  out: TextIO | None = None, view_parts: dict[str, int] | None = None,
                  start_offsets: list[int] | None = None, take_over: bool = False, wait_s: float = 0.0,
                  lease_ms: int = DEFAULT_LEASE_MS, owner: Owner | None = None,
-                 store_patience_s: float = 300.0) -> None:
+                 store_patience_s: float = 300.0, guard: Callable[[Txn], None] | None = None,
+                 rewind_torn: bool = True) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
         if lease_ms <= 0 or wait_s < 0:
@@ -130,6 +138,7 @@ class StreamRunner(LazyLog):
         self.store_patience_s = store_patience_s
         self._stop: threading.Event | None = None  # set while run() waits for a claim
         self._ownership: Ownership | None = None  # this runner's claim on its checkpoint
+        self.guard, self.rewind_torn = guard, rewind_torn
 
     def claim(self, plan: Pipeline | Plan, *, stop: threading.Event | None = None) -> Ownership:
         """Claim the pipeline's checkpoint for this runner (see :mod:`fluvial.state.ownership`);
@@ -196,6 +205,8 @@ class StreamRunner(LazyLog):
             with self.store.transaction() as txn:  # a version a replay writes counts its own late events
                 for name, version in self.view_parts.items():
                     txn.add_late_events(name, 0, part=version)
+        if self._own_speed_layer:
+            check_single_runner_allowed(self.store, plan.name, self.log.partitions if reads_log else 0)
         claimed = not self.holds(plan)
         if claimed:
             self.claim(plan)
@@ -279,6 +290,10 @@ class StreamRunner(LazyLog):
         with self.store.transaction() as txn:
             if self._ownership is not None:
                 txn.fence(self._ownership.lease)   # LeaseLost: another runner took over
+            if self.guard is not None:
+                self.guard(txn)
+            elif self._own_speed_layer:
+                check_not_partitioned(txn, plan.name)   # workers run this pipeline: never both
             for name, rows in output.view_merges.items():
                 txn.merge_rows(name, rows, part=self.view_parts.get(name, REALTIME))
             for pos, n in output.late.items():
@@ -306,21 +321,18 @@ class StreamRunner(LazyLog):
 
     # -- internals -----------------------------------------------------------------------
     def _step(self, run: StreamRun, stop: threading.Event | None) -> int | None:
-        """One micro-batch; while the store cannot be reached, retry from the checkpoint
-        (:meth:`_ride_out`): a commit whose answer was lost is found out by reloading the
-        checkpoint, so nothing is counted twice or skipped."""
+        """One micro-batch; while the store or log cannot be reached, retry from the checkpoint: a
+        commit whose answer was lost is found out by reloading it (nothing twice, nothing skipped)."""
         try:
             return run.step()
-        except (StoreUnavailable, LogUnavailable) as exc:
+        except (StoreUnavailable, LogUnreachable) as exc:
             _logger.warning("pipeline %r: %s", run.plan.name, exc)
         return None if self._ride_out(run.reload, run.plan.name, stop, failed=True) is None else 0
 
     def _ride_out(self, work: Callable[[], Any], name: str, stop: threading.Event | None, *,
                   failed: bool = False) -> Any:
-        """``work()``, retried with backoff while the store or the log cannot be reached (a restart,
-        a failover, a leader election: :class:`StoreUnavailable`, :class:`LogUnavailable`), up to
-        ``store_patience_s``; ``None`` if ``stop`` was set meanwhile.  ``failed``: it was found
-        away already (wait first)."""
+        """``work()``, retried with backoff while the store or the log cannot be reached, up to
+        ``store_patience_s``; ``None`` if ``stop`` was set meanwhile (``failed``: wait first)."""
         deadline = time.monotonic() + self.store_patience_s
         delay = 0.1
         while True:
@@ -332,7 +344,7 @@ class StreamRunner(LazyLog):
                 delay = min(delay * 2, 2.0)
             try:
                 result = work()
-            except (StoreUnavailable, LogUnavailable) as exc:
+            except (StoreUnavailable, LogUnreachable) as exc:
                 if time.monotonic() >= deadline:
                     raise type(exc)(f"{exc} (gave up after {self.store_patience_s:.0f} s: bring it back, "
                                     "then start the runner again)") from None
@@ -343,6 +355,11 @@ class StreamRunner(LazyLog):
             if failed:
                 _logger.warning("pipeline %r: the store and the log answer again; going on from its checkpoint", name)
             return result
+
+    @property
+    def _own_speed_layer(self) -> bool:
+        """Whether this runner is its pipeline's single speed-layer runner (not a replay, not a worker)."""
+        return self.runner_id is None and not self.view_parts and self.guard is None
 
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
         """The checkpoint of ``plan``, and its fencing token (``self._token``), read in one
@@ -356,6 +373,8 @@ class StreamRunner(LazyLog):
             cp = self._checked(plan, Checkpoint.loads(blob), partitions) if blob is not None else None
             if cp is not None and reads_log and not self.view_parts:
                 torn = torn_partitions(self.log, cp.offsets, cp.tails)
+                if torn and not self.rewind_torn:
+                    raise torn_refusal(runner_id, cp.offsets)
                 if torn:
                     rewind(self.store, txn, plan, self.log, runner_id, cp, torn)
                     cp = None

@@ -45,6 +45,7 @@ from fluvial.state.checkpoint import (
     read_tails,
     torn_partitions,
 )
+from fluvial.state.groups import check_not_partitioned
 
 if TYPE_CHECKING:
     from fluvial.engine.plan import Plan
@@ -105,6 +106,7 @@ def take_cutoff(store: ViewStore, txn: Txn, plan: Plan, log: LogReader, *, own_l
     realtime part it replaces.
     """
     runner_id = checkpoint_id(plan.name)
+    check_not_partitioned(txn, plan.name)   # workers' per-partition checkpoints: no hand-over (yet)
     blob = txn.get_checkpoint(runner_id)
     cp = Checkpoint.loads(blob) if blob is not None else None
     ends = log.end_offsets()
@@ -140,6 +142,7 @@ def finish_handover(txn: Txn, plan: Plan, log: LogReader, handover: Handover, *,
     this transaction changes nothing: the speed layer just goes on.
     """
     runner_id = checkpoint_id(plan.name)
+    check_not_partitioned(txn, plan.name)   # workers started since the cut-off: the publish is void
     unchanged = txn.checkpoint_token(runner_id) == handover.token
     if not unchanged:
         for name in plan.views:

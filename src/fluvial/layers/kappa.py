@@ -33,6 +33,7 @@ from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.flow.graph import Pipeline
 from fluvial.layers.pipelines import FlowSet, Registered
 from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
@@ -163,6 +164,7 @@ def reprocess(ws: Workspace, flows: FlowSet, view: str, *, start: str | int = "e
         raise ConfigError(f"the new code of pipeline {reg.name!r} does not write view {view!r} "
                           f"(it writes {sorted(plan.views)})")
     store, log = ws.store, ws.log
+    check_single_runner_allowed(store, reg.name, log.partitions)   # workers run it: refuse, naming them
     result = ReprocessResult(view=view, pipeline=reg.name, start=parse_start(start, log), dry_run=dry_run)
     snapshots: dict[str, int] = {}
     for name, spec in plan.views.items():
@@ -206,6 +208,7 @@ def reprocess(ws: Workspace, flows: FlowSet, view: str, *, start: str | int = "e
             with store.transaction() as txn:
                 txn.fence(batch_lease)
                 txn.fence(speed_lease)
+                check_not_partitioned(txn, reg.name)   # workers started meanwhile: no switch
                 blob = txn.get_checkpoint(replay_id)
                 if blob is None:
                     raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
@@ -281,6 +284,7 @@ def rollback(ws: Workspace, flows: FlowSet, view: str, *,
             store.transaction() as txn:
         txn.fence(batch_lease)
         txn.fence(speed_lease)
+        check_not_partitioned(txn, reg.name)
         for name, (version, cutoff) in targets.items():
             txn.publish(name, version, cutoff, drop_realtime=True)
         txn.delete_checkpoint(checkpoint_id(reg.name))

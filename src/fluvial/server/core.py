@@ -92,9 +92,15 @@ class Server:
     Args:
         settings: A :class:`fluvial.settings.Settings`.
         flows: The pipelines to run (default: loaded from ``settings.flows``).
+        speed_layer: ``"local"``: a stream runner per pipeline in this process; ``"workers"``:
+            none (ingest and queries only): ``fluvial worker`` processes run the speed layer
+            and write the views to the shared store, which this server serves.
     """
 
-    def __init__(self, settings: Any, flows: FlowSet | None = None) -> None:
+    def __init__(self, settings: Any, flows: FlowSet | None = None, *, speed_layer: str = "local") -> None:
+        if speed_layer not in ("local", "workers"):
+            raise ConfigError(f"speed_layer must be 'local' or 'workers', got {speed_layer!r}")
+        self.speed_layer = speed_layer
         from fluvial.server.auth import TOKENS_FILE, TokenStore
 
         self.settings = settings
@@ -130,6 +136,9 @@ class Server:
     def start(self) -> None:
         """Start the speed layer (call before serving requests)."""
         self.log_health.start()
+        if self.speed_layer == "workers":   # `fluvial worker` processes run it: only define the views
+            self._define_views()
+            return
         for reg in self.flows.pipelines.values():
             self._start_speed(reg)
 
@@ -170,7 +179,17 @@ class Server:
         self.ws.close()
 
     # -- speed layer ----------------------------------------------------------------------
+    def _define_views(self) -> None:
+        """Define the views of every pipeline (the workers may not have started yet)."""
+        from fluvial.engine.plan import compile_plan
+
+        for reg in self.flows.pipelines.values():
+            for name, spec in compile_plan(reg.pipeline).views.items():
+                self.ws.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
+
     def _start_speed(self, reg: Registered) -> None:
+        if self.speed_layer == "workers":
+            return
         self.speed[reg.name] = SpeedRunner(reg, self.workspace, self.settings.stream).start()
 
     def _stop_speed(self, name: str) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fluvial.config import DEFAULT_LOG, LogConfig
-from fluvial.errors import ConfigError, CorruptLogError, LogError, LogUnavailable
+from fluvial.errors import ConfigError, CorruptLogError, LogError, LogUnreachable
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult, PartitionStats, RecordBatch
 from fluvial.log.encode import check_envelope
@@ -80,7 +80,7 @@ class NatsLog:
             while True:
                 try:   # a writer reads every partition's tail and (device, seq) pairs
                     return cls(address, conn, count, readonly=readonly, config=config)
-                except LogUnavailable:   # a stream's leader being elected (a node just died)
+                except LogUnreachable:   # a stream's leader being elected (a node just died)
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)

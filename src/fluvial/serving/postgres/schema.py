@@ -109,6 +109,7 @@ class PgTarget:
     user: str | None
     password: str | None
     schema: str
+    idle_in_transaction_ms: int = IDLE_IN_TRANSACTION_MS
 
     def where(self) -> str:
         """``HOST:PORT/DB schema NAME``, for messages (no password)."""
@@ -117,7 +118,7 @@ class PgTarget:
     def conninfo(self) -> dict[str, Any]:
         params: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.dbname,
                                   "connect_timeout": CONNECT_TIMEOUT_S, "application_name": f"fluvial:{os.getpid()}",
-                                  "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
+                                  "options": f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}"}
         if self.user:
             params["user"] = self.user
         if self.password:
@@ -127,6 +128,10 @@ class PgTarget:
 
 def parse_url(url: str) -> PgTarget:
     """The target of a ``postgresql://`` store URL.
+
+    Parameters: ``schema=NAME``; ``idle_in_transaction_s=N`` (default 60, 1 to 3600): how long a
+    writer paused inside a transaction (``SIGSTOP``, a VM freeze) holds the write lock before the
+    server ends its session -- every other writer of the store waits that long.
 
     Raises:
         ConfigError: The URL lacks a host or a database, has a bad port, an unknown
@@ -148,19 +153,35 @@ def parse_url(url: str) -> PgTarget:
                           f"write it as {example}")
     if parts.fragment:
         raise ConfigError(f"--store {url!r}: a store URL has no '#' part")
-    schema = DEFAULT_SCHEMA
+    schema, idle_ms = DEFAULT_SCHEMA, IDLE_IN_TRANSACTION_MS
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name != "schema":
-            raise ConfigError(f"--store {url!r}: unknown parameter {name!r}; the only one is "
-                              "schema=NAME (the PostgreSQL schema the store lives in)")
-        schema = value
+        if name == "idle_in_transaction_s":
+            idle_ms = _idle_ms(url, value)
+        elif name != "schema":
+            raise ConfigError(f"--store {url!r}: unknown parameter {name!r}; the parameters are "
+                              "schema=NAME (the PostgreSQL schema the store lives in) and "
+                              "idle_in_transaction_s=N (how long a writer paused mid-transaction holds the "
+                              "write lock)")
+        else:
+            schema = value
     if not IDENTIFIER.fullmatch(schema) or schema.lower().startswith("pg_"):
         raise ConfigError(f"--store {url!r}: schema {schema!r} is not a valid schema name: use a letter "
                           "or '_' followed by up to 62 letters, digits or '_' (not starting with 'pg_'), "
                           "e.g. schema=fluvial")
     return PgTarget(parts.hostname, port or DEFAULT_PORT, dbname,
                     unquote(parts.username) if parts.username else None,
-                    unquote(parts.password) if parts.password else None, schema)
+                    unquote(parts.password) if parts.password else None, schema, idle_ms)
+
+
+def _idle_ms(url: str, value: str) -> int:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= 3600:
+        raise ConfigError(f"--store {url!r}: idle_in_transaction_s must be a number of seconds from 1 to 3600, "
+                          f"got {value!r}")
+    return int(seconds * 1000)
 
 
 def write_lock_key(schema: str) -> int:

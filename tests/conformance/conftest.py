@@ -11,7 +11,10 @@ fresh PostgreSQL schema each, tests/stores.py); the Spark runners on SQLite.
 
 The local runners also run with the log on NATS JetStream (``batch-nats``,
 ``stream-nats``: a fresh log NAME per run, its streams deleted after; they skip
-without a NATS server, see tests/logs.py). The Spark runners read file logs.
+without a NATS server, see tests/logs.py). The Spark runners read file logs with
+views in SQLite (``spark-batch``, ``spark-stream``), and a NATS log with views in
+PostgreSQL (``spark-batch-nats-postgresql``, ``spark-stream-nats-postgresql``: the
+executors open the NATS log from its URL).
 """
 
 from __future__ import annotations
@@ -116,6 +119,13 @@ RUNNERS: dict[str, Runner] = {
     # Two appends with a restart between: at least two Structured Streaming micro-batches per flow.
     "spark-stream": Runner("spark-stream", lambda p, evs, d: run_spark_stream(p, evs, d),  # noqa: PLW0108
                            drops_late=True, log_only=True, make=lambda ws: make_spark("spark-stream", ws)),
+    "spark-batch-nats-postgresql": Runner(
+        "spark-batch-nats-postgresql", lambda p, evs, d: on_nats(lambda url: _spark_on_postgresql(
+            "spark-batch", p, evs, d, url)), drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),
+    "spark-stream-nats-postgresql": Runner(
+        "spark-stream-nats-postgresql", lambda p, evs, d: on_nats(lambda url: _spark_on_postgresql(
+            "spark-stream", p, evs, d, url)), drops_late=True, log_only=True,
+        make=lambda ws: make_spark("spark-stream", ws)),
 }
 
 
@@ -132,8 +142,10 @@ def make_spark(kind: str, ws: Any, *, master: str = "local[2]", slice_records: i
 
 
 def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
-               master: str = "local[2]", slice_records: int = 64) -> RunResult:
-    """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session)."""
+               master: str = "local[2]", slice_records: int = 64, log: str | None = None,
+               store: str | None = None) -> RunResult:
+    """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session);
+    ``log``, ``store``: URLs of a new log and an empty store (default: in the workspace)."""
     from fluvial.engine.spark.batch import SparkBatchRunner
     from fluvial.engine.spark.session import SparkConfig
     from fluvial.engine.spark.stream import SparkStreamRunner
@@ -143,10 +155,17 @@ def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory
     if kind == "spark-batch":
         return run_on(lambda ws, out: SparkBatchRunner(log=ws.log, store=ws.store, spark=config,
                                                        slice_records=slice_records, out=out).run(pipeline),
-                      pipeline, events, directory, partitions=PARTITIONS)
+                      pipeline, events, directory, partitions=PARTITIONS, log=log, store=store)
     return run_on(lambda ws, out: SparkStreamRunner(log=ws.log, store=ws.store, spark=config,
                                                     batch_interval_ms=0, out=out).run(pipeline, until_caught_up=True),
-                  pipeline, events, directory, appends=2, partitions=PARTITIONS)
+                  pipeline, events, directory, appends=2, partitions=PARTITIONS, log=log, store=store)
+
+
+def _spark_on_postgresql(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path,
+                         log: str) -> RunResult:
+    """A Spark runner over the NATS log at ``log`` with its views in a fresh PostgreSQL schema."""
+    with store_url_of("postgresql", directory) as store:
+        return _spark_run(kind, pipeline, events, directory, log=log, store=store)
 
 
 def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path) -> RunResult:
@@ -172,6 +191,6 @@ def all_runners(request: pytest.FixtureRequest) -> dict[str, Runner]:
     """Every registered runner at once (to compare them with each other)."""
     request.getfixturevalue("spark_ready")
     if nats_problem() is not None and not REQUIRE_SERVICES:  # compare the others without NATS
-        return {name: r for name, r in RUNNERS.items() if not name.endswith("-nats")}
+        return {name: r for name, r in RUNNERS.items() if "-nats" not in name}
     return dict(RUNNERS)
 

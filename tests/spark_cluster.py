@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -142,10 +142,8 @@ def standalone_cluster(directory: Path, workers: int = 2) -> Iterator[Cluster]:
         yield cluster
     finally:
         for proc in procs:   # each in its own session: its group holds its executors
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(10)
         for f in logs:
             f.close()

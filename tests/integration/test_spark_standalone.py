@@ -61,7 +61,7 @@ def kill_own_executor(e):
         os._exit(1)
     return [e]
 
-events = make_events(seed, 900, devices=6, kinds=["reading", "reading", "status"], start_ms=1_700_000_000_000,
+events = make_events(seed, 600, devices=6, kinds=["reading", "reading", "status"], start_ms=1_700_000_000_000,
                      step_ms=400, out_of_order_ms=3_000, late_fraction=0.05, late_by_ms=40_000,
                      duplicate_fraction=0.05)
 log = open_log(log_url, config=LogConfig(partitions=3))
@@ -72,6 +72,7 @@ deadline = time.monotonic() + 90
 while sc._jsc.sc().getExecutorMemoryStatus().size() - 1 < 2:
     assert time.monotonic() < deadline, "the two executors did not register"
     time.sleep(0.2)
+T0 = time.monotonic()
 print("EXECUTORS", sc._jsc.sc().getExecutorMemoryStatus().size() - 1, flush=True)
 
 def check(pipeline, store, stream):
@@ -89,7 +90,7 @@ p = build_pipeline(CATALOG)
 p.from_log("reading").flat_map(kill_own_executor).map(lambda e: (e.device, 1)).reduce_by_key(
     lambda a, b: a + b).to_view("after_kill")
 store = open_store(batch_store)
-SparkBatchRunner(log=log, store=store, spark=config, slice_records=100).run(p)
+SparkBatchRunner(log=log, store=store, spark=config, slice_records=150).run(p)
 bad = check(p, store, False)
 after = {r.key: r.value for r in read_results(p, store)["after_kill"]}
 brute = {}
@@ -97,13 +98,17 @@ for e in {(e.device, e.seq): e for e in events if e.kind == "reading"}.values():
     brute[e.device] = brute.get(e.device, 0) + 1
 bad += [] if after == brute else ["after_kill"]
 print("BATCH", json.dumps(bad), flush=True)
+print("T", time.monotonic() - T0, flush=True)
 
 p = build_pipeline(CATALOG)
 store = open_store(stream_store)
+print("T", time.monotonic() - T0, flush=True)
 print("STREAM START", flush=True)
+print("T", time.monotonic() - T0, flush=True)
 stats = SparkStreamRunner(log=log, store=store, spark=config, batch_interval_ms=0,
-                          max_batch_records=150).run(p, until_caught_up=True)
+                          max_batch_records=90).run(p, until_caught_up=True)
 print("STREAM", json.dumps(check(p, store, True)), stats.micro_batches, flush=True)
+print("T", time.monotonic() - T0, flush=True)
 print("LOG", log.spec().url, flush=True)
 """
 
@@ -161,6 +166,7 @@ def test_batch_and_stream_on_a_standalone_cluster_with_nats_and_postgresql(
         err_file.close()
         delete_streams(url)
     err = (tmp_path / "driver.err").read_text()
+    print("\n".join(lines), f"\nkilled: {killed}")
     assert proc.returncode == 0, "\n".join(lines) + err[-4000:]
     out = {line.split()[0]: line for line in lines}
     assert out["EXECUTORS"] == "EXECUTORS 2"

@@ -106,7 +106,7 @@ print("T", time.monotonic() - T0, flush=True)
 print("STREAM START", flush=True)
 print("T", time.monotonic() - T0, flush=True)
 stats = SparkStreamRunner(log=log, store=store, spark=config, batch_interval_ms=0,
-                          max_batch_records=90).run(p, until_caught_up=True)
+                          max_batch_records=120).run(p, until_caught_up=True)
 print("STREAM", json.dumps(check(p, store, True)), stats.micro_batches, flush=True)
 print("T", time.monotonic() - T0, flush=True)
 print("LOG", log.spec().url, flush=True)
@@ -173,7 +173,7 @@ def test_batch_and_stream_on_a_standalone_cluster_with_nats_and_postgresql(
     assert json.loads(out["BATCH"].split(" ", 1)[1]) == [], out["BATCH"]
     stream = out["STREAM"].split(" ")
     assert json.loads(stream[1]) == [], out["STREAM"]
-    assert int(stream[2]) >= 6      # max_batch_records: many micro-batches, the kill falls among them
+    assert int(stream[2]) >= 4      # max_batch_records: many micro-batches, the kill falls among them
     assert killed and killed[-1] == 0 and len(killed) >= 2, f"no executor killed mid-run: {killed}"
     assert out["LOG"] == f"LOG {url}"   # executors got the nats:// URL
     assert not list(tmp_path.rglob("log")) and not list(tmp_path.rglob("*.seg")), "a log on disk"

@@ -18,13 +18,15 @@ offsets), fenced as the local runner's commit.
 Exactly once: the offsets in the store checkpoint are the truth.  Spark may
 replay a micro-batch after a crash; records below the committed offsets are
 skipped, so a replay has no effect twice.  Spark's own checkpoint (under
-``<store directory>/spark-checkpoints/<runner id>``) is only a cursor: when it
-does not continue from the store checkpoint it is reset (and a gap is read
-from the log), never trusted over it.
+``<store directory>/spark-checkpoints/<runner id>``; for a store without a
+directory, such as PostgreSQL, under the temporary directory, one per store
+URL) is only a cursor: when it does not continue from the store checkpoint it
+is reset (and a gap is read from the log), never trusted over it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -183,7 +185,10 @@ class SparkStreamRunner(StreamRunner):
             if store_path and store_path != ":memory:":
                 base = Path(store_path).resolve().parent / "spark-checkpoints"
             else:
-                base = Path(tempfile.gettempdir()) / "fluvial-spark-checkpoints"
+                # One directory per store: runners of two stores must not reset each other's cursor.
+                where = str(getattr(self.store, "url", None) or store_path or id(self.store))
+                base = (Path(tempfile.gettempdir()) / "fluvial-spark-checkpoints"
+                        / hashlib.sha1(where.encode()).hexdigest()[:12])
         location = base / "".join(c if c.isalnum() or c in "-_." else "_" for c in self.checkpoint_id(plan))
         if location.exists() and not _continues(location, cp.offsets):
             shutil.rmtree(location)

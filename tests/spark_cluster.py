@@ -134,7 +134,7 @@ def standalone_cluster(directory: Path, workers: int = 2) -> Iterator[Cluster]:
                 alive = [w for w in cluster.state()["workers"] if w["state"] == "ALIVE"]  # type: ignore[union-attr]
                 if len(alive) == workers:
                     break
-            except OSError:
+            except (OSError, ValueError):   # not listening yet, or a page not ready
                 pass
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the Spark standalone cluster did not start (logs in {directory})")

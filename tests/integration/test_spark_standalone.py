@@ -51,11 +51,21 @@ from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expe
 
 master, log_url, batch_store, stream_store, seed, mode = sys.argv[1:7]
 seed = int(seed)
+PG, SCHEMA = batch_store.split("?")[0], batch_store.split("schema=")[1]
+
+ONCE = []
 
 def kill_own_executor(e):
-    # The first attempt of the task of Spark partition 0: this executor's JVM dies.
+    # The first attempt of a task of Spark partition 0 kills this executor's JVM, once in the
+    # whole run: the marker is a row in PostgreSQL (the executors share no directory).
     ctx = TaskContext.get()
-    if ctx is not None and ctx.partitionId() == 0 and ctx.attemptNumber() == 0 and ctx.stageAttemptNumber() == 0:
+    if ONCE or ctx is None or ctx.partitionId() != 0 or ctx.attemptNumber() != 0:
+        return [e]
+    ONCE.append(1)
+    import psycopg
+    with psycopg.connect(PG, autocommit=True) as conn:
+        first = conn.execute(f'INSERT INTO "{SCHEMA}".kill_once VALUES (1) ON CONFLICT DO NOTHING').rowcount
+    if first == 1:
         with open(f"/proc/{os.getppid()}/stat") as f:   # worker -> pyspark daemon -> executor JVM
             jvm = int(f.read().rsplit(")", 1)[1].split()[1])
         os.kill(jvm, 9)
@@ -91,8 +101,13 @@ def batch():
   p = build_pipeline(CATALOG)
   p.from_log("reading").flat_map(kill_own_executor).map(lambda e: (e.device, 1)).reduce_by_key(
     lambda a, b: a + b).to_view("after_kill")
-  store = open_store(batch_store)
+  store = open_store(batch_store)   # creates the schema
+  import psycopg
+  with psycopg.connect(PG, autocommit=True) as conn:
+      conn.execute(f'CREATE TABLE "{SCHEMA}".kill_once (k int PRIMARY KEY)')
   SparkBatchRunner(log=log, store=store, spark=config, slice_records=150).run(p)
+  with psycopg.connect(PG, autocommit=True) as conn:
+      print("EXECUTOR KILLS", conn.execute(f'SELECT count(*) FROM "{SCHEMA}".kill_once').fetchone()[0], flush=True)
   bad = check(p, store, False)
   after = {r.key: r.value for r in read_results(p, store)["after_kill"]}
   brute = {}
@@ -178,6 +193,8 @@ def test_spark_runners_on_a_standalone_cluster_survive_executor_and_driver_kills
     print(text, second.stdout, f"executors killed on worker {worker}: {killed}", sep="\n")
     assert killed, f"worker {worker} ran no executor"
     assert _line(text, "EXECUTORS") == "EXECUTORS 2"
+    assert _line(text, "EXECUTOR KILLS") == "EXECUTOR KILLS 1"   # in the batch run, by its own task
+    assert "Lost executor" in text   # the driver saw it (and, in the stream run, the test's kill)
     assert json.loads(_line(text, "BATCH").split(" ", 1)[1]) == [], _line(text, "BATCH")
     stream = _line(second.stdout, "STREAM [").split(" ")
     assert json.loads(stream[1]) == [], stream

@@ -70,6 +70,12 @@ class LogError(FluvialError):
     """The event log cannot be opened, read or appended to."""
 
 
+class LogUnavailable(LogError):
+    """The log cannot be reached now (its servers restart, a leader is being elected, no quorum
+    answers): nothing was read, and the same read may succeed later.  An append that fails so
+    may or may not have been stored; resending it is safe (``(device, seq)``)."""
+
+
 class CorruptLogError(LogError):
     """A record failed its checksum somewhere other than the tail of the log."""
 
@@ -84,6 +90,13 @@ class UnsupportedOperation(FlowError):
 
 class StoreError(FluvialError):
     """The serving store cannot be read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (the server restarts, the network is down): nothing
+    of the transaction that found it out was kept -- or, for a commit whose answer was
+    lost, it may have been; a runner reloads its checkpoint to know -- and the same
+    work may succeed once the store is back."""
 
 
 class ViewNotFound(StoreError):

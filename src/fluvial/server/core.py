@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluvial.errors import ConfigError
+from fluvial.errors import ConfigError, LogError
 from fluvial.layers.batch import BatchLayer
 from fluvial.layers.jobs import Job, new_job_id
 from fluvial.layers.pipelines import FlowSet, Registered
@@ -190,7 +190,12 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             # Off the event loop: the log's lock is held by the writer thread during an fsync.
-            ends = await loop.run_in_executor(None, self.log.end_offsets)
+            try:
+                ends = await loop.run_in_executor(None, self.log.end_offsets)
+            except LogError as exc:   # a replicated log electing a leader: the lag is unknown meanwhile
+                _logger.warning("cannot read the log's end offsets: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
             self.lag = {name: lag for name in list(self.speed)
                         if (lag := self.runner_lag(name, ends)) is not None}
             await asyncio.sleep(0.1)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluvial.errors import LogError, ValidationError
+from fluvial.errors import LogError, LogUnavailable, ValidationError
 from fluvial.events.envelope import Event
 from fluvial.log.base import AppendResult
 from fluvial.log.dedup import Deduplicator
@@ -214,7 +214,7 @@ class Appender:
             self._rebuild(retry)
         if failed:
             p, exc = next(iter(failed.items()))
-            raise LogError(str(self.reader.unavailable(p, exc)) + "; the append's outcome is unknown for "
+            raise LogUnavailable(str(self.reader.unavailable(p, exc)) + "; the append's outcome is unknown for "
                            "those events: append them again (what was stored is answered as duplicate)")
         return retry
 

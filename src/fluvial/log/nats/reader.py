@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fluvial.errors import LogError
+from fluvial.errors import LogError, LogUnavailable
 from fluvial.events.envelope import Event
 from fluvial.log.nats.address import NatsAddress
 from fluvial.log.nats.frames import Frame, decode_events, parse_frame
@@ -172,8 +172,8 @@ class StreamReader:
         raise LogError(f"NATS stream {self.address.stream(partition)!r}, sequence {lo}: its running "
                        "max event time disagrees with its events")
 
-    def unavailable(self, partition: int, exc: Any, seq: int | None = None) -> LogError:
+    def unavailable(self, partition: int, exc: Any, seq: int | None = None) -> LogUnavailable:
         where = f", sequence {seq}" if seq is not None else ""
-        return LogError(f"NATS stream {self.address.stream(partition)!r}{where} of --log "
+        return LogUnavailable(f"NATS stream {self.address.stream(partition)!r}{where} of --log "
                         f"{self.address.url}: {type(exc).__name__} {exc}".rstrip()
                         + "; is a NATS server of the log up (and, for replicated streams, a quorum)?")

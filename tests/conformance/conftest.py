@@ -13,7 +13,10 @@ deleted after: tests/logs.py), views in SQLite or PostgreSQL (a fresh schema
 each: tests/stores.py).  Their names say what is not the default:
 ``batch``, ``stream-nats``, ``batch-postgresql``, ``stream-nats-postgresql``.
 A runner whose service is out of reach skips in one line (fails under
-``FLUVIAL_REQUIRE_SERVICES=1``).  The Spark runners read file logs and write SQLite.
+``FLUVIAL_REQUIRE_SERVICES=1``).  The Spark runners read file logs and write
+SQLite (``spark-batch``, ``spark-stream``), and read a NATS log and write
+PostgreSQL (``spark-batch-nats-postgresql``, ``spark-stream-nats-postgresql``:
+the executors open the NATS log from its URL).
 """
 
 from __future__ import annotations
@@ -130,6 +133,13 @@ RUNNERS: dict[str, Runner] = {
     # Two appends with a restart between: at least two Structured Streaming micro-batches per flow.
     "spark-stream": Runner("spark-stream", lambda p, evs, d: run_spark_stream(p, evs, d),  # noqa: PLW0108
                            drops_late=True, log_only=True, make=lambda ws: make_spark("spark-stream", ws)),
+    "spark-batch-nats-postgresql": Runner(
+        "spark-batch-nats-postgresql", lambda p, evs, d: on_nats(lambda url: _spark_on_postgresql(
+            "spark-batch", p, evs, d, url)), drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),
+    "spark-stream-nats-postgresql": Runner(
+        "spark-stream-nats-postgresql", lambda p, evs, d: on_nats(lambda url: _spark_on_postgresql(
+            "spark-stream", p, evs, d, url)), drops_late=True, log_only=True,
+        make=lambda ws: make_spark("spark-stream", ws)),
 }
 
 
@@ -146,8 +156,10 @@ def make_spark(kind: str, ws: Any, *, master: str = "local[2]", slice_records: i
 
 
 def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path, *,
-               master: str = "local[2]", slice_records: int = 64) -> RunResult:
-    """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session)."""
+               master: str = "local[2]", slice_records: int = 64, log: str | None = None,
+               store: str | None = None, appends: int = 2) -> RunResult:
+    """Run on a Spark runner (one SparkSession, ``local[2]``, for the whole test session);
+    ``log``, ``store``: URLs of a new log and an empty store (default: in the workspace)."""
     from fluvial.engine.spark.batch import SparkBatchRunner
     from fluvial.engine.spark.session import SparkConfig
     from fluvial.engine.spark.stream import SparkStreamRunner
@@ -157,10 +169,19 @@ def _spark_run(kind: str, pipeline: Pipeline, events: Sequence[Event], directory
     if kind == "spark-batch":
         return run_on(lambda ws, out: SparkBatchRunner(log=ws.log, store=ws.store, spark=config,
                                                        slice_records=slice_records, out=out).run(pipeline),
-                      pipeline, events, directory, partitions=PARTITIONS)
+                      pipeline, events, directory, partitions=PARTITIONS, log=log, store=store)
     return run_on(lambda ws, out: SparkStreamRunner(log=ws.log, store=ws.store, spark=config,
                                                     batch_interval_ms=0, out=out).run(pipeline, until_caught_up=True),
-                  pipeline, events, directory, appends=2, partitions=PARTITIONS)
+                  pipeline, events, directory, appends=appends, partitions=PARTITIONS, log=log, store=store)
+
+
+def _spark_on_postgresql(kind: str, pipeline: Pipeline, events: Sequence[Event], directory: Path,
+                         log: str) -> RunResult:
+    """A Spark runner over the NATS log at ``log`` with its views in a fresh PostgreSQL schema.
+    The stream runner runs once over all the events (the restart between appends, which
+    doubles the cost of a Structured Streaming query, is covered by ``spark-stream``)."""
+    with store_url_of("postgresql", directory) as store:
+        return _spark_run(kind, pipeline, events, directory, log=log, store=store, appends=1)
 
 
 def run_spark_batch(pipeline: Pipeline, events: Sequence[Event], directory: Path) -> RunResult:

@@ -1,9 +1,10 @@
 """The Spark batch runner: same rows as the local batch runner, on several executor
-processes, and exact when tasks or whole executors die mid-job (recomputed from the log).
+processes, and exact when tasks die mid-job (recomputed from the log).
 
 The catalog flows themselves run on Spark in the conformance suite
 (``tests/conformance``, runner ``spark-batch``); here: the operators the catalog
-does not use, the lineage, the CLI, ``local-cluster`` and failures.
+does not use, the lineage, the CLI and failing tasks.  An executor killed mid-job on a
+real cluster: tests/integration/test_spark_standalone.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import io
 import operator
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -154,49 +154,16 @@ def _executor_stderr() -> str:
     return os.path.join(os.path.dirname(pyspark.__file__), "work", "app-*", "*", "stderr")
 
 
-def _java_major() -> int:
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
-    return int((java.split('"')[1:2] or ["0"])[0].split(".")[0] or 0)
-
-
-def _java_home_without_unsafe_flag(tmp_path: Path) -> Path:
-    """A JAVA_HOME whose ``bin/java`` drops ``--sun-misc-unsafe-memory-access=allow``.
-
-    PySpark 4.3's standalone launcher adds that flag to every executor command,
-    and only JDK 23+ accepts it; JDK 17 (this machine's, and a supported Spark 4
-    JDK) refuses to start, so no local-cluster executor could run.  The flag only
-    silences a JDK 23+ warning, so dropping it changes nothing on JDK 17.
-    """
-    real = Path(shutil.which("java") or "java").resolve()
-    home = tmp_path / "jdk-shim"
-    (home / "bin").mkdir(parents=True)
-    shim = home / "bin" / "java"
-    shim.write_text("#!/usr/bin/env bash\nargs=()\nfor a in \"$@\"; do\n"
-                    "  [[ \"$a\" == --sun-misc-unsafe-memory-access=* ]] || args+=(\"$a\")\ndone\n"
-                    f'exec "{real}" "${{args[@]}}"\n')
-    shim.chmod(0o755)
-    return home
-
-
 def _run_script(tmp_path: Path, master: str, how: str) -> str:
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(_SCRIPT))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    if master.startswith("local-cluster") and _java_major() < 23:
-        env["JAVA_HOME"] = str(_java_home_without_unsafe_flag(tmp_path))
     out = subprocess.run([sys.executable, str(script), master, str(tmp_path / "crashed"), how],
                          capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, (out.stdout[-2000:] + out.stderr[-4000:]
                                  + f"\n(executor logs: {_executor_stderr()})")
     assert "EXACT" in out.stdout
     return out.stdout
-
-
-def test_local_cluster_executor_killed_mid_job_result_is_exact(spark_ready: None, tmp_path: Path) -> None:
-    """Two executor processes; one is killed (SIGKILL) by its first task: Spark
-    reschedules, recomputing lost partitions from the log; every view is exact."""
-    out = _run_script(tmp_path, "local-cluster[2,1,1024]", "executor")
-    assert "executors at start 2" in out
 
 
 def test_tasks_failing_on_first_attempt_are_retried_exactly(spark_ready: None, tmp_path: Path) -> None:

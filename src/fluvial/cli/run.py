@@ -135,7 +135,8 @@ and the view store of the data directory.
                --until-caught-up, until the log holds nothing new.
                With -v, prints one line per micro-batch.
 
---engine spark runs the batch layer on PySpark (same views as --engine local):
+--engine spark runs the batch and the speed layer on PySpark (same views as
+--engine local; executors read the log from its URL, file:// or nats://):
 --spark-master URL (default local[*], or $FLUVIAL_SPARK_MASTER) and
 --spark-conf KEY=VALUE pass-through. The Spark UI address is printed when
 the job starts."""

@@ -9,7 +9,9 @@ the local batch runner, on the driver, over the merged partial aggregates.
   split of :func:`~fluvial.engine.sources.plan_splits` (a log partition offset
   range, a file byte range, an in-memory source) -- then ``flatMap`` reads the
   split in the executor with fluvial's own reader; executors open the log
-  read-only by its path.  A lost partition is recomputed from the log.
+  read-only from its URL (:class:`~fluvial.backends.LogSpec`: ``file://``,
+  ``parquet://``, ``nats://`` -- a NATS log needs no shared filesystem), and
+  read exactly the split's offset range.  A lost partition is recomputed from the log.
 * Records are ``(origin, seq, ts, value)``: ``origin`` as ``Chunk.origin``,
   ``seq`` a tuple ordering the records of one origin as the local executor
   orders them (log offset order, then the position produced by flat_map...).
@@ -66,8 +68,8 @@ class SparkBatchRunner(BatchRunner):
     :class:`~fluvial.engine.batch.BatchRunner`.
 
     Args:
-        log: The event log (a :class:`~fluvial.log.LocalLog`) or a Parquet export
-            (:class:`~fluvial.log.parquet.ParquetLog`): executors open it read-only by path.
+        log: The event log (opened from a ``file://`` or ``nats://`` URL) or a Parquet export
+            (:class:`~fluvial.log.parquet.ParquetLog`): executors open it read-only from its URL.
         store: The serving store views are written to (from the driver).
         spark: Where Spark runs (:class:`SparkConfig`: master and conf).
         slice_records: Log records per split (one Spark partition each); large splits

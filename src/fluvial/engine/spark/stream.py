@@ -1,25 +1,32 @@
 """The stream runner on Spark Structured Streaming: the speed layer beyond one machine.
 
 Spark reads the log through the ``fluvial`` streaming source (offsets are log
-positions, see :mod:`fluvial.engine.spark.source`) in micro-batches; each
-micro-batch goes to ``foreachBatch``, which runs the plan with the same
-:class:`~fluvial.engine.execute.Executor` and state as the local
-:class:`~fluvial.engine.stream.StreamRunner` (events grouped per log
-partition in offset order, so per-partition watermarks, windows and late
-counts are the same) and commits, in ONE store transaction, the view
-changes, the ``save_to`` rows, the late counts and the checkpoint (state and
-log offsets).
+positions, see :mod:`fluvial.engine.spark.source`) in micro-batches: the
+driver decides each log partition's offset range, an executor reads it from
+the log's URL (``file://`` or ``nats://``: no shared filesystem).  Each
+micro-batch goes to ``foreachBatch``, which computes it on the executors
+(:mod:`fluvial.engine.spark.micro`: the narrow operators and the partial
+aggregates per log partition, with the same
+:class:`~fluvial.engine.execute.Executor` code and watermarks as the local
+:class:`~fluvial.engine.stream.StreamRunner`, merged with ``reduceByKey``);
+the driver gets the merged view changes, the ``save_to`` rows and the new
+state, evaluates what needs every partition in one place (per-key state,
+joins, sessions), and commits, in ONE store transaction, the view changes,
+the ``save_to`` rows, the late counts and the checkpoint (state and log
+offsets), fenced as the local runner's commit.
 
 Exactly once: the offsets in the store checkpoint are the truth.  Spark may
 replay a micro-batch after a crash; records below the committed offsets are
 skipped, so a replay has no effect twice.  Spark's own checkpoint (under
-``<store directory>/spark-checkpoints/<runner id>``) is only a cursor: when it
-does not continue from the store checkpoint it is reset (and a gap is read
-from the log), never trusted over it.
+``<store directory>/spark-checkpoints/<runner id>``; for a store without a
+directory, such as PostgreSQL, under the temporary directory, one per store
+URL) is only a cursor: when it does not continue from the store checkpoint it
+is reset (and a gap is read from the log), never trusted over it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,10 +41,11 @@ from typing import Any, TextIO
 
 from fluvial.backends import spec_of
 from fluvial.engine.batch import RunStats
-from fluvial.engine.execute import Chunk
 from fluvial.engine.files import check_file_sinks
 from fluvial.engine.plan import Plan, compile_plan
-from fluvial.engine.sources import log_chunks, log_sources
+from fluvial.engine.sources import log_sources
+from fluvial.engine.spark.batch import _spark_call
+from fluvial.engine.spark.micro import DriverExecutor, Merged, plan_job, run_on_executors
 from fluvial.engine.spark.session import SparkConfig, get_session
 from fluvial.engine.stream import StreamRunner, _check_streamable
 from fluvial.errors import ConfigError, UnsupportedOperation
@@ -72,7 +80,8 @@ class SparkStreamRunner(StreamRunner):
     """Runs a pipeline continuously over the log with Spark Structured Streaming.
 
     Args:
-        log: The event log (a :class:`~fluvial.log.local.LocalLog`; Spark reads its directory).
+        log: The event log, opened from a URL (``file://``, ``nats://``): executors open it
+            themselves, read only, from that URL.
         store: The serving store (views, ``save_to`` tables and checkpoints).
         spark: Where Spark runs (default ``local[*]``).
         batch_interval_ms: The processing-time trigger (0: as fast as possible).
@@ -176,7 +185,10 @@ class SparkStreamRunner(StreamRunner):
             if store_path and store_path != ":memory:":
                 base = Path(store_path).resolve().parent / "spark-checkpoints"
             else:
-                base = Path(tempfile.gettempdir()) / "fluvial-spark-checkpoints"
+                # One directory per store: runners of two stores must not reset each other's cursor.
+                where = str(getattr(self.store, "url", None) or store_path or id(self.store))
+                base = (Path(tempfile.gettempdir()) / "fluvial-spark-checkpoints"
+                        / hashlib.sha1(where.encode()).hexdigest()[:12])
         location = base / "".join(c if c.isalnum() or c in "-_." else "_" for c in self.checkpoint_id(plan))
         if location.exists() and not _continues(location, cp.offsets):
             shutil.rmtree(location)
@@ -209,29 +221,29 @@ def _continues(location: Path, offsets: list[int]) -> bool:
 
 
 class _Item:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
+    def __init__(self, merged: Merged | None, error: BaseException | None) -> None:
+        self.merged = merged
         self.handled = threading.Event()
-        self.error: BaseException | None = None
+        self.error = error
 
 
 class _MicroBatches:
     """The ``foreachBatch`` function: one fluvial micro-batch per Spark micro-batch.
 
-    Spark calls it on one of its threads; it collects the rows there and hands
-    them to the thread that called :meth:`SparkStreamRunner.run`, which runs
-    the plan and commits to the store (a store connection stays on its
-    thread), then returns once they are committed -- so Spark marks its batch
-    done only after the store has it.
+    Spark calls it on one of its threads; it runs the micro-batch on the executors
+    there (:mod:`fluvial.engine.spark.micro`: they read the log ranges and compute;
+    the merged view changes come back) and hands the result to the thread that
+    called :meth:`SparkStreamRunner.run`, which commits it to the store (a store
+    connection stays on its thread), then returns once it is committed -- so Spark
+    marks its batch done only after the store has it.
     """
 
     def __init__(self, runner: SparkStreamRunner, plan: Plan, cp: Checkpoint, stats: RunStats,
                  max_batches: int | None) -> None:
-        from fluvial.engine.execute import Executor
-
         self.runner, self.plan, self.cp, self.stats = runner, plan, cp, stats
         self.max_batches = max_batches
-        self.executor = Executor(plan, stream=True, state=cp.state)
+        self.log_spec = spec_of(runner.log)   # what executors open: a URL, no shared filesystem
+        self.executor = DriverExecutor(plan, stream=True, state=cp.state)
         self.lock = threading.Lock()
         self.queue: queue.Queue[_Item] = queue.Queue()
         self.done = False
@@ -241,7 +253,15 @@ class _MicroBatches:
     def __call__(self, batch_df: Any, batch_id: int) -> None:  # on a Spark thread
         if self.done:
             return
-        item = _Item(batch_df.select("partition", "offset", "event").collect())
+        # The previous micro-batch is committed (its call returned only then): cp is current.
+        job = plan_job(self.plan, self.log_spec, self.cp.offsets, self.executor.state)
+        merged: Merged | None = None
+        error: BaseException | None = None
+        try:
+            merged = _spark_call(lambda: run_on_executors(batch_df, job))
+        except Exception as exc:  # raised by the committing thread, as it is
+            error = exc
+        item = _Item(merged, error)
         with self.lock:
             if self.done:
                 return  # stopping: left to the next run (the store checkpoint says where it starts)
@@ -251,7 +271,7 @@ class _MicroBatches:
             raise RuntimeError(f"fluvial micro-batch failed: {item.error}")
 
     def serve(self, query: Any, stop: threading.Event | None) -> None:
-        """Run the micro-batches Spark hands over until stopped, done, or the query ends."""
+        """Commit the micro-batches Spark computed until stopped, done, or the query ends."""
         try:
             while not (self.done or (stop is not None and stop.is_set())):
                 try:
@@ -261,7 +281,10 @@ class _MicroBatches:
                         break
                     continue
                 try:
-                    self._micro_batch(item.rows)
+                    if item.error is not None:
+                        raise item.error
+                    assert item.merged is not None
+                    self._micro_batch(item.merged)
                 except BaseException as exc:
                     item.error = self.error = exc
                     raise
@@ -275,50 +298,20 @@ class _MicroBatches:
             while not self.queue.empty():
                 self.queue.get_nowait().handled.set()
 
-    def _micro_batch(self, rows: list[Any]) -> None:
-        from fluvial.engine.spark.source import decode_event
-
+    def _micro_batch(self, merged: Merged) -> None:
         runner, plan, cp = self.runner, self.plan, self.cp
-        per_partition: dict[int, list[tuple[int, bytes]]] = {}
-        for r in rows:
-            per_partition.setdefault(r[0], []).append((r[1], r[2]))
-        offsets = list(cp.offsets)
-        inputs: dict[int, list[Chunk]] = {}
-        records = 0
-        for partition in sorted(per_partition):
-            items = sorted(per_partition[partition])
-            start = cp.offsets[partition]
-            items = [(o, blob) for o, blob in items if o >= start]  # a replay: already committed
-            if not items:
-                continue
-            events = []
-            if items[0][0] > start:  # Spark is ahead of the store checkpoint: read the gap
-                events.extend(_read_range(runner.log, partition, start, items[0][0]))
-            expected = start + len(events)
-            for o, blob in items:
-                if o != expected:
-                    raise ConfigError(f"log partition {partition}: Spark gave offset {o}, expected {expected}")
-                events.append(decode_event(blob))
-                expected += 1
-            offsets[partition] = expected
-            records += len(events)
-            for node_id, chunks in log_chunks(plan, partition, events).items():
-                inputs.setdefault(node_id, []).extend(chunks)
-        if records == 0:
+        if merged.records == 0:
             return
+        offsets = list(cp.offsets)
+        for partition, end in merged.ends.items():
+            offsets[partition] = end
         batch_time = int(time.time() * 1000)
         if runner.batch_interval_ms:
             batch_time -= batch_time % runner.batch_interval_ms
-        runner.commit_micro_batch(plan, self.executor, cp, inputs, offsets=offsets, sources=dict(cp.sources),
-                                  records=records, batch_time_ms=batch_time, stats=self.stats, out=self.out)
-
-
-def _read_range(log: Any, partition: int, start: int, stop: int) -> list[Any]:
-    events: list[Any] = []
-    while start < stop:
-        batch = log.read(partition, start, stop_offset=stop)
-        if not batch.events:
-            break
-        events.extend(batch.events)
-        start = batch.next_offset
-    return events
+        self.executor.merged = merged
+        try:
+            runner.commit_micro_batch(plan, self.executor, cp, {}, offsets=offsets, sources=dict(cp.sources),
+                                      records=merged.records, batch_time_ms=batch_time, stats=self.stats,
+                                      out=self.out)
+        finally:
+            self.executor.merged = None

@@ -78,7 +78,7 @@ class Db:
     def __init__(self, target: CassTarget) -> None:
         driver = _driver()
         from cassandra import ConsistencyLevel
-        from cassandra.cluster import Cluster
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import RoundRobinPolicy
 
         self.target = target
@@ -88,9 +88,11 @@ class Db:
                        else ConsistencyLevel.SERIAL)
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), consistency_level=self.level,
+                                   serial_consistency_level=self.serial, request_timeout=REQUEST_TIMEOUT_S)
         self.cluster = Cluster(list(target.hosts), port=target.port, protocol_version=3,
-                               connect_timeout=CONNECT_TIMEOUT_S, load_balancing_policy=RoundRobinPolicy(),
-                               control_connection_timeout=CONNECT_TIMEOUT_S)
+                               connect_timeout=CONNECT_TIMEOUT_S, control_connection_timeout=CONNECT_TIMEOUT_S,
+                               execution_profiles={EXEC_PROFILE_DEFAULT: profile})
         try:
             self.session = self.cluster.connect()
         except driver.cluster.NoHostAvailable as exc:
@@ -100,9 +102,6 @@ class Db:
                              f"({reasons}). Is Cassandra running there and listening for CQL clients "
                              "(native_transport_port)? Check the hosts and port in --store (env FLUVIAL_STORE)"
                              ) from None
-        self.session.default_timeout = REQUEST_TIMEOUT_S
-        self.session.default_consistency_level = self.level
-        self.session.default_serial_consistency_level = self.serial
         try:
             self._create_or_check()
         except BaseException:

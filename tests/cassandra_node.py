@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,8 +171,10 @@ def _config(address: str, port: int, storage_port: int, seeds: str, directory: P
 
 
 def start_node(directory: Path, *, address: str = "127.0.0.1", port: int | None = None,
-               storage_port: int | None = None, seeds: str | None = None, wait: bool = True) -> Node:
-    """Start one Cassandra node in ``directory`` (its data, logs, config), in a process group of its own."""
+               storage_port: int | None = None, seeds: str | None = None, wait: bool = True,
+               detached: bool = False) -> Node:
+    """Start one Cassandra node in ``directory`` (its data, logs, config), in a session of its own
+    (``detached``: not a child of this process, for a node other processes stop)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port(address)
     storage_port = storage_port or free_port(address)
@@ -184,11 +187,18 @@ def start_node(directory: Path, *, address: str = "127.0.0.1", port: int | None 
     command = ["java", *JAVA_FLAGS, f"-javaagent:{DIST / 'lib' / 'jamm-0.2.6.jar'}",
                f"-Dcassandra.config=file://{yaml}", f"-Dlogback.configurationFile={directory / 'conf' / 'logback.xml'}",
                f"-Dcassandra.storagedir={directory}", "-cp", classpath, "org.apache.cassandra.service.CassandraDaemon"]
-    log = open(directory / "cassandra.log", "ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               cwd=directory, start_new_session=True)
-    log.close()
-    node = Node(address, port, directory, process, process.pid)
+    log_path = directory / "cassandra.log"
+    if detached:
+        spawn = subprocess.run(["sh", "-c", 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *command],
+                               capture_output=True, text=True, cwd=directory, env={**os.environ, "LOG": str(log_path)},
+                               check=True)
+        node = Node(address, port, directory, None, int(spawn.stdout.strip()))
+    else:
+        log = open(log_path, "ab")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=directory, start_new_session=True)
+        log.close()
+        node = Node(address, port, directory, process, process.pid)
     if wait:
         wait_ready(node)
     return node
@@ -246,7 +256,7 @@ def shared_node() -> Node:
         if data is not None and _alive(int(data["pid"])):
             node = Node(data["address"], int(data["port"]), _state, None, int(data["pid"]))
         else:
-            node = start_node(_state / "node")
+            node = start_node(_state / "node", detached=True)
             data = {"address": node.address, "port": node.port, "pid": node.pid, "users": []}
         data["users"] = sorted({*data["users"], os.getpid()})
         state.write_text(json.dumps(data))
@@ -294,11 +304,18 @@ def fresh_keyspace_url(query: str = "") -> Iterator[str]:
         drop_keyspace(keyspace)
 
 
+def connect_cluster(hosts: list[str], port: int) -> Any:
+    """A driver ``Cluster`` on ``hosts`` (protocol v3, round robin), not yet connected."""
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=60)
+    return Cluster(hosts, port=port, protocol_version=3, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+
+
 def drop_keyspace(keyspace: str) -> None:
     node = shared_node()
-    from cassandra.cluster import Cluster
-
-    cluster = Cluster([node.address], port=node.port, protocol_version=3)
+    cluster = connect_cluster([node.address], node.port)
     try:
         session = cluster.connect()
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)

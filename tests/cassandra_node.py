@@ -55,7 +55,7 @@ JAVA_FLAGS = [
     "--add-exports=java.base/sun.nio.ch=ALL-UNNAMED",
     "-XX:+UseSerialGC", "-Xss512k", "-Xms256m", "-Xmx512m", "-XX:TieredStopAtLevel=1",
     "-Djava.net.preferIPv4Stack=true", "-Dcassandra-foreground=yes",
-    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0", "-Dcassandra.unsafesystem=true",
 ]
 
 LOGBACK = """<configuration>
@@ -164,7 +164,7 @@ def _config(address: str, port: int, storage_port: int, seeds: str, directory: P
                            "parameters": [{"seeds": seeds}]}],
         "hinted_handoff_enabled": True, "endpoint_snitch": "SimpleSnitch",
         "write_request_timeout_in_ms": 5000, "cas_contention_timeout_in_ms": 3000,
-        "concurrent_reads": 8, "concurrent_writes": 8, "concurrent_counter_writes": 4,
+        "concurrent_reads": 8, "concurrent_writes": 8, "concurrent_counter_writes": 4, "auto_snapshot": False,
     })
     config.pop("ssl_storage_port")
     return config

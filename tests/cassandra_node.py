@@ -67,7 +67,8 @@ LOGBACK = """<configuration>
 """
 
 
-def _problem() -> str | None:
+def problem() -> str | None:
+    """Why Cassandra cannot run here (``None``: it can; installs it from npm on first use)."""
     if shutil.which("java") is None:
         return "Cassandra tests need java (OpenJDK 17): not on PATH"
     if (DIST / "lib").is_dir():
@@ -85,9 +86,18 @@ def _problem() -> str | None:
     return None
 
 
+_problem_cache: list[str | None] = []
+
+
+def problem_() -> str | None:
+    if not _problem_cache:
+        _problem_cache.append(problem())
+    return _problem_cache[0]
+
+
 def cassandra_or_skip() -> None:
     """Skip in one line when Cassandra cannot run here (fail under FLUVIAL_REQUIRE_SERVICES=1)."""
-    problem = _problem()
+    problem = problem_()
     if problem is not None:
         if REQUIRE_SERVICES:
             pytest.fail(problem)

@@ -7,11 +7,14 @@ runners, the edge -- add an entry (skip it with ``pytest.importorskip``
 inside ``run`` when its extra is missing): every test below then runs on it
 and must give the same rows.  The local runners run on each view store
 (``batch``, ``stream``: SQLite; ``batch-postgresql``, ``stream-postgresql``: a
-fresh PostgreSQL schema each, tests/stores.py); the Spark runners on SQLite.
+fresh PostgreSQL schema each; ``batch-cassandra``, ``stream-cassandra``: a fresh
+keyspace each on the run's Cassandra node, tests/stores.py); the Spark runners on SQLite.
 
 The local runners also run with the log on NATS JetStream (``batch-nats``,
 ``stream-nats``: a fresh log NAME per run, its streams deleted after; they skip
-without a NATS server, see tests/logs.py). The Spark runners read file logs.
+without a NATS server, see tests/logs.py), and with the log on NATS and the views in
+Cassandra (``batch-nats-cassandra``, ``stream-nats-cassandra``). The Spark runners
+read file logs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 
 from fluvial import Event, Pipeline
 from fluvial.testing import RunResult, run_batch, run_stream
+from cassandra_node import problem_ as cassandra_problem
 from logs import REQUIRE_SERVICES, delete_streams, fresh_nats_url, nats_or_skip, nats_problem
 from stores import store_url_of
 
@@ -101,9 +105,28 @@ def local_runners(store: str) -> dict[str, Runner]:
                                       make=lambda ws: ws.stream_runner())}
 
 
+def nats_runners(store: str) -> dict[str, Runner]:
+    """The local batch and stream runners with the log on NATS, on the view store of kind ``store``."""
+    def batch(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
+        with store_url_of(store, d) as store_url:
+            return on_nats(lambda url: run_batch(p, evs, d, partitions=PARTITIONS, log=url, store=store_url))
+
+    def stream(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
+        with store_url_of(store, d) as store_url:
+            return on_nats(lambda url: run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=5, appends=3,
+                                                  log=url, store=store_url))
+
+    return {f"batch-nats-{store}": Runner(f"batch-nats-{store}", batch, drops_late=False,
+                                          make=lambda ws: ws.batch_runner(workers=1, progress=False)),
+            f"stream-nats-{store}": Runner(f"stream-nats-{store}", stream, drops_late=True,
+                                           make=lambda ws: ws.stream_runner())}
+
+
 RUNNERS: dict[str, Runner] = {
     **local_runners("sqlite"),
     **local_runners("postgresql"),
+    **local_runners("cassandra"),
+    **nats_runners("cassandra"),
     "batch-nats": Runner("batch-nats", lambda p, evs, d: on_nats(
         lambda url: run_batch(p, evs, d, partitions=PARTITIONS, log=url)), drops_late=False,
         make=lambda ws: ws.batch_runner(workers=1, progress=False)),
@@ -171,7 +194,10 @@ def runner(request: pytest.FixtureRequest) -> Runner:
 def all_runners(request: pytest.FixtureRequest) -> dict[str, Runner]:
     """Every registered runner at once (to compare them with each other)."""
     request.getfixturevalue("spark_ready")
+    runners = dict(RUNNERS)
     if nats_problem() is not None and not REQUIRE_SERVICES:  # compare the others without NATS
-        return {name: r for name, r in RUNNERS.items() if not name.endswith("-nats")}
-    return dict(RUNNERS)
+        runners = {name: r for name, r in runners.items() if "-nats" not in name}
+    if cassandra_problem() is not None and not REQUIRE_SERVICES:  # ... or without Cassandra
+        runners = {name: r for name, r in runners.items() if "cassandra" not in name}
+    return runners
 

@@ -18,6 +18,7 @@ and fails under ``FLUVIAL_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -135,10 +136,8 @@ class Node:
         return _alive(self.pid)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
         if self.process is not None and sig in (signal.SIGKILL, signal.SIGTERM):
             try:
                 self.process.wait(timeout=30)
@@ -204,10 +203,9 @@ def start_node(directory: Path, *, address: str = "127.0.0.1", port: int | None 
                                check=True)
         node = Node(address, port, directory, None, int(spawn.stdout.strip()))
     else:
-        log = open(log_path, "ab")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=directory, start_new_session=True)
-        log.close()
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=directory, start_new_session=True)
         node = Node(address, port, directory, process, process.pid)
     if wait:
         wait_ready(node)

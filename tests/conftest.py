@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from cassandra_node import fresh_keyspace_url, release_shared_node
 from fluvial.errors import MissingDependency
 from logs import LogBackend, delete_streams, make_backend
-from cassandra_node import fresh_keyspace_url, release_shared_node
 from stores import STORE_KINDS, fresh_schema_url
 
 REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"

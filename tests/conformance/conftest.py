@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from cassandra_node import problem_ as cassandra_problem
 from fluvial import Event, Pipeline
 from fluvial.testing import RunResult, run_batch, run_stream
-from cassandra_node import problem_ as cassandra_problem
 from logs import REQUIRE_SERVICES, delete_streams, fresh_nats_url, nats_or_skip, nats_problem
 from stores import store_url_of
 

@@ -83,9 +83,8 @@ def test_unreachable_nodes_are_named_with_the_flag_to_fix() -> None:
 ])
 def test_hostile_table_and_column_names_are_refused(cassandra_url: str, table: str, columns: list[str],
                                                     says: str) -> None:
-    with open_store(cassandra_url) as store, pytest.raises(ConfigError, match=says):
-        with store.transaction() as txn:
-            txn.save_rows(table, columns, [["v"] * len(columns)])
+    with open_store(cassandra_url) as store, pytest.raises(ConfigError, match=says), store.transaction() as txn:
+        txn.save_rows(table, columns, [["v"] * len(columns)])
 
 
 def test_save_to_rows_keep_their_types_and_case(cassandra_url: str, rng: random.Random) -> None:

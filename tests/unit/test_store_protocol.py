@@ -1,5 +1,5 @@
-"""The embedded store (and the PostgreSQL and Cassandra stores) implements the whole store protocol (serving/base.py), with the same
-parameters: the protocol is what a new backend implements (docs/architecture.md)."""
+"""The embedded store (and the PostgreSQL and Cassandra stores) implements the whole store protocol
+(serving/base.py), with the same parameters: the protocol is what a new backend implements (docs/architecture.md)."""
 
 from __future__ import annotations
 

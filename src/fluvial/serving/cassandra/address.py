@@ -90,7 +90,7 @@ def parse_url(url: str) -> CassTarget:
     if not KEYSPACE.fullmatch(path) or path.lower().startswith("system"):
         raise _bad(url, f"keyspace {path!r} is not a valid keyspace name: a letter followed by up to 47 "
                         "letters, digits or '_' (not starting with 'system')")
-    target = {"replication_factor": 1, "consistency": "QUORUM"}
+    target: dict[str, int | str] = {"replication_factor": 1, "consistency": "QUORUM"}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in OPTIONS:
             raise _bad(url, f"unknown option {name!r}; the options are "
@@ -103,4 +103,4 @@ def parse_url(url: str) -> CassTarget:
             if value.upper() not in CONSISTENCY_LEVELS:
                 raise _bad(url, f"consistency={value!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
             target[name] = value.upper()
-    return CassTarget(hosts, port, path.lower(), int(target["replication_factor"]), str(target["consistency"]))
+    return CassTarget(hosts, port, path.lower(), int(str(target["replication_factor"])), str(target["consistency"]))

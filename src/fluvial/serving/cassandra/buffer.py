@@ -100,9 +100,9 @@ class Buffer:
         for got in self.db.run(_select(table, tuple(where)), tuple(where.values())):
             row = dict(zip(TABLE_COLUMNS[table], got))
             found[tuple(row[k] for k in keys)] = row
-        for (name, pk), row in self.records.items():
+        for (name, pk), mine in self.records.items():
             if name == table and all(dict(zip(keys, pk)).get(k) == v for k, v in where.items()):
-                found[pk] = None if row is None else dict(row)
+                found[pk] = None if mine is None else dict(mine)
         return [row for _pk, row in sorted(found.items(), key=lambda item: item[0]) if row is not None]
 
     def put(self, table: str, row: dict[str, Any]) -> None:

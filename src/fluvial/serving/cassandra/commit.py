@@ -106,7 +106,7 @@ def _statements(db: Db, ops: Sequence[Sequence[Any]], seq: int) -> list[Any]:
         elif kind == "rows":
             _kind, view_id, part, b, rows = op
             for i in range(0, len(rows), ROWS_PER_BATCH):
-                batch = []
+                batch: list[tuple[str, Sequence[Any]]] = []
                 for key, start, end, acc in rows[i:i + ROWS_PER_BATCH]:
                     if acc is None:
                         batch.append(("DELETE FROM fluvial_rows USING TIMESTAMP ? WHERE view_id = ? AND part = ? "
@@ -200,7 +200,7 @@ class WriteLock:
         body = b"".join(bytes(b) for _c, b in sorted(chunks))
         if body:
             apply(self.db, _decode(body), held.seq)
-        applied, row = self.db.lwt("UPDATE fluvial_lock SET pending = '' WHERE name = 'write' "
+        applied, _row = self.db.lwt("UPDATE fluvial_lock SET pending = '' WHERE name = 'write' "
                                    "IF holder = ? AND pending = ?", (held.me, pending))
         if not applied:
             raise CheckpointFenced(f"the write lock of {self.db.where} was taken over while this writer rolled "

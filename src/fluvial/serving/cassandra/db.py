@@ -162,9 +162,8 @@ class Db:
 
         bound = []
         for statement, params in statements:
-            if isinstance(statement, str):
-                statement = self.prepare(statement).bind(list(params))
-            bound.append((statement, ()))
+            bound.append((self.prepare(statement).bind(list(params)) if isinstance(statement, str) else statement,
+                          ()))
         if not bound:
             return []
         results = execute_concurrent(self.session, bound, concurrency=CONCURRENCY, raise_on_first_error=True)

@@ -55,27 +55,27 @@ def save_rows(db: Db, buf: Buffer, table: str, columns: Iterable[str], rows: Ite
               key_columns: int = 1) -> int:
     """Upsert rows into ``table``, creating it if missing; returns the number of rows written."""
     check_table(table)
-    columns = check_columns(table, columns, key_columns)
+    cols: list[str] = check_columns(table, columns, key_columns)
     counter = [0]
-    values = [[_json(table, v) for v in row] for row in column_values(table, columns, rows, counter)]
+    values = [[_json(table, v) for v in row] for row in column_values(table, cols, rows, counter)]
     for row in values:
         if any(v is None for v in row[:key_columns]):
             raise StoreError(f"table {table!r}: row {row} has a null in its key columns "
-                             f"{columns[:key_columns]} (key columns cannot be null)")
+                             f"{cols[:key_columns]} (key columns cannot be null)")
     existing = buf.get("fluvial_tables", table)
     if existing is None:
-        defs = ", ".join(f"{quote(c)} text" for c in columns)
+        defs = ", ".join(f"{quote(c)} text" for c in cols)
         db.run(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({defs}, "
-               f"PRIMARY KEY (({', '.join(map(quote, columns[:key_columns]))})))")
-        buf.put("fluvial_tables", {"name": table, "columns": json.dumps(columns), "key_columns": key_columns})
+               f"PRIMARY KEY (({', '.join(map(quote, cols[:key_columns]))})))")
+        buf.put("fluvial_tables", {"name": table, "columns": json.dumps(cols), "key_columns": key_columns})
     else:
         old = json.loads(existing["columns"])
-        if [c.lower() for c in old] != [c.lower() for c in columns] or existing["key_columns"] != key_columns:
+        if [c.lower() for c in old] != [c.lower() for c in cols] or existing["key_columns"] != key_columns:
             raise ConfigError(
                 f"table {table!r} exists with columns {old} (key: {old[:existing['key_columns']]}), "
-                f"not {columns} (key: {columns[:key_columns]}); save to a new table name or drop the old table")
-        columns = old
-    buf.save(table, columns, key_columns, values)
+                f"not {cols} (key: {cols[:key_columns]}); save to a new table name or drop the old table")
+        cols = old
+    buf.save(table, cols, key_columns, values)
     return counter[0]
 
 

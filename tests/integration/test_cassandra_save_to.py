@@ -17,6 +17,7 @@ from fluvial.backends import open_store
 from fluvial.testing import make_events, run_batch, run_stream
 
 SEED = int(os.environ.get("FLUVIAL_TEST_SEED") or random.randrange(2**32))
+pytestmark = pytest.mark.explicit_backends   # it names its stores itself
 
 
 def expected(events: list[fl.Event]) -> dict[str, int]:

@@ -10,8 +10,9 @@ from three pieces, all in the store's keyspace:
    AND seq = ? AND pending = ?`` -- when it is free, ran out (:data:`LOCK_MS`,
    renewed while a transaction runs), or its holder is a dead process of this host.
    Writers of one store thus run one after the other, as with SQLite and PostgreSQL.
-2. **The redo record** (``fluvial_redo``): on commit, the transaction's operations
-   (:mod:`.buffer`: absolute values, idempotent) are written there first.
+2. **The redo record**: on commit, the transaction's operations (:mod:`.buffer`:
+   absolute values, idempotent) are written to ``fluvial_redo`` first -- or, up to
+   :data:`INLINE_BYTES`, into the lock row's ``body`` by the commit point itself.
 3. **The commit point**: ``UPDATE fluvial_lock SET seq = seq + 1, pending = TXID,
    holder = '' IF holder = ME AND seq = SEQ``.  It applies only if this writer still
    holds the lock: a writer paused past its lock (``SIGSTOP``, a long GC) and
@@ -58,6 +59,8 @@ LOCK_MS = 8_000
 WAIT_S = 120.0
 """How long a writer waits for the lock before it gives up with a StoreError."""
 CHUNK_BYTES = 256 * 1024
+INLINE_BYTES = 48 * 1024
+"""A redo record up to this size is written by the commit point itself (no extra round trips)."""
 ROWS_PER_BATCH = 64
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -195,9 +198,13 @@ class WriteLock:
 
     def _roll_forward(self, held: Held, pending: str) -> None:
         """Apply the commit a writer left pending (it died or paused after its commit point)."""
-        txid = pending.split(":")[0]
-        chunks = self.db.rows("SELECT chunk, body FROM fluvial_redo WHERE txid = ?", (txid,))
-        body = b"".join(bytes(b) for _c, b in sorted(chunks))
+        txid, _, count = pending.partition(":")
+        if count == "0":   # the record is in the lock row, written by the commit point
+            row = self.db.run("SELECT pending, body FROM fluvial_lock WHERE name = 'write'", serial=True).one()
+            body = bytes(row.body) if row is not None and row.pending == pending and row.body else b""
+        else:
+            chunks = self.db.rows("SELECT chunk, body FROM fluvial_redo WHERE txid = ?", (txid,))
+            body = b"".join(bytes(b) for _c, b in sorted(chunks))
         if body:
             apply(self.db, _decode(body), held.seq)
         applied, _row = self.db.lwt("UPDATE fluvial_lock SET pending = '' WHERE name = 'write' "
@@ -205,7 +212,8 @@ class WriteLock:
         if not applied:
             raise CheckpointFenced(f"the write lock of {self.db.where} was taken over while this writer rolled "
                                    "a pending commit forward: nothing of this transaction is committed")
-        self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
+        if count != "0":
+            self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
 
     def keep(self, held: Held) -> None:
         """Renew the lock if a third of :data:`LOCK_MS` passed since the last renewal."""
@@ -232,16 +240,19 @@ class WriteLock:
             return
         txid = secrets.token_hex(12)
         body = _encode(ops)
-        pieces = [body[i:i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)]
+        inline = len(body) <= INLINE_BYTES
+        pieces = [] if inline else [body[i:i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)]
         self.db.many(("INSERT INTO fluvial_redo (txid, chunk, body) VALUES (?, ?, ?)", (txid, i, piece))
                      for i, piece in enumerate(pieces))
         pending = f"{txid}:{len(pieces)}"
         seq = held.seq + 1
         applied, _row = self.db.lwt(
-            "UPDATE fluvial_lock SET seq = ?, pending = ?, holder = '', expires_ms = 0 WHERE name = 'write' "
-            "IF holder = ? AND seq = ?", (seq, pending, held.me, held.seq))
+            "UPDATE fluvial_lock SET seq = ?, pending = ?, body = ?, holder = '', expires_ms = 0 "
+            "WHERE name = 'write' IF holder = ? AND seq = ?",
+            (seq, pending, body if inline else None, held.me, held.seq))
         if not applied:
-            self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
+            if pieces:
+                self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
             raise self._lost()
         self.guess = ("", 0, seq, pending)
         try:
@@ -250,7 +261,8 @@ class WriteLock:
             raise StoreError(f"commit {seq} of {self.db.where} passed its commit point but could not be applied "
                              f"({exc!r}): the next writer applies it from its redo record") from exc
         self.applied = pending
-        self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
+        if pieces:
+            self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
 
     def release(self, held: Held) -> None:
         """Free the lock without a commit (nothing written, or the transaction failed)."""

@@ -58,7 +58,7 @@ TABLES = [
         resource text PRIMARY KEY, epoch bigint, owner text, since_ms bigint, renewed_ms bigint,
         lease_ms bigint)""",
     """CREATE TABLE IF NOT EXISTS fluvial_lock (
-        name text PRIMARY KEY, holder text, expires_ms bigint, seq bigint, pending text)""",
+        name text PRIMARY KEY, holder text, expires_ms bigint, seq bigint, pending text, body blob)""",
     """CREATE TABLE IF NOT EXISTS fluvial_redo (txid text, chunk int, body blob, PRIMARY KEY (txid, chunk))""",
 ]
 

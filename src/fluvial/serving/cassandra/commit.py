@@ -49,7 +49,7 @@ from typing import Any
 import msgspec
 
 from fluvial.errors import CheckpointFenced, StoreError
-from fluvial.serving.cassandra.db import BUCKETS, Db
+from fluvial.serving.cassandra.db import BUCKETS, Db, driver_errors, transient
 from fluvial.state.ownership import Owner
 
 __all__ = ["LOCK_MS", "Held", "WriteLock", "apply", "timestamps"]
@@ -171,10 +171,19 @@ class WriteLock:
             holder, expires, seq, pending = guess
             if self._free(holder, expires):
                 keep = pending if pending and pending != self.applied else ""
-                applied, row = self.db.lwt(
-                    "UPDATE fluvial_lock SET holder = ?, expires_ms = ?, pending = ? WHERE name = 'write' "
-                    "IF holder = ? AND expires_ms = ? AND seq = ? AND pending = ?",
-                    (me, _now_ms() + LOCK_MS, keep, holder, expires, seq, pending))
+                try:
+                    applied, row = self.db.lwt(
+                        "UPDATE fluvial_lock SET holder = ?, expires_ms = ?, pending = ? WHERE name = 'write' "
+                        "IF holder = ? AND expires_ms = ? AND seq = ? AND pending = ?",
+                        (me, _now_ms() + LOCK_MS, keep, holder, expires, seq, pending))
+                except driver_errors() as exc:   # its outcome unknown (a node went away): read it
+                    if not transient(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+                    guess = self.db.retrying(self._read)   # a SERIAL read settles the round in flight
+                    applied, row = guess[0] == me, None   # "me" has a token of its own: ours, or not
+                    if not applied:
+                        continue
                 if applied:
                     held = Held(me, seq)
                     if keep:
@@ -215,6 +224,25 @@ class WriteLock:
         if count != "0":
             self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])
 
+    def _committed(self, held: Held, seq: int, pending: str) -> bool:
+        """Whether the commit point ``seq`` of this writer passed, after its outcome was lost (a
+        Paxos round interrupted by a node's failure may still complete: read until it is known)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                holder, _expires, now_seq, now_pending = self._read()
+            except driver_errors() as exc:
+                if not transient(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            if now_seq == seq and now_pending == pending:
+                return True
+            if now_seq != held.seq or holder != held.me:
+                return False   # another writer went on: this commit did not happen
+            # still ours and unchanged: the LWT did not pass (a SERIAL read completes any in flight)
+            return False
+
     def keep(self, held: Held) -> None:
         """Renew the lock if a third of :data:`LOCK_MS` passed since the last renewal."""
         now = _now_ms()
@@ -246,10 +274,15 @@ class WriteLock:
                      for i, piece in enumerate(pieces))
         pending = f"{txid}:{len(pieces)}"
         seq = held.seq + 1
-        applied, _row = self.db.lwt(
-            "UPDATE fluvial_lock SET seq = ?, pending = ?, body = ?, holder = '', expires_ms = 0 "
-            "WHERE name = 'write' IF holder = ? AND seq = ?",
-            (seq, pending, body if inline else None, held.me, held.seq))
+        try:
+            applied, _row = self.db.lwt(
+                "UPDATE fluvial_lock SET seq = ?, pending = ?, body = ?, holder = '', expires_ms = 0 "
+                "WHERE name = 'write' IF holder = ? AND seq = ?",
+                (seq, pending, body if inline else None, held.me, held.seq))
+        except driver_errors() as exc:   # its outcome unknown (a node went away): read it
+            if not transient(exc):
+                raise
+            applied = self._committed(held, seq, pending)
         if not applied:
             if pieces:
                 self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])

@@ -21,6 +21,7 @@ of :mod:`.commit`, with a write timestamp taken from the commit sequence):
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from fluvial.serving.cassandra.address import CassTarget
 __all__ = ["BUCKETS", "SCHEMA_VERSION", "Db"]
 
 SCHEMA_VERSION = 1
+ATTEMPTS = 6
+"""How many times an idempotent statement is tried when a node goes away under it."""
 BUCKETS = 8
 """Each part of a view is spread over this many partitions (``crc32(key) % BUCKETS``)."""
 CONNECT_TIMEOUT_S = 10
@@ -61,6 +64,25 @@ TABLES = [
         name text PRIMARY KEY, holder text, expires_ms bigint, seq bigint, pending text, body blob)""",
     """CREATE TABLE IF NOT EXISTS fluvial_redo (txid text, chunk int, body blob, PRIMARY KEY (txid, chunk))""",
 ]
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions the driver raises (not all derive from its ``DriverException``)."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.connection import ConnectionException
+
+    return DriverException, NoHostAvailable, ConnectionException
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure that another try may not meet (a node down or slow)."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.connection import ConnectionException
+
+    return isinstance(exc, (OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable, NoHostAvailable,
+                            ConnectionException))
 
 
 def _driver() -> Any:
@@ -140,19 +162,38 @@ class Db:
                     statement = self._prepared[cql] = self.session.prepare(cql)
         return statement
 
-    def run(self, cql: str, params: Sequence[Any] = (), *, serial: bool = False) -> Any:
-        """Execute one prepared statement (``serial``: read through Paxos, seeing every LWT)."""
+    def run(self, cql: str, params: Sequence[Any] = (), *, serial: bool = False, retry: bool = True) -> Any:
+        """Execute one prepared statement (``serial``: read through Paxos, seeing every LWT).
+
+        Every statement but a lightweight transaction is idempotent here (reads, and writes of
+        absolute values stamped with their commit): one that fails because a node went away
+        (a timeout, no replica up for a moment) is tried again, up to :data:`ATTEMPTS` times.
+        """
         from cassandra.query import BoundStatement
 
         bound = BoundStatement(self.prepare(cql), consistency_level=self.serial if serial else self.level)
-        return self.session.execute(bound.bind(list(params)))
+        bound.is_idempotent = retry
+        bound = bound.bind(list(params))
+        return self.retrying(lambda: self.session.execute(bound), retry=retry)
+
+    def retrying(self, work: Any, *, retry: bool = True) -> Any:
+        """``work()``, tried again after a transient failure (a node down, a timeout) when ``retry``."""
+        for attempt in range(ATTEMPTS if retry else 1):
+            try:
+                return work()
+            except driver_errors() as exc:
+                if not retry or not transient(exc) or attempt == ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def rows(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.run(cql, params))
 
     def lwt(self, cql: str, params: Sequence[Any] = ()) -> tuple[bool, Any]:
-        """A lightweight transaction: whether it applied, and the row it returned."""
-        row = self.run(cql, params).one()
+        """A lightweight transaction: whether it applied, and the row it returned.  Not tried
+        again: a failure leaves its outcome unknown, which the caller finds out by reading."""
+        row = self.run(cql, params, retry=False).one()
         return bool(row[0]), row
 
     def many(self, statements: Iterable[tuple[Any, Sequence[Any]]]) -> list[Any]:
@@ -166,7 +207,10 @@ class Db:
                           ()))
         if not bound:
             return []
-        results = execute_concurrent(self.session, bound, concurrency=CONCURRENCY, raise_on_first_error=True)
+        for statement, _ in bound:
+            statement.is_idempotent = True
+        results = self.retrying(lambda: execute_concurrent(self.session, bound, concurrency=CONCURRENCY,
+                                                           raise_on_first_error=True))
         return [result for _ok, result in results]
 
     def batch(self, statements: list[tuple[str, Sequence[Any]]]) -> Any:

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from fluvial.errors import LeaseLost
-from fluvial.serving.cassandra.db import Db
+from fluvial.serving.cassandra.db import Db, driver_errors, transient
 from fluvial.state.ownership import Holder, Lease, Owner, refusal
 
 __all__ = ["claim", "fence", "holder", "release"]
@@ -59,25 +59,32 @@ def claim(db: Db, resource: str, owner: Owner, *, lease_ms: int, take_over: bool
     process of this host or by this very process, or with ``take_over``."""
     db.lwt("INSERT INTO fluvial_leases (resource, epoch, owner, since_ms, renewed_ms, lease_ms) "
            "VALUES (?, 0, '', 0, 0, 0) IF NOT EXISTS", (resource,))
-    while True:
-        row = _read(db, resource)
+    while True:   # a claim whose outcome was lost is read back here: ours, so claimable again
+        row = db.retrying(lambda: _read(db, resource))
         now = _now_ms()
         current = _holder(resource, row)
         if current is not None and current.owner is not None and not take_over \
                 and current.owner != owner and not current.claimable(now):
             raise refusal(current, now, hint=hint)
         epoch = int(row.epoch) + 1
-        applied, _ = db.lwt("UPDATE fluvial_leases SET epoch = ?, owner = ?, since_ms = ?, renewed_ms = ?, "
-                            "lease_ms = ? WHERE resource = ? IF epoch = ?",
-                            (epoch, _owner_text(owner), now, now, lease_ms, resource, epoch - 1))
+        claimed = (epoch, _owner_text(owner), now, now, lease_ms, resource, epoch - 1)
+        applied, _ = db.retrying(lambda: db.lwt(
+            "UPDATE fluvial_leases SET epoch = ?, owner = ?, since_ms = ?, renewed_ms = ?, lease_ms = ? "
+            "WHERE resource = ? IF epoch = ?", claimed))
         if applied:
             return Lease(resource, epoch, owner, lease_ms)
 
 
 def fence(db: Db, lease: Lease) -> None:
     """Renew ``lease`` if it still holds; else :class:`LeaseLost`."""
-    applied, _ = db.lwt("UPDATE fluvial_leases SET renewed_ms = ? WHERE resource = ? IF epoch = ? AND owner = ?",
-                        (_now_ms(), lease.resource, lease.epoch, _owner_text(lease.owner)))
+    try:
+        applied, _ = db.lwt("UPDATE fluvial_leases SET renewed_ms = ? WHERE resource = ? IF epoch = ? AND owner = ?",
+                            (_now_ms(), lease.resource, lease.epoch, _owner_text(lease.owner)))
+    except driver_errors() as exc:   # its outcome unknown (a node went away): the epoch says
+        if not transient(exc):
+            raise
+        row = db.retrying(lambda: _read(db, lease.resource))
+        applied = row is not None and int(row.epoch) == lease.epoch and row.owner == _owner_text(lease.owner)
     if not applied:
         now = _now_ms()
         current = holder(db, lease.resource)

@@ -21,7 +21,7 @@ from fluvial.serving.cassandra.address import parse_url
 from fluvial.serving.cassandra.buffer import Buffer
 from fluvial.serving.cassandra.catalog import Catalog, LiveMeta
 from fluvial.serving.cassandra.commit import WriteLock
-from fluvial.serving.cassandra.db import Db
+from fluvial.serving.cassandra.db import Db, driver_errors
 from fluvial.serving.cassandra.txn import CassandraTxn
 from fluvial.serving.compose import compose_rows, stored_starts
 from fluvial.serving.keys import check_view_name, encode_key
@@ -66,14 +66,13 @@ class CassandraStore:
     @contextmanager
     def _write(self) -> Iterator[Buffer]:
         """One transaction of the commit protocol: everything written to the buffer, or nothing."""
-        from cassandra import DriverException
-
+        errors = driver_errors()
         if self._txn is not None:
             raise StoreError("this store has a transaction open: do the write through its Txn, "
                              "or after the transaction ends")
         try:
             held = self._lock.acquire()
-        except DriverException as exc:
+        except errors as exc:
             raise StoreError(f"cannot begin a transaction on {self.where}: {exc}") from exc
         buf = Buffer(self._db, writable=True, keep=lambda: self._lock.keep(held))
         try:
@@ -81,7 +80,7 @@ class CassandraStore:
             self._lock.commit(held, buf.ops())
         except BaseException as exc:
             self._lock.release(held)   # a no-op once the commit point passed (the lock is free then)
-            if isinstance(exc, DriverException):
+            if isinstance(exc, errors):
                 raise StoreError(f"{self.where}: {exc}") from exc
             raise
 

@@ -277,6 +277,7 @@ def release_shared_node() -> None:
     global _mine
     if _mine is None:
         return
+    _finish_drops()
     _mine = None
     with _locked(STATE_ROOT / ".lock"):
         state = _state / "state.json"
@@ -321,11 +322,25 @@ def connect_cluster(hosts: list[str], port: int) -> Any:
     return Cluster(hosts, port=port, protocol_version=3, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
 
 
+_admin: list[Any] = []      # [cluster, session] of this process, for drops
+_drops: list[Any] = []      # the drops in flight
+
+
 def drop_keyspace(keyspace: str) -> None:
+    """Drop ``keyspace`` of the shared node, without waiting for it (the next test need not wait:
+    the drops in flight are waited for before the node is released)."""
     node = shared_node()
-    cluster = connect_cluster([node.address], node.port)
-    try:
-        session = cluster.connect()
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
-    finally:
-        cluster.shutdown()
+    if not _admin:
+        cluster = connect_cluster([node.address], node.port)
+        _admin.extend([cluster, cluster.connect()])
+    _drops.append(_admin[1].execute_async(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120))
+
+
+def _finish_drops() -> None:
+    for future in _drops:
+        with contextlib.suppress(Exception):   # the node stops next anyway
+            future.result()
+    _drops.clear()
+    if _admin:
+        _admin[0].shutdown()
+        _admin.clear()

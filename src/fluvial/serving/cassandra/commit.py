@@ -30,6 +30,13 @@ overwrite a newer commit's value: Cassandra keeps the cell with the highest
 timestamp.  A partition delete of a commit is stamped just below its other writes,
 so rows a commit deletes then writes again survive it.
 
+Clocks matter for liveness only: a writer whose clock runs ahead may take a lock that
+has not run out, and the holder's commit then fails (it never counts twice); every
+decision that keeps a commit is a lightweight transaction on ``seq`` and ``holder``.
+A lightweight transaction whose outcome is lost (the node coordinating it went away)
+is not tried again blindly: the writer reads the lock row through Paxos (``SERIAL``),
+which settles any round in flight, and sees whether its commit point passed.
+
 What a reader (a query, outside any lock) may see: only committed values, each row
 as some commit left it.  It may see a commit half applied (some rows new, others not
 yet), so a query is not a snapshot; it never sees a value twice counted, because

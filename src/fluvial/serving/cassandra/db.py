@@ -114,7 +114,8 @@ class Db:
                                    serial_consistency_level=self.serial, request_timeout=REQUEST_TIMEOUT_S)
         self.cluster = Cluster(list(target.hosts), port=target.port, protocol_version=3,
                                connect_timeout=CONNECT_TIMEOUT_S, control_connection_timeout=CONNECT_TIMEOUT_S,
-                               execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+                               execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                               schema_metadata_enabled=False, token_metadata_enabled=False)
         try:
             self.session = self.cluster.connect()
         except driver.cluster.NoHostAvailable as exc:

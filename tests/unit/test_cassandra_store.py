@@ -106,3 +106,23 @@ def test_save_to_rows_keep_their_types_and_case(cassandra_url: str, rng: random.
         got = {row["Word"]: row["count"] for row in store.table_rows("wordCount")}
         assert store.tables() == ["wordCount"]
     assert got == expected
+
+
+def test_stores_opened_at_once_on_a_new_keyspace_create_it_once(cassandra_url: str) -> None:
+    """Cassandra cannot create one table twice at once (two table ids): one opener creates the
+    tables, the others wait for it; every store then works on the same tables."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fluvial.aggregators import Count
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_store(cassandra_url), range(4)))
+    try:
+        stores[0].define_view("v", aggregator=Count())
+        for i, store in enumerate(stores):
+            with store.transaction() as txn:
+                txn.merge_rows("v", [("k", None, i + 1)])
+        assert [row.value for row in stores[-1].query("v")] == [sum(range(1, 5))]
+    finally:
+        for store in stores:
+            store.close()

@@ -32,6 +32,8 @@ __all__ = ["BUCKETS", "SCHEMA_VERSION", "Db"]
 
 SCHEMA_VERSION = 1
 ATTEMPTS = 6
+SCHEMA_WAIT_S = 30.0
+"""How long a process waits for another to create the store's tables."""
 """How many times an idempotent statement is tried when a node goes away under it."""
 BUCKETS = 8
 """Each part of a view is spread over this many partitions (``crc32(key) % BUCKETS``)."""
@@ -132,27 +134,64 @@ class Db:
             raise
 
     def _create_or_check(self) -> None:
+        """Create the keyspace and its tables, or check the schema version.
+
+        Cassandra cannot take two creations of one table at once (they would get two table
+        ids: "Column family ID mismatch"), so one process creates them: the one whose
+        ``CREATE KEYSPACE`` made the keyspace.  The others wait for its last step, the schema
+        version row -- and take over if it does not come (the creator died half way).
+        """
+        from cassandra import AlreadyExists
+
         ks = self.target.keyspace
-        self.session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.target.replication_factor}}}")
-        self.session.set_keyspace(ks)
-        row = None
         try:
-            row = self.session.execute("SELECT value FROM fluvial_meta WHERE name = 'schema_version'").one()
-        except Exception:   # InvalidRequest: no such table yet
-            row = None
-        if row is not None:
-            if row.value > SCHEMA_VERSION:
-                raise StoreError(f"{self.where} has view store schema {row.value}; this fluvial knows "
+            self.session.execute(
+                f"CREATE KEYSPACE {ks} WITH replication = "
+                f"{{'class': 'SimpleStrategy', 'replication_factor': {self.target.replication_factor}}}")
+            creator = True
+        except AlreadyExists:
+            creator = False
+        self.session.set_keyspace(ks)
+        version = None if creator else self._version(wait_s=SCHEMA_WAIT_S)
+        if version is not None:
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.where} has view store schema {version}; this fluvial knows "
                                  f"{SCHEMA_VERSION}: upgrade fluvial")
             return
         for statement in TABLES:
-            self.session.execute(statement)
+            self._create(statement)
         self.session.execute("INSERT INTO fluvial_lock (name, holder, expires_ms, seq, pending) "
                              "VALUES ('write', '', 0, 0, '') IF NOT EXISTS")
         self.session.execute("INSERT INTO fluvial_meta (name, value) VALUES ('schema_version', %s)",
                              (SCHEMA_VERSION,))
+
+    def _version(self, *, wait_s: float) -> int | None:
+        """The schema version row, waited for up to ``wait_s`` (``None``: it never came)."""
+        from cassandra import InvalidRequest
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                row = self.session.execute("SELECT value FROM fluvial_meta WHERE name = 'schema_version'").one()
+            except InvalidRequest:   # no such table yet
+                row = None
+            if row is not None:
+                return int(row.value)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def _create(self, statement: str) -> None:
+        """One ``CREATE TABLE IF NOT EXISTS``, tried again if another process created it meanwhile."""
+        for attempt in range(ATTEMPTS):
+            try:
+                self.session.execute(statement)
+                return
+            except driver_errors() as exc:
+                if "mismatch" not in str(exc).lower() or attempt == ATTEMPTS - 1:
+                    raise
+                self.cluster.control_connection.wait_for_schema_agreement()
+                time.sleep(0.2)
 
     def prepare(self, cql: str) -> Any:
         statement = self._prepared.get(cql)

@@ -81,8 +81,10 @@ class ServeProcess:
     """
 
     def __init__(self, data_dir: Path, *, flows: Sequence[Path] = (), fsync: str = "batch",
-                 batch_interval_ms: int | None = None) -> None:
+                 batch_interval_ms: int | None = None, env: dict[str, str] | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
+        self.env = {**os.environ, **(env or {})}   # FLUVIAL_LOG / FLUVIAL_STORE: other backends
         self.config = data_dir.parent / "fluvial.toml"
         self.log_file = data_dir.parent / "serve.log"
         self.config.write_text(f'[log]\nfsync = "{fsync}"\n')
@@ -93,6 +95,7 @@ class ServeProcess:
             self.args += ["--flow", str(flow)]
         if batch_interval_ms is not None:
             self.args += ["--batch-interval-ms", str(batch_interval_ms)]
+        self.args += list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -104,7 +107,8 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=common.REPO)
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=common.REPO,
+                                         env=self.env)
         info = self.data_dir / "server.json"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

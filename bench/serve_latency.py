@@ -29,6 +29,7 @@ query round trip (both reported).  Target: p99 < 1 s at a 200 ms batch interval.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
@@ -40,6 +41,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +192,31 @@ class Poller:
         self.conn.close()
 
 
+@contextlib.contextmanager
+def backends(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The environment naming the server's log and store: ``--log``/``--store`` with ``{run}``
+    replaced by a fresh name (NATS streams and PostgreSQL schemas are removed afterwards)."""
+    name = f"lat{uuid.uuid4().hex[:10]}"
+    env = {}
+    if args.log:
+        env["FLUVIAL_LOG"] = args.log.replace("{run}", name)
+    if args.store:
+        env["FLUVIAL_STORE"] = args.store.replace("{run}", name)
+    try:
+        yield env
+    finally:
+        sys.path.insert(0, str(common.REPO / "tests"))
+        if env.get("FLUVIAL_LOG", "").startswith("nats://"):
+            from logs import delete_streams
+
+            delete_streams(env["FLUVIAL_LOG"])
+        if env.get("FLUVIAL_STORE", "").startswith("postgresql://"):
+            from fluvial.serving.postgres.schema import parse_url
+            from stores import drop_schema
+
+            drop_schema(parse_url(env["FLUVIAL_STORE"]).schema)
+
+
 def measure(run: int, interval_ms: int, args: argparse.Namespace) -> dict[str, Any]:
     """One server with one batch interval; returns the figures of that run."""
     flows = [common.EXAMPLES / "device_stats.py"]
@@ -198,7 +226,8 @@ def measure(run: int, interval_ms: int, args: argparse.Namespace) -> dict[str, A
     ctx = mp.get_context("spawn")
     proc = None
     try:
-        with ServeProcess(workdir / "data", flows=flows, batch_interval_ms=interval_ms) as server:
+        with backends(args) as env, ServeProcess(workdir / "data", flows=flows, batch_interval_ms=interval_ms,
+                                                  env=env) as server:
             barrier = ctx.Barrier(2)
             marks, done = ctx.Queue(), ctx.Queue()
             seconds = args.warmup + args.seconds
@@ -282,6 +311,12 @@ def main() -> None:
     ap.add_argument("--probes-per-s", type=float, default=20.0, help="probe events per second (default 20)")
     ap.add_argument("--poll-ms", type=float, default=20.0,
                     help="time between two queries for the same pending probe (default 20)")
+    ap.add_argument("--log", default="",
+                    help="the server's log URL (default: its data directory's files); {run} in it becomes a "
+                         "fresh name per run, e.g. nats://127.0.0.1:4222/{run}")
+    ap.add_argument("--store", default="",
+                    help="the server's view store URL (default: SQLite in its data directory); {run} as in "
+                         "--log, e.g. 'postgresql://postgres@127.0.0.1:5432/test?schema={run}'")
     ap.add_argument("--with-hashtags", action="store_true",
                     help="also run examples/hashtag_top10.py; a quarter of the events are then tweets")
     args = ap.parse_args()
@@ -293,6 +328,7 @@ def main() -> None:
         raise SystemExit("--batch-interval-ms, --rate and --probes-per-s must be > 0")
 
     flows = "device_stats.py" + (" + hashtag_top10.py" if args.with_hashtags else "")
+    flows += f"; log {args.log or 'files'}, store {args.store or 'SQLite'}"
     print(f"serve_latency: {args.rate:,} events/s in a request every {REQUEST_EVERY_MS} ms, "
           f"{args.probes_per_s:g} probes/s polled every {args.poll_ms:g} ms, {args.warmup:g}+{args.seconds:g} s "
           f"per batch interval; flows: {flows}; at {common.git_head()}", flush=True)

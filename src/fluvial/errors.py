@@ -86,6 +86,13 @@ class StoreError(FluvialError):
     """The serving store cannot be read or written."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (the server restarts, the network is down): nothing
+    of the transaction that found it out was kept -- or, for a commit whose answer was
+    lost, it may have been; a runner reloads its checkpoint to know -- and the same
+    work may succeed once the store is back."""
+
+
 class ViewNotFound(StoreError):
     """No view of that name exists in the store."""
 

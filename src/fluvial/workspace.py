@@ -128,7 +128,7 @@ class Workspace:
         from fluvial.engine.stream import StreamRunner
 
         options.setdefault("lease_ms", config.lease_ms)
-        return StreamRunner(log=self._lazy_log, store=self.store, batch_interval_ms=config.batch_interval_ms,
+        return StreamRunner(log=self._lazy_log, store=lambda: self.store, batch_interval_ms=config.batch_interval_ms,
                             max_batch_records=config.max_batch_records, **options)
 
     def close(self) -> None:

@@ -5,16 +5,17 @@ list of events and whether it has speed-layer semantics (windowed views
 leave out late events and count them).  To add a runner -- the Spark
 runners, the edge -- add an entry (skip it with ``pytest.importorskip``
 inside ``run`` when its extra is missing): every test below then runs on it
-and must give the same rows.  The local runners run on each view store
-(``batch``, ``stream``: SQLite; ``batch-postgresql``, ``stream-postgresql``: a
-fresh PostgreSQL schema each; ``batch-cassandra``, ``stream-cassandra``: a fresh
-keyspace each on the run's Cassandra node, tests/stores.py); the Spark runners on SQLite.
+and must give the same rows.
 
-The local runners also run with the log on NATS JetStream (``batch-nats``,
-``stream-nats``: a fresh log NAME per run, its streams deleted after; they skip
-without a NATS server, see tests/logs.py), and with the log on NATS and the views in
-Cassandra (``batch-nats-cassandra``, ``stream-nats-cassandra``). The Spark runners
-read file logs.
+The local runners run on the matrix :data:`LOGS` x :data:`STORES`: logs of
+segment files or on NATS JetStream (a fresh log NAME per run, its streams
+deleted after: tests/logs.py), views in SQLite, PostgreSQL (a fresh schema
+each) or Cassandra (a fresh keyspace each on the run's node: tests/stores.py).
+Their names say what is not the default: ``batch``, ``stream-nats``,
+``batch-postgresql``, ``stream-nats-postgresql``, ``batch-cassandra``,
+``stream-nats-cassandra``.
+A runner whose service is out of reach skips in one line (fails under
+``FLUVIAL_REQUIRE_SERVICES=1``).  The Spark runners read file logs and write SQLite.
 """
 
 from __future__ import annotations
@@ -86,66 +87,46 @@ class Runner:
         return self.run(pipeline, [], tmp_path)
 
 
-BATCH_RECORDS_CASSANDRA = 20
-"""Records per micro-batch of the stream runners on Cassandra: a Cassandra micro-batch costs three
-lightweight transactions (~25 ms here), so they run fewer, larger micro-batches than the others
-(still several per append, with restarts between) to keep the suite within its time."""
+LOGS = ("file", "nats")
+"""The logs the local runners run on: segment files, and NATS JetStream (tests/logs.py)."""
+STORES = ("sqlite", "postgresql", "cassandra")
+"""The view stores the local runners run on (tests/stores.py)."""
 
 
-def batch_records(store: str) -> int:
-    return BATCH_RECORDS_CASSANDRA if store == "cassandra" else 5
+def runner_name(kind: str, log: str, store: str) -> str:
+    """``batch``, ``stream-nats``, ``batch-postgresql``, ``stream-nats-postgresql``, ...: the
+    defaults (files, SQLite) are left out of the name."""
+    return "-".join([kind, *([log] if log != "file" else []), *([store] if store != "sqlite" else [])])
 
 
-def local_runners(store: str) -> dict[str, Runner]:
-    """The local batch and stream runners on the view store of kind ``store``."""
-    suffix = "" if store == "sqlite" else f"-{store}"
+def local_runners(log: str, store: str) -> dict[str, Runner]:
+    """The local batch and stream runners on a log of kind ``log`` and a store of kind ``store``."""
+
+    def on(run: Callable[..., RunResult], d: Path) -> RunResult:
+        with store_url_of(store, d) as store_url:
+            if log == "nats":
+                return on_nats(lambda log_url: run(store=store_url, log=log_url))
+            return run(store=store_url)
 
     def batch(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
-        with store_url_of(store, d) as url:
-            return run_batch(p, evs, d, partitions=PARTITIONS, store=url)
+        return on(lambda **urls: run_batch(p, evs, d, partitions=PARTITIONS, **urls), d)
+
+    # Many micro-batches: 5 records each on the embedded backends (25 on the others, whose
+    # round trips cost more: the results do not depend on the cuts, which the embedded
+    # runner covers finely), events appended in 3 slices with restarts between.
+    per_batch = 5 if (log, store) == ("file", "sqlite") else 25
 
     def stream(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
-        # Many micro-batches: 5 records each (on Cassandra, BATCH_RECORDS_CASSANDRA), events appended
-        # in 3 slices with restarts between.
-        with store_url_of(store, d) as url:
-            return run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=batch_records(store), appends=3,
-                              store=url)
+        return on(lambda **urls: run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=per_batch,
+                                            appends=3, **urls), d)
 
-    return {f"batch{suffix}": Runner(f"batch{suffix}", batch, drops_late=False,
-                                     make=lambda ws: ws.batch_runner(workers=1, progress=False)),
-            f"stream{suffix}": Runner(f"stream{suffix}", stream, drops_late=True,
-                                      make=lambda ws: ws.stream_runner())}
-
-
-def nats_runners(store: str) -> dict[str, Runner]:
-    """The local batch and stream runners with the log on NATS, on the view store of kind ``store``."""
-    def batch(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
-        with store_url_of(store, d) as store_url:
-            return on_nats(lambda url: run_batch(p, evs, d, partitions=PARTITIONS, log=url, store=store_url))
-
-    def stream(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
-        with store_url_of(store, d) as store_url:
-            return on_nats(lambda url: run_stream(p, evs, d, partitions=PARTITIONS,
-                                                  max_batch_records=batch_records(store), appends=3, log=url,
-                                                  store=store_url))
-
-    return {f"batch-nats-{store}": Runner(f"batch-nats-{store}", batch, drops_late=False,
-                                          make=lambda ws: ws.batch_runner(workers=1, progress=False)),
-            f"stream-nats-{store}": Runner(f"stream-nats-{store}", stream, drops_late=True,
-                                           make=lambda ws: ws.stream_runner())}
+    b, s = runner_name("batch", log, store), runner_name("stream", log, store)
+    return {b: Runner(b, batch, drops_late=False, make=lambda ws: ws.batch_runner(workers=1, progress=False)),
+            s: Runner(s, stream, drops_late=True, make=lambda ws: ws.stream_runner())}
 
 
 RUNNERS: dict[str, Runner] = {
-    **local_runners("sqlite"),
-    **local_runners("postgresql"),
-    **local_runners("cassandra"),
-    **nats_runners("cassandra"),
-    "batch-nats": Runner("batch-nats", lambda p, evs, d: on_nats(
-        lambda url: run_batch(p, evs, d, partitions=PARTITIONS, log=url)), drops_late=False,
-        make=lambda ws: ws.batch_runner(workers=1, progress=False)),
-    "stream-nats": Runner("stream-nats", lambda p, evs, d: on_nats(
-        lambda url: run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=5, appends=3, log=url)),
-        drops_late=True, make=lambda ws: ws.stream_runner()),
+    **{name: r for log in LOGS for store in STORES for name, r in local_runners(log, store).items()},
     # Defined below; the lambdas look the functions up when called.
     "spark-batch": Runner("spark-batch", lambda p, evs, d: run_spark_batch(p, evs, d),  # noqa: PLW0108
                           drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),

@@ -11,13 +11,9 @@ line (fails under ``FLUVIAL_REQUIRE_SERVICES=1``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -30,96 +26,20 @@ from fluvial.backends import open_log
 from fluvial.config import LogConfig
 from fluvial.errors import LogError
 from fluvial.events import Event
+from fluvial.log.nats.local_cluster import LocalNatsCluster
 from logs import REQUIRE_SERVICES
 
 pytestmark = [pytest.mark.services, pytest.mark.explicit_backends]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Cluster:
-    """Three nats-server processes forming one JetStream cluster on loopback."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        ports = free_ports(6)
-        self.client, self.routes = ports[:3], ports[3:]
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
-        for i in range(3):
-            name = f"n{i + 1}"
-            (root / f"{name}.conf").write_text(
-                f"server_name: {name}\nlisten: 127.0.0.1:{self.client[i]}\n"
-                f'jetstream {{ store_dir: "{root / name}" }}\n'
-                f"cluster {{ name: fluvialtest, listen: 127.0.0.1:{self.routes[i]}, routes: [{routes}] }}\n")
-
-    @property
-    def names(self) -> list[str]:
-        return [f"n{i + 1}" for i in range(3)]
-
-    def start(self, name: str) -> None:
-        log = (self.root / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(["nats-server", "-c", str(self.root / f"{name}.conf")],
-                                            stdout=log, stderr=log)
-        log.close()
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-    def url(self, name: str) -> str:
-        return f"nats://{','.join(f'127.0.0.1:{p}' for p in self.client)}/{name}?replicas=3"
-
-    def leader(self, stream: str, timeout: float = 60.0) -> str:
-        """The server leading ``stream``, once it has one (after a kill the election takes a while)."""
-        import nats
-
-        async def ask() -> str | None:
-            nc = await nats.connect([f"nats://127.0.0.1:{p}" for p in self.client], connect_timeout=2)
-            try:
-                info = await nc.jetstream(timeout=5).stream_info(stream)
-                return str(info.cluster.leader) if info.cluster is not None and info.cluster.leader else None
-            except (TimeoutError, nats.errors.Error):
-                return None
-            finally:
-                await nc.close()
-
-        deadline = time.monotonic() + timeout
-        while (leader := asyncio.run(ask())) is None:
-            assert time.monotonic() < deadline, f"stream {stream} has no leader after {timeout} s"
-            time.sleep(0.5)
-        return leader
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
     if shutil.which("nats-server") is None:
         if REQUIRE_SERVICES:
             pytest.fail("nats-server is needed for the cluster test (FLUVIAL_REQUIRE_SERVICES=1)")
         pytest.skip("nats-server is not installed (the 3-node cluster test starts its own)")
-    c = Cluster(tmp_path)
-    for name in c.names:
-        c.start(name)
+    c = LocalNatsCluster(tmp_path, name="fluvialtest")
+    c.start()
     try:
         yield c
     finally:
@@ -146,7 +66,7 @@ def wait_for_appends(acked: list[tuple[str, int]], n: int, timeout: float = 90.0
         time.sleep(0.2)
 
 
-def test_sigkill_of_the_stream_leader_under_load_loses_and_duplicates_nothing(cluster: Cluster) -> None:
+def test_sigkill_of_the_stream_leader_under_load_loses_and_duplicates_nothing(cluster: LocalNatsCluster) -> None:
     seed = int(os.environ.get("FLUVIAL_E2E_SEED", random.randrange(2**32)))
     print(f"seed {seed} (FLUVIAL_E2E_SEED={seed} reproduces the choices)")
     rng = random.Random(seed)

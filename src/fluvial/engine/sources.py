@@ -32,7 +32,7 @@ class LazyLog:
     """
 
     _log: LogReader | Callable[[], LogReader] | None
-    _store: ViewStore | None
+    _store: ViewStore | Callable[[], ViewStore] | None
 
     @property
     def has_log(self) -> bool:
@@ -59,11 +59,15 @@ class LazyLog:
 
     @property
     def store(self) -> ViewStore:
-        """The store views, checkpoints and leases are written to."""
+        """The store views, checkpoints and leases are written to; a callable given instead is
+        called once, when first needed (a stream runner then opens it where it rides out a
+        store that cannot be reached yet)."""
         if self._store is None:
             raise ConfigError("this runner has no store to write views to: give it one (store=..., or a "
                               "runner of fluvial.open(DATA_DIR), or `fluvial run`)")
-        return self._store
+        if callable(self._store) and not hasattr(self._store, "transaction"):
+            self._store = self._store()
+        return cast("ViewStore", self._store)
 
 
 @dataclass(frozen=True)

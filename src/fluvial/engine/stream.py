@@ -35,7 +35,7 @@ from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
 from fluvial.engine.targets import save_target
-from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, UnsupportedOperation
+from fluvial.errors import CheckpointFenced, ConfigError, OwnedElsewhere, StoreUnavailable, UnsupportedOperation
 from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
@@ -65,8 +65,9 @@ class StreamRunner(LazyLog):
     """Runs a pipeline continuously over the log in micro-batches.
 
     Args:
-        log: The event log.
-        store: The serving store (views, ``save_to`` tables and checkpoints).
+        log: The event log (or a callable opening it when first needed).
+        store: The serving store (views, ``save_to`` tables and checkpoints), or a callable
+            opening it when first needed.
         batch_interval_ms: Time between the starts of two micro-batches.
         max_batch_records: At most this many log records per micro-batch.
         runner_id: Names the checkpoint (default: the pipeline's name).
@@ -83,6 +84,9 @@ class StreamRunner(LazyLog):
         lease_ms: How long this runner may be silent (paused, cut off) before a rival
             may claim the pipeline (it renews its claim every ``lease_ms / 4``).
         owner: Who this runner says it is in refusals (default: this process).
+        store_patience_s: How long :meth:`run` rides out a store it cannot reach (a
+            PostgreSQL restart: :class:`~fluvial.errors.StoreUnavailable`), retrying from its
+            checkpoint with backoff, before it gives up with that error.
 
     Attributes:
         progress: After each micro-batch: ``offsets`` (committed, per partition),
@@ -92,12 +96,14 @@ class StreamRunner(LazyLog):
             Read by ``fluvial serve`` for lag and metrics.
     """
 
-    def __init__(self, *, log: LogReader | Callable[[], LogReader] | None = None, store: ViewStore | None = None,
+    def __init__(self, *, log: LogReader | Callable[[], LogReader] | None = None,
+                 store: ViewStore | Callable[[], ViewStore] | None = None,
                  batch_interval_ms: int = 1000,
                  max_batch_records: int = 250_000, runner_id: str | None = None,
                  out: TextIO | None = None, view_parts: dict[str, int] | None = None,
                  start_offsets: list[int] | None = None, take_over: bool = False, wait_s: float = 0.0,
-                 lease_ms: int = DEFAULT_LEASE_MS, owner: Owner | None = None) -> None:
+                 lease_ms: int = DEFAULT_LEASE_MS, owner: Owner | None = None,
+                 store_patience_s: float = 300.0) -> None:
         if batch_interval_ms < 0 or max_batch_records <= 0:
             raise ConfigError("batch_interval_ms must be >= 0 and max_batch_records > 0")
         if lease_ms <= 0 or wait_s < 0:
@@ -114,6 +120,7 @@ class StreamRunner(LazyLog):
         self._token: int | None = None   # the fencing token of the checkpoint this runner read
         self.take_over, self.wait_s, self.lease_ms = take_over, wait_s, lease_ms
         self.owner = owner
+        self.store_patience_s = store_patience_s
         self._stop: threading.Event | None = None  # set while run() waits for a claim
         self._ownership: Ownership | None = None  # this runner's claim on its checkpoint
 
@@ -187,6 +194,8 @@ class StreamRunner(LazyLog):
             self.claim(plan)
         try:
             return StreamRun(self, plan, reads_log)
+        except StoreUnavailable:
+            raise   # keep the claim: the caller retries once the store is back (or releases it)
         except BaseException:
             if claimed:
                 self.release()
@@ -199,7 +208,9 @@ class StreamRunner(LazyLog):
         claimed = not self.holds(pipeline)  # else the caller claimed it for several runs
         self._stop = stop
         try:
-            run = self.start(pipeline)
+            run = self._ride_out(lambda: self.start(pipeline), pipeline.name, stop)
+            if run is None:   # stopped while the store was away
+                return RunStats(pipeline.name, "stream")
         except OwnedElsewhere:
             if stop is not None and stop.is_set():   # stopped while waiting for the pipeline
                 return RunStats(pipeline.name, "stream")
@@ -212,7 +223,7 @@ class StreamRunner(LazyLog):
                 if max_batches is not None and stats.micro_batches >= max_batches:
                     break
                 tick = time.monotonic()
-                records = run.step()
+                records = self._step(run, stop)
                 if records is None:
                     if until_caught_up:
                         break
@@ -287,6 +298,44 @@ class StreamRunner(LazyLog):
         stats.late_events += sum(output.late.values())
 
     # -- internals -----------------------------------------------------------------------
+    def _step(self, run: StreamRun, stop: threading.Event | None) -> int | None:
+        """One micro-batch; while the store cannot be reached, retry from the checkpoint
+        (:meth:`_ride_out`): a commit whose answer was lost is found out by reloading the
+        checkpoint, so nothing is counted twice or skipped."""
+        try:
+            return run.step()
+        except StoreUnavailable as exc:
+            _logger.warning("pipeline %r: %s", run.plan.name, exc)
+        return None if self._ride_out(run.reload, run.plan.name, stop, failed=True) is None else 0
+
+    def _ride_out(self, work: Callable[[], Any], name: str, stop: threading.Event | None, *,
+                  failed: bool = False) -> Any:
+        """``work()``, retried with backoff while the store cannot be reached (a restart, a
+        failover: :class:`StoreUnavailable`), up to ``store_patience_s``; ``None`` if ``stop``
+        was set meanwhile.  ``failed``: the store was found away already (wait first)."""
+        deadline = time.monotonic() + self.store_patience_s
+        delay = 0.1
+        while True:
+            if failed:
+                if stop is not None and stop.wait(delay):
+                    return None
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            try:
+                result = work()
+            except StoreUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(f"{exc} (gave up after {self.store_patience_s:.0f} s: "
+                                           "bring the store back, then start the runner again)") from None
+                if not failed:
+                    _logger.warning("pipeline %r: %s; retrying for up to %.0f s", name, exc, self.store_patience_s)
+                failed = True
+                continue
+            if failed:
+                _logger.warning("pipeline %r: the store is back; going on from its checkpoint", name)
+            return result
+
     def _load(self, plan: Plan, reads_log: bool) -> Checkpoint:
         """The checkpoint of ``plan``, and its fencing token (``self._token``), read in one
         transaction; a checkpoint covering events the log lost (a torn tail) is rewound."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fluvial.config import DEFAULT_LOG, LogConfig
 from fluvial.errors import ConfigError, CorruptLogError, LogError
@@ -30,6 +30,7 @@ from fluvial.log.nats.reader import StreamReader, Tail
 if TYPE_CHECKING:
     from fluvial.backends import LogSpec
 
+T = TypeVar("T")
 __all__ = ["NatsLog"]
 
 DEFAULT_PARTITIONS = 4
@@ -246,29 +247,64 @@ async def _ensure_stream(conn: Connection, name: str, subject: str, replicas: in
                                           num_replicas=replicas))
 
 
-async def _open_meta(conn: Connection, address: NatsAddress, asked: int | None, *, create: bool) -> int:
-    """The log's partition count, from its meta stream (a writer creates it with ``asked``)."""
-    from nats.errors import Error
+OPEN_PATIENCE_S = 30.0
+"""How long opening a log waits out a cluster that cannot answer yet: its JetStream meta leader
+or a new stream's leader being elected (a fresh cluster, a node just killed), or another
+process creating the same log at the same moment."""
+
+
+async def _patiently(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, tried again with backoff for up to :data:`OPEN_PATIENCE_S` while the cluster
+    answers that it cannot yet (time-outs, no responders, JetStream temporarily unavailable)."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OPEN_PATIENCE_S
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except (TimeoutError, NatsTimeout, NoRespondersError, ServiceUnavailableError, APIError) as exc:
+            transient = not isinstance(exc, APIError) or isinstance(exc, ServiceUnavailableError) or \
+                exc.err_code == 10008   # JetStream system temporarily unavailable
+            if not transient or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(2.0, delay * 2)
+
+
+async def _meta_message(conn: Connection, address: NatsAddress, asked: int | None, *, create: bool) -> Any:
+    """Message 1 of the meta stream (a writer first creates the stream and publishes it)."""
     from nats.js.errors import APIError, NotFoundError
 
     stream = address.meta_stream
     try:
-        try:
-            msg = await conn.js.get_msg(stream, 1)
-        except NotFoundError:
-            if not create:
-                raise LogError(f"--log {address.url}: no fluvial log named {address.name!r} on "
-                               f"{', '.join(address.servers)} (stream {stream!r} is missing); a writer "
-                               "creates it (fluvial ingest --log URL, or open it without readonly)") from None
-            await _ensure_stream(conn, stream, address.meta_subject, address.replicas)
-            meta = json.dumps({"format": _FORMAT, "partitions": asked or DEFAULT_PARTITIONS}).encode()
-            try:  # the first writer's count wins; the others read it
-                await conn.js.publish(address.meta_subject, meta, stream=stream,
-                                      headers={"Nats-Expected-Last-Sequence": "0"})
-            except APIError as exc:
-                if exc.err_code != 10071:
-                    raise
-            msg = await conn.js.get_msg(stream, 1)
+        return await conn.js.get_msg(stream, 1)
+    except NotFoundError:
+        if not create:
+            raise LogError(f"--log {address.url}: no fluvial log named {address.name!r} on "
+                           f"{', '.join(address.servers)} (stream {stream!r} is missing); a writer "
+                           "creates it (fluvial ingest --log URL, or open it without readonly)") from None
+    await _ensure_stream(conn, stream, address.meta_subject, address.replicas)
+    meta = json.dumps({"format": _FORMAT, "partitions": asked or DEFAULT_PARTITIONS}).encode()
+    try:  # the first writer's count wins; the others read it
+        await conn.js.publish(address.meta_subject, meta, stream=stream,
+                              headers={"Nats-Expected-Last-Sequence": "0"})
+    except APIError as exc:
+        if exc.err_code != 10071:
+            raise
+    return await conn.js.get_msg(stream, 1)
+
+
+async def _open_meta(conn: Connection, address: NatsAddress, asked: int | None, *, create: bool) -> int:
+    """The log's partition count, from its meta stream (a writer creates it with ``asked``)."""
+    from nats.errors import Error
+
+    stream = address.meta_stream
+    try:
+        msg = await _patiently(lambda: _meta_message(conn, address, asked, create=create))
     except (TimeoutError, Error) as exc:
         raise LogError(f"--log {address.url}: cannot read the log's meta stream {stream!r} "
                        f"({type(exc).__name__} {exc}); is JetStream enabled (nats-server -js)?") from None
@@ -289,7 +325,8 @@ async def _create_streams(conn: Connection, address: NatsAddress, partitions: in
     from nats.errors import Error
 
     try:
-        await asyncio.gather(*(_ensure_stream(conn, address.stream(p), address.subject(p), address.replicas)
+        await asyncio.gather(*(_patiently(lambda p=p: _ensure_stream(conn, address.stream(p), address.subject(p),  # type: ignore[misc]
+                                                                     address.replicas))
                                for p in range(partitions)))
     except (TimeoutError, Error) as exc:
         raise LogError(f"--log {address.url}: cannot create the partition streams ({type(exc).__name__} "

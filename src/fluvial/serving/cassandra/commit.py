@@ -55,7 +55,7 @@ from typing import Any
 
 import msgspec
 
-from fluvial.errors import CheckpointFenced, StoreError
+from fluvial.errors import CheckpointFenced, StoreError, StoreUnavailable
 from fluvial.serving.cassandra.db import BUCKETS, Db, driver_errors, transient
 from fluvial.state.ownership import Owner
 
@@ -298,8 +298,8 @@ class WriteLock:
         try:
             apply(self.db, ops, seq)
         except Exception as exc:
-            raise StoreError(f"commit {seq} of {self.db.where} passed its commit point but could not be applied "
-                             f"({exc!r}): the next writer applies it from its redo record") from exc
+            raise StoreUnavailable(f"commit {seq} of {self.db.where} passed its commit point but could not be "
+                                   f"applied ({exc!r}): the next writer applies it from its redo record") from exc
         self.applied = pending
         if pieces:
             self.db.many([("DELETE FROM fluvial_redo WHERE txid = ?", (txid,))])

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fluvial.errors import MissingDependency, StoreError
+from fluvial.errors import MissingDependency, StoreError, StoreUnavailable
 from fluvial.serving.cassandra.address import CassTarget
 
 __all__ = ["BUCKETS", "SCHEMA_VERSION", "Db"]
@@ -123,7 +123,7 @@ class Db:
         except driver.cluster.NoHostAvailable as exc:
             self.cluster.shutdown()
             reasons = "; ".join(f"{host}: {err}" for host, err in exc.errors.items()) or str(exc)
-            raise StoreError(f"cannot reach the Cassandra store at {','.join(target.hosts)}:{target.port} "
+            raise StoreUnavailable(f"cannot reach the Cassandra store at {','.join(target.hosts)}:{target.port} "
                              f"({reasons}). Is Cassandra running there and listening for CQL clients "
                              "(native_transport_port)? Check the hosts and port in --store (env FLUVIAL_STORE)"
                              ) from None

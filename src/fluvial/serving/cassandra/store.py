@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.errors import ConfigError, StoreError
+from fluvial.errors import ConfigError, StoreError, StoreUnavailable
 from fluvial.serving.base import UNSET, Key, Row, ViewInfo, _Unset
 from fluvial.serving.cassandra import leases, tables, versions
 from fluvial.serving.cassandra.address import parse_url
 from fluvial.serving.cassandra.buffer import Buffer
 from fluvial.serving.cassandra.catalog import Catalog, LiveMeta
 from fluvial.serving.cassandra.commit import WriteLock
-from fluvial.serving.cassandra.db import Db, driver_errors
+from fluvial.serving.cassandra.db import Db, driver_errors, transient
 from fluvial.serving.cassandra.txn import CassandraTxn
 from fluvial.serving.compose import compose_rows, stored_starts
 from fluvial.serving.keys import check_view_name, encode_key
@@ -31,6 +31,15 @@ from fluvial.state.ownership import DEFAULT_LEASE_MS, Holder, Lease, Owner
 from fluvial.windows.shapes import WindowShape
 
 __all__ = ["CassandraStore"]
+
+
+def _failed(what: str, exc: BaseException) -> StoreError:
+    """The store's error for a driver failure: :class:`StoreUnavailable` when no replica answered
+    (nothing of the transaction was kept; the runner retries from its checkpoint), else StoreError."""
+    if transient(exc):
+        return StoreUnavailable(f"{what}: not enough Cassandra replicas answered ({exc}); nothing of this "
+                                "transaction was kept, or its commit point passed and the next writer applies it")
+    return StoreError(f"{what}: {exc}")
 
 
 class CassandraStore:
@@ -73,7 +82,7 @@ class CassandraStore:
         try:
             held = self._lock.acquire()
         except errors as exc:
-            raise StoreError(f"cannot begin a transaction on {self.where}: {exc}") from exc
+            raise _failed(f"cannot begin a transaction on {self.where}", exc) from exc
         buf = Buffer(self._db, writable=True, keep=lambda: self._lock.keep(held))
         try:
             yield buf
@@ -81,7 +90,7 @@ class CassandraStore:
         except BaseException as exc:
             self._lock.release(held)   # a no-op once the commit point passed (the lock is free then)
             if isinstance(exc, errors):
-                raise StoreError(f"{self.where}: {exc}") from exc
+                raise _failed(self.where, exc) from exc
             raise
 
     # -- views ------------------------------------------------------------------

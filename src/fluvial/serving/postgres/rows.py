@@ -41,6 +41,10 @@ def _columns(keys: Iterable[StoredKey]) -> tuple[list[bytes], list[int], list[in
     return ks, starts, ends
 
 
+def _aggregator_failed(meta: ViewMeta, exc: Exception) -> StoreError:
+    return StoreError(f"view {meta.name!r}: merging rows failed in the aggregator: {exc!r}")
+
+
 def merge(conn: psycopg.Connection[Any], meta: ViewMeta, part_no: int,
           rows: Iterable[tuple[bytes, int, int, bytes]]) -> int:
     """Merge stored rows ``(key, wstart, wend, acc)`` into part ``part_no`` with the aggregator
@@ -59,9 +63,12 @@ def merge(conn: psycopg.Connection[Any], meta: ViewMeta, part_no: int,
                 merged[place] = agg.merge(loads(single.pop(place)), loads(acc))
             else:
                 single[place] = acc
-        if not single and not merged:
-            return n
-        stored = _stored(conn, meta.view_id, part_no, [*single, *merged])
+    except Exception as exc:
+        raise _aggregator_failed(meta, exc) from exc
+    if not single and not merged:
+        return n
+    stored = _stored(conn, meta.view_id, part_no, [*single, *merged])   # errors of the server pass
+    try:
         for place, old in stored.items():
             new = merged.pop(place) if place in merged else loads(single.pop(place))
             stored[place] = agg.merge(loads(old), new)
@@ -70,10 +77,8 @@ def merge(conn: psycopg.Connection[Any], meta: ViewMeta, part_no: int,
         fresh += [(place, pickle.dumps(acc, ACC_PROTOCOL)) for place, acc in merged.items() if not is_zero(acc)]
         changed = [(place, pickle.dumps(acc, ACC_PROTOCOL)) for place, acc in stored.items() if not is_zero(acc)]
         zeroed = [place for place, acc in stored.items() if is_zero(acc)]
-    except StoreError:
-        raise
     except Exception as exc:
-        raise StoreError(f"view {meta.name!r}: merging rows failed in the aggregator: {exc!r}") from exc
+        raise _aggregator_failed(meta, exc) from exc
     copy_new(conn, meta.view_id, part_no, fresh)
     update(conn, meta.view_id, part_no, changed)
     delete(conn, meta.view_id, part_no, zeroed)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from fluvial.errors import ConfigError, MissingDependency, StoreError
+from fluvial.errors import ConfigError, MissingDependency, StoreError, StoreUnavailable
 from fluvial.serving.keys import IDENTIFIER
 
 if TYPE_CHECKING:
@@ -185,14 +185,14 @@ def connect(target: PgTarget) -> psycopg.Connection[Any]:
 
     try:
         conn = psycopg.connect(autocommit=True, **target.conninfo())
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
     except psycopg.OperationalError as exc:
         lines = str(exc).strip().splitlines()
         reason = lines[0].rsplit(" failed: ", 1)[-1].strip() if lines else type(exc).__name__
-        raise StoreError(
+        raise StoreUnavailable(
             f"cannot reach the PostgreSQL store at {target.host}:{target.port} (database "
             f"{target.dbname!r}): {reason}. Is PostgreSQL running there and accepting connections? "
             "Check the host, port, user and database in --store (env FLUVIAL_STORE)") from None
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
     return conn
 
 

@@ -1,6 +1,10 @@
 """The PostgreSQL view store: connecting, its read and write transactions, queries.
 
-A :class:`PostgresStore` owns one connection.  Writes run in one transaction each,
+A :class:`PostgresStore` owns one connection, and opens a new one when the server
+dropped it (a restart, a failover, a network cut): the transaction that found the
+connection broken fails with :class:`~fluvial.errors.StoreUnavailable` and the next one
+reconnects, so a runner rides out a restart by retrying from its checkpoint.  Writes
+run in one transaction each,
 after taking the store's write lock (a transaction-scoped advisory lock on its
 schema: writers commit one after the other, as in SQLite); every read runs in one
 ``REPEATABLE READ`` snapshot, which writers never block.  It hands the writes of a
@@ -16,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.errors import ConfigError, StoreError
+from fluvial.errors import ConfigError, StoreError, StoreUnavailable
 from fluvial.serving.base import UNSET, Key, Row, ViewInfo, _Unset
 from fluvial.serving.compose import compose_rows, stored_starts
 from fluvial.serving.keys import check_view_name, encode_key
@@ -78,27 +82,51 @@ class PostgresStore:
         if self._txn is not None:
             raise StoreError("this store has a transaction open: do the write through its Txn, "
                              "or after the transaction ends")
-        conn = self._conn
+        conn = self._connection()
         try:
             conn.execute(statement)
             if lock:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
         except psycopg.Error as exc:
-            self._rollback()
-            raise StoreError(f"cannot begin a transaction on {self.where}: {str(exc).strip()}") from exc
+            raise self._failed("cannot begin a transaction on", exc) from exc
         try:
             yield conn
         except psycopg.Error as exc:
-            self._rollback()
-            raise StoreError(f"{self.where}: {str(exc).strip()}") from exc
+            raise self._failed("", exc) from exc
         except BaseException:
             self._rollback()
             raise
         try:
             conn.execute("COMMIT")
         except psycopg.Error as exc:
-            self._rollback()
-            raise StoreError(f"commit failed on {self.where}: {str(exc).strip()}") from exc
+            # A commit whose answer was lost may have been kept: StoreUnavailable says so.
+            raise self._failed("commit failed on", exc) from exc
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The store's connection; a new one if the server dropped the last (StoreUnavailable
+        while it cannot be reached)."""
+        if not self._conn.broken and not self._conn.closed:
+            return self._conn
+        if self.closed:
+            raise StoreError(f"the store {self.where} was closed: open it again")
+        try:
+            conn = schema.connect(self.target)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        self._conn.close()
+        self._conn = self._catalog.conn = conn
+        return conn
+
+    def _failed(self, doing: str, exc: Exception) -> StoreError:
+        """The error for a failed statement, after rolling the transaction back; the
+        connection broke (the server went away): StoreUnavailable, and the next
+        transaction reconnects."""
+        self._rollback()
+        message = f"{doing} {self.where}" if doing else self.where
+        if self._conn.broken or self._conn.closed:
+            return StoreUnavailable(f"{message}: the connection to PostgreSQL broke ({str(exc).strip()}); "
+                                    "the next transaction reconnects")
+        return StoreError(f"{message}: {str(exc).strip()}")
 
     def _rollback(self) -> None:
         import psycopg
@@ -121,7 +149,8 @@ class PostgresStore:
         """One snapshot for every statement inside (or the open transaction's)."""
         import psycopg
 
-        if self._txn is not None or self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if self._txn is not None or (not self._conn.broken
+                                     and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
             yield self._conn   # inside a transaction or a read already (query_with_version: query)
             return
         with self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", lock=False) as conn:

@@ -126,3 +126,15 @@ def test_stores_opened_at_once_on_a_new_keyspace_create_it_once(cassandra_url: s
     finally:
         for store in stores:
             store.close()
+
+
+def test_without_the_driver_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fluvial.errors import MissingDependency
+
+    for name in [m for m in sys.modules if m == "cassandra" or m.startswith("cassandra.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cassandra", None)   # "import cassandra" fails
+    with pytest.raises(MissingDependency, match=r"pip install 'fluvial\[cassandra\]'"):
+        open_store("cassandra://127.0.0.1:1/nowhere")

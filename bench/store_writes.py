@@ -1,10 +1,11 @@
-"""View-store writes in rows/s: the embedded SQLite store next to PostgreSQL, same data, same run.
+"""View-store writes in rows/s: the embedded SQLite store next to PostgreSQL and Cassandra, same data, same run.
 
     python bench/store_writes.py [--rows 200000] [--batch 2000] [--repeat 3]
                                  [--postgres postgresql://postgres@127.0.0.1:5432/test]
+                                 [--cassandra cassandra://127.0.0.1:9042]
 
 Three workloads, each timed on a fresh store (a new SQLite file; a new PostgreSQL
-schema, dropped after), median of ``--repeat`` runs:
+schema, a new Cassandra keyspace, dropped after), median of ``--repeat`` runs:
 
 * ``batch version``: a batch run writing a new version, ``--rows`` rows in one
   ``merge_rows`` (PostgreSQL: binary ``COPY``);
@@ -13,7 +14,10 @@ schema, dropped after), median of ``--repeat`` runs:
   already stored (read, merge, update), until ``--rows`` rows;
 * ``put rows``: ``put_rows`` (overwrites) in transactions of ``--batch`` rows.
 
-Needs the ``postgresql`` extra and a PostgreSQL server (trust auth on loopback here).
+Needs the ``postgresql`` extra and a PostgreSQL server (trust auth on loopback here);
+with ``--cassandra`` (a node's ``cassandra://HOST:PORT``, no keyspace), the ``cassandra``
+extra and that node (the tests' node: ``PYTHONPATH=tests python -c "import cassandra_node as c;
+print(c.start_node(__import__('pathlib').Path('/tmp/bench-cassandra')))"``).
 """
 
 from __future__ import annotations
@@ -93,10 +97,27 @@ def drop_schema(base: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def drop_keyspace(base: str, keyspace: str) -> None:
+    from fluvial.serving.cassandra.address import parse_url
+    from fluvial.serving.cassandra.db import Db
+
+    db = Db(parse_url(f"{base}/{keyspace}"))
+    try:
+        db.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        db.close()
+
+
 def measure(kind: str, base: str, work: Callable[[ViewStore, int, int], None], n: int, batch: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "sqlite":
             return timed(f"sqlite://{Path(tmp) / 'views.db'}", work, n, batch)
+        if kind == "cassandra":
+            keyspace = f"bench_{secrets.token_hex(4)}"
+            try:
+                return timed(f"{base}/{keyspace}", work, n, batch)
+            finally:
+                drop_keyspace(base, keyspace)
         schema = f"bench_{secrets.token_hex(4)}"
         try:
             return timed(f"{base}?schema={schema}", work, n, batch)
@@ -110,17 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--cassandra", default=None, help="cassandra://HOST:PORT of a node (no keyspace)")
     args = parser.parse_args(argv)
+    kinds = {"sqlite": "", "postgresql": args.postgres, **({"cassandra": args.cassandra} if args.cassandra else {})}
     print(f"{platform.processor() or platform.machine()}, {platform.python_version()}; "
           f"{args.rows:,} rows, {args.batch:,} per transaction, median of {args.repeat}")
-    print(f"{'workload':<16}{'sqlite rows/s':>16}{'postgresql rows/s':>20}{'pg / sqlite':>14}")
+    print(f"{'workload':<16}" + "".join(f"{kind + ' rows/s':>20}" for kind in kinds)
+          + "".join(f"{kind[:2] + ' / sqlite':>14}" for kind in kinds if kind != "sqlite"))
     for name, work in WORKLOADS.items():
-        medians = {}
-        for kind in ("sqlite", "postgresql"):
-            medians[kind] = statistics.median(measure(kind, args.postgres, work, args.rows, args.batch)
-                                              for _ in range(args.repeat))
-        print(f"{name:<16}{medians['sqlite']:>16,.0f}{medians['postgresql']:>20,.0f}"
-              f"{medians['postgresql'] / medians['sqlite']:>14.2f}", flush=True)
+        medians = {kind: statistics.median(measure(kind, base, work, args.rows, args.batch)
+                                           for _ in range(args.repeat)) for kind, base in kinds.items()}
+        print(f"{name:<16}" + "".join(f"{medians[kind]:>20,.0f}" for kind in kinds)
+              + "".join(f"{medians[kind] / medians['sqlite']:>14.2f}" for kind in kinds if kind != "sqlite"),
+              flush=True)
     return 0
 
 

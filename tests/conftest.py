@@ -4,8 +4,10 @@
 machine (PySpark and Java, PostgreSQL on loopback here) must be present, and its
 absence fails instead of skipping.
 
-``store_url`` gives a test one empty view store per kind (SQLite, PostgreSQL: see
-tests/stores.py, which says which database and how each test gets its own schema).
+``store_url`` gives a test one empty view store per kind (SQLite, PostgreSQL, Cassandra: see
+tests/stores.py, which says which database and how each test gets its own schema or keyspace).
+The Cassandra node a run shares is stopped when the last process using it ends its session
+(tests/cassandra_node.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cassandra_node import fresh_keyspace_url, release_shared_node
 from fluvial.errors import MissingDependency
 from logs import LogBackend, delete_streams, make_backend
 from stores import STORE_KINDS, fresh_schema_url
@@ -53,7 +56,21 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty view store, once per kind of :data:`STORE_KINDS`."""
     if request.param == "sqlite":
         return f"sqlite://{tmp_path / 'views.db'}"
+    if request.param == "cassandra":
+        return str(request.getfixturevalue("cassandra_url"))
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def cassandra_url() -> Iterator[str]:
+    """A ``cassandra://`` store URL with a fresh keyspace on the run's node, dropped after the test."""
+    with fresh_keyspace_url() as url:
+        yield url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the run's Cassandra node if this process was its last user."""
+    release_shared_node()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,9 +1,11 @@
-"""The view stores the store-level tests run on: SQLite, and PostgreSQL on loopback.
+"""The view stores the store-level tests run on: SQLite, PostgreSQL on loopback, and Cassandra.
 
 ``FLUVIAL_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/test``) is
 the database; each test gets a schema of its own (a random name), dropped after it.
 Out of reach, a PostgreSQL test skips in one line -- or fails, with
-``FLUVIAL_REQUIRE_SERVICES=1``.
+``FLUVIAL_REQUIRE_SERVICES=1``.  Cassandra is the test run's own node (tests/cassandra_node.py:
+installed from npm and started once per run); each test gets a keyspace of its own, dropped
+after it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("FLUVIAL_REQUIRE_SERVICES") == "1"
 POSTGRES = os.environ.get("FLUVIAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-STORE_KINDS = ("sqlite", "postgresql")
+STORE_KINDS = ("sqlite", "postgresql", "cassandra")
 """The view stores the store-level tests run on."""
 
 
@@ -57,9 +59,14 @@ def fresh_schema_url() -> Iterator[str]:
 
 @contextmanager
 def store_url_of(kind: str, directory: Path) -> Iterator[str]:
-    """The URL of an empty store of ``kind`` (a SQLite file in ``directory``, or a fresh schema)."""
+    """The URL of an empty store of ``kind`` (a SQLite file in ``directory``, a fresh schema or keyspace)."""
     if kind == "sqlite":
         yield f"sqlite://{Path(directory) / 'views.db'}"
+    elif kind == "cassandra":
+        from cassandra_node import fresh_keyspace_url
+
+        with fresh_keyspace_url() as url:
+            yield url
     else:
         with fresh_schema_url() as url:
             yield url

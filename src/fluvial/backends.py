@@ -15,6 +15,9 @@ URL                         backend
 ``postgresql://[USER@]``    views in PostgreSQL: ``HOST[:PORT]/DB[?schema=NAME]``
                             (schema ``fluvial`` by default, created if absent; extra
                             ``postgresql``); :class:`~fluvial.serving.postgres.PostgresStore`
+``cassandra://HOST[,HOST]`` views in Cassandra: ``[:PORT]/KEYSPACE[?replication_factor=N&
+                            consistency=LEVEL]`` (keyspace created if absent; extra
+                            ``cassandra``); :class:`~fluvial.serving.cassandra.CassandraStore`
 ==========================  =====================================================
 
 For ``file``, ``parquet`` and ``sqlite``, what follows the ``scheme://`` is a path: ``file:///var/lib/fluvial/log`` is
@@ -50,7 +53,7 @@ __all__ = ["LOG_SCHEMES", "STORE_SCHEMES", "LogSpec", "check_log_url", "check_st
            "default_store_url", "log_path", "open_log", "open_store", "spec_of", "store_path"]
 
 LOG_SCHEMES = ("file", "parquet", "nats")
-STORE_SCHEMES = ("sqlite", "postgresql")
+STORE_SCHEMES = ("sqlite", "postgresql", "cassandra")
 
 
 def _split(url: str, what: str, schemes: tuple[str, ...], flag: str) -> tuple[str, str]:
@@ -126,6 +129,10 @@ def check_store_url(url: str) -> str:
         from fluvial.serving.postgres.schema import parse_url
 
         parse_url(url)
+    if scheme == "cassandra":
+        from fluvial.serving.cassandra.address import parse_url as parse_cassandra_url
+
+        parse_cassandra_url(url)
     return url
 
 
@@ -203,13 +210,18 @@ def open_store(url: str) -> ViewStore:
         ConfigError: An unknown scheme, or a malformed URL.
         StoreError: The store cannot be opened (a PostgreSQL server out of reach: the message
             names its host and port).
-        MissingDependency: ``postgresql://`` without psycopg (the ``postgresql`` extra).
+        MissingDependency: ``postgresql://`` without psycopg (the ``postgresql`` extra), or
+            ``cassandra://`` without the cassandra-driver (the ``cassandra`` extra).
     """
     scheme, rest = _split(url, "store", STORE_SCHEMES, "--store")
     if scheme == "postgresql":
         from fluvial.serving.postgres import PostgresStore
 
         return PostgresStore(url)
+    if scheme == "cassandra":
+        from fluvial.serving.cassandra import CassandraStore
+
+        return CassandraStore(url)
     from fluvial.serving import SqliteStore
 
     path = Path(rest)
@@ -225,6 +237,7 @@ if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded
     from fluvial.log import LocalLog
     from fluvial.log.nats import NatsLog
     from fluvial.log.parquet import ParquetLog
+    from fluvial.serving.cassandra import CassandraStore
     from fluvial.serving.postgres import PostgresStore
     from fluvial.serving.sqlite import SqliteStore
 
@@ -232,8 +245,8 @@ if TYPE_CHECKING:   # what mypy holds (tests/unit/test_typing.py): each embedded
                                ) -> tuple[Log, LogReader, ViewStore]:
         return log, export, store
 
-    def _server_backends_fit(store: PostgresStore) -> ViewStore:
-        return store
+    def _server_backends_fit(store: PostgresStore, cassandra: CassandraStore) -> tuple[ViewStore, ViewStore]:
+        return store, cassandra
 
     def _distributed_backends_fit(log: NatsLog) -> Log:
         return log

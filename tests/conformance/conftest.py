@@ -9,9 +9,11 @@ and must give the same rows.
 
 The local runners run on the matrix :data:`LOGS` x :data:`STORES`: logs of
 segment files or on NATS JetStream (a fresh log NAME per run, its streams
-deleted after: tests/logs.py), views in SQLite or PostgreSQL (a fresh schema
-each: tests/stores.py).  Their names say what is not the default:
-``batch``, ``stream-nats``, ``batch-postgresql``, ``stream-nats-postgresql``.
+deleted after: tests/logs.py), views in SQLite, PostgreSQL (a fresh schema
+each) or Cassandra (a fresh keyspace each on the run's node: tests/stores.py).
+Their names say what is not the default: ``batch``, ``stream-nats``,
+``batch-postgresql``, ``stream-nats-postgresql``, ``batch-cassandra``,
+``stream-nats-cassandra``.
 A runner whose service is out of reach skips in one line (fails under
 ``FLUVIAL_REQUIRE_SERVICES=1``).  The Spark runners read file logs and write
 SQLite (``spark-batch``, ``spark-stream``), and read a NATS log and write
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from cassandra_node import problem_ as cassandra_problem
 from fluvial import Event, Pipeline
 from fluvial.testing import RunResult, run_batch, run_stream
 from logs import REQUIRE_SERVICES, delete_streams, fresh_nats_url, nats_or_skip, nats_problem
@@ -89,7 +92,7 @@ class Runner:
 
 LOGS = ("file", "nats")
 """The logs the local runners run on: segment files, and NATS JetStream (tests/logs.py)."""
-STORES = ("sqlite", "postgresql")
+STORES = ("sqlite", "postgresql", "cassandra")
 """The view stores the local runners run on (tests/stores.py)."""
 
 
@@ -206,7 +209,10 @@ def runner(request: pytest.FixtureRequest) -> Runner:
 def all_runners(request: pytest.FixtureRequest) -> dict[str, Runner]:
     """Every registered runner at once (to compare them with each other)."""
     request.getfixturevalue("spark_ready")
+    runners = dict(RUNNERS)
     if nats_problem() is not None and not REQUIRE_SERVICES:  # compare the others without NATS
-        return {name: r for name, r in RUNNERS.items() if "-nats" not in name}
-    return dict(RUNNERS)
+        runners = {name: r for name, r in runners.items() if "-nats" not in name}
+    if cassandra_problem() is not None and not REQUIRE_SERVICES:  # ... or without Cassandra
+        runners = {name: r for name, r in runners.items() if "cassandra" not in name}
+    return runners
 

@@ -1,5 +1,5 @@
-"""The embedded store (and the PostgreSQL store) implements the whole store protocol (serving/base.py), with the same
-parameters: the protocol is what a new backend implements (docs/architecture.md)."""
+"""The embedded store (and the PostgreSQL and Cassandra stores) implements the whole store protocol
+(serving/base.py), with the same parameters: the protocol is what a new backend implements (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from fluvial.log.base import Log
 from fluvial.log.local import LocalLog
 from fluvial.serving.base import Txn, ViewStore
+from fluvial.serving.cassandra import CassandraStore, CassandraTxn
 from fluvial.serving.postgres import PostgresStore, PostgresTxn
 from fluvial.serving.sqlite import SqliteStore, SqliteTxn
 from fluvial.state.base import CheckpointTxn, StateStore
@@ -24,7 +25,9 @@ def members(protocol: type) -> list[str]:
 @pytest.mark.parametrize("protocol, cls", [(ViewStore, SqliteStore), (Txn, SqliteTxn), (Log, LocalLog),
                                            (StateStore, SqliteStore), (CheckpointTxn, SqliteTxn),
                                            (ViewStore, PostgresStore), (Txn, PostgresTxn),
-                                           (StateStore, PostgresStore), (CheckpointTxn, PostgresTxn)])
+                                           (StateStore, PostgresStore), (CheckpointTxn, PostgresTxn),
+                                           (ViewStore, CassandraStore), (Txn, CassandraTxn),
+                                           (StateStore, CassandraStore), (CheckpointTxn, CassandraTxn)])
 def test_the_embedded_backend_has_every_method_of_its_protocol(protocol: type, cls: type) -> None:
     missing, different = [], []
     for name in members(protocol):

@@ -58,7 +58,8 @@ def _common(env_home: str | None) -> argparse.ArgumentParser:
              f"stands for the data directory) [env: {ENV_LOG}]")
     common.add_argument(
         "--store", metavar="URL", default=argparse.SUPPRESS,
-        help=f"the view store: sqlite:///PATH or postgresql://[USER@]HOST:PORT/DB?schema=NAME (default: "
+        help=f"the view store: sqlite:///PATH, postgresql://[USER@]HOST:PORT/DB?schema=NAME or "
+             f"cassandra://HOST[,HOST...][:PORT]/KEYSPACE[?replication_factor=N&consistency=LEVEL] (default: "
              f"sqlite://DATA_DIR/views.db; {{data_dir}} too) [env: {ENV_STORE}]")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="say more (per micro-batch lines, tracebacks)")

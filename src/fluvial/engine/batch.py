@@ -25,6 +25,7 @@ from fluvial.engine.files import batch_part, check_file_sinks, write_part
 from fluvial.engine.persisted import Persisted, input_key
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, Split, log_sources, plan_splits, read_split
+from fluvial.engine.targets import save_target
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import Flow, Node, Pipeline
 
@@ -268,7 +269,7 @@ class BatchRunner(LazyLog):
                               "(fluvial.open(DATA_DIR).batch_runner(), or `fluvial run`)")
         self._publish(plan, output, cutoff, stats)
         for node, rows in output.saves:
-            target = node.params["store"] or store
+            target = save_target(node.params["store"]) or store
             with target.transaction() as txn:
                 txn.save_rows(node.params["table"], node.params["columns"], rows,
                               key_columns=node.params["key_columns"])

@@ -34,6 +34,7 @@ from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
+from fluvial.engine.targets import save_target
 from fluvial.errors import (
     CheckpointFenced,
     ConfigError,
@@ -308,7 +309,7 @@ class StreamRunner(LazyLog):
         self._token = token
         for node, rows in output.saves:  # other stores: after the commit, idempotent upserts
             if node.params["store"] is not None:
-                with node.params["store"].transaction() as other:
+                with save_target(node.params["store"]).transaction() as other:
                     other.save_rows(node.params["table"], node.params["columns"], rows,
                                     key_columns=node.params["key_columns"])
         for text in output.prints:

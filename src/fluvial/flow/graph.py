@@ -325,7 +325,9 @@ class Flow(PairOps[T], Actions[T], Persistence[T], Generic[T]):
     def save_to(self, store: Any, table: str, columns: Sequence[str], *, key_columns: int = 1) -> None:
         """Upsert rows (tuples) into ``table`` of ``store`` (the seed's ``saveToCassandra``).
 
-        ``store`` None means the runner's serving store.  Rows are upserted on the
+        ``store`` None means the runner's serving store (written in the micro-batch's
+        own commit); a store object or a store URL (``"cassandra://127.0.0.1/spark"``,
+        opened by the runner) is written after each commit.  Rows are upserted on the
         first ``key_columns`` columns, so replays and restarts are idempotent.
         """
         if not columns:

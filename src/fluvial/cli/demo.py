@@ -11,6 +11,10 @@ and commands to try; runs until Ctrl-C or --seconds N.
 ``--offline``: the same cycle without a server, on generated files: ingest
 history, batch layer, new events through the speed layer (batch ⊕ realtime),
 batch layer again.
+
+``--cluster``: beyond one machine, on this one -- a 3-node NATS JetStream
+cluster, two ingest nodes, two workers sharing the partitions, views in
+PostgreSQL; kill any process and watch nothing get lost.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fluvial.cli.app import arg, subcommand
+from fluvial.cli.demo_cluster import DEFAULT_STORE, run_cluster_demo
 from fluvial.cli.fmt import iso
 from fluvial.config import StreamConfig
 from fluvial.errors import ConfigError
@@ -107,7 +112,8 @@ def _show(ws: Workspace, title: str, readings: int) -> None:
     summary="run fluvial serve with the example flows and simulated devices, and show the live views",
     description=__doc__ or "",
     example="fluvial demo                 # until Ctrl-C\nfluvial demo --seconds 60 --devices 200 --rate 3000\n"
-            "fluvial demo --offline       # the batch/speed cycle on generated files, no server",
+            "fluvial demo --offline       # the batch/speed cycle on generated files, no server\n"
+            "fluvial demo --cluster       # NATS cluster, 2 ingest nodes, 2 workers, PostgreSQL",
     args=[
         arg("--demo-dir", default=".fluvial-demo", metavar="DIR",
             help="data directory of the demo, emptied first (default: %(default)s)"),
@@ -124,11 +130,23 @@ def _show(ws: Workspace, title: str, readings: int) -> None:
         arg("--tweets", type=int, default=20_000, help="--offline: tweets to generate (default: %(default)s)"),
         arg("--readings", type=int, default=50_000, help="--offline: readings to generate (default: %(default)s)"),
         arg("--seed", type=int, default=7, help="random seed of the generators (default: %(default)s)"),
+        arg("--cluster", action="store_true",
+            help="instead: every part a process of its own -- a 3-node NATS JetStream cluster (the "
+                 "installed nats-server), two ingest nodes, two workers, views in a fresh schema of "
+                 f"PostgreSQL (--store postgresql://..., default {DEFAULT_STORE}) -- with simulated devices; "
+                 "kill any of them and watch nothing get lost"),
+        arg("--restart", action="store_true", help="--cluster: restart the processes that die (or are killed)"),
     ],
 )
 def demo(args: argparse.Namespace) -> int:
+    if args.offline and args.cluster:
+        raise ConfigError("--offline and --cluster are two different demos: choose one")
     if args.offline:
         return _offline(args)
+    if args.cluster:
+        return run_cluster_demo(args, _fresh_dir(args.demo_dir), _examples_dir(args.examples))
+    if args.restart:
+        raise ConfigError("--restart goes with --cluster")
     return _live(args)
 
 

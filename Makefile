@@ -34,18 +34,21 @@ demo: $(STAMP)
 # servers and subprocesses; `make test JOBS=0` runs them in one process.
 JOBS ?= 2
 
-# The integration tests run a second time with the backends spelled out (--log/--store through
-# the environment, as a deployment would set them), where the commands and servers they start
-# must behave as with the defaults; not the slow fault tests, nor those that name their backends
-# themselves (both ran in the first pass), to keep the suite under 20 minutes.
+# The integration tests of the commands and the server run a second time with the backends
+# spelled out (--log/--store through the environment, as a deployment would set them), where
+# they must behave as with the defaults; not the slow fault tests, nor those that name their
+# backends themselves (both ran in the first pass), to keep the suite under 20 minutes.
 SPELLED := FLUVIAL_LOG='file://{data_dir}/log' FLUVIAL_STORE='sqlite://{data_dir}/views.db'
+SPELLED_TESTS := tests/integration/test_cli.py tests/integration/test_serve_e2e.py \
+                 tests/integration/test_serve_cli.py tests/integration/test_lambda_merge.py \
+                 tests/integration/test_serve_workers.py tests/integration/test_backend_urls.py
 
 ## test: the whole test suite (unit, property, integration, conformance): all but the Spark tests in JOBS
-## processes, the integration tests again with --log/--store spelled out, then the Spark tests in one
+## processes, the command and server tests again with --log/--store spelled out, then the Spark tests in one
 ## process (Spark's Python workers must start within 10 s), then the doctests
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark" tests
-	$(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not spark and not explicit_backends and not slow" tests/integration
+	$(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not spark and not explicit_backends and not slow" $(SPELLED_TESTS)
 	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial
 

@@ -10,7 +10,8 @@ The tree::
     ├── DecodeError            bytes are not valid JSON / MessagePack / UTF-8
     ├── LogError               the event log cannot be opened, read or appended to
     │   ├── CorruptLogError    a record failed its checksum away from the tail
-    │   └── LogUnreachable     the server's log writer takes nothing now: retry (server.writer; 503/507)
+    │   ├── LogUnreachable     a replicated log cannot answer now (election, no quorum): retry
+    │   └── LogUnavailable     the server's log writer takes nothing now: retry (server.writer; 503/507)
     ├── FlowError              a flow cannot be planned or run on a runner
     │   └── UnsupportedOperation   the runner cannot execute an operator
     ├── StoreError             the serving store cannot be read or written

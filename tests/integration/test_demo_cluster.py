@@ -81,3 +81,24 @@ def test_demo_cluster_survives_kills(tmp_path: Path) -> None:
     assert re.search(r"\[worker [12] pid \d+\] pipeline device_stats: owns partitions", after), \
         "the partitions must be reassigned after worker 1 is killed"
     assert "(restarted worker 1" in out and "(restarted ingest 1" in out
+
+
+def test_demo_cluster_that_cannot_start_says_why_and_leaves_no_process(tmp_path: Path) -> None:
+    if shutil.which("nats-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("nats-server is needed for fluvial demo --cluster (FLUVIAL_REQUIRE_SERVICES=1)")
+        pytest.skip("nats-server is not installed")
+    postgres_or_skip()
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "device_stats.py").write_text('raise RuntimeError("a broken flow")\n')
+    (examples / "hashtag_top10.py").write_text((EXAMPLES / "hashtag_top10.py").read_text())
+    demo_dir = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "fluvial.cli.main", "--store", "postgresql://postgres@127.0.0.1:5432/test",
+         "demo", "--cluster", "--seconds", "5", "--port", "0", "--demo-dir", str(demo_dir),
+         "--examples", str(examples)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "a broken flow" in done.stdout and "exited at start" in done.stderr, done.stdout + done.stderr
+    left = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes of the demo left running: {left}"

@@ -153,6 +153,10 @@ def run_cluster_demo(args: argparse.Namespace, home: Path, examples: Path) -> in
             _status(say, tick, sim, cluster, children, owns, store_url)
     except KeyboardInterrupt:
         say("stopping...")
+    except BaseException:   # a process that failed to start: stop the others too, then say why
+        stop.set()
+        _clean_up(children, cluster, store_url)
+        raise
     finally:
         stop.set()
     try:
@@ -161,10 +165,15 @@ def run_cluster_demo(args: argparse.Namespace, home: Path, examples: Path) -> in
         devices.join(sim.drain_s + 30)   # the batches in flight get their answers
         return _final_check(say, reports[0], store_url, log_url, cluster, children)
     finally:
-        for child in children:
-            child.stop()
-        cluster.stop()
-        _drop_schema(store_url)
+        _clean_up(children, cluster, store_url)
+
+
+def _clean_up(children: list[Child], cluster: Any, store_url: str) -> None:
+    """Stop every process the demo started and drop its schema."""
+    for child in children:
+        child.stop()
+    cluster.stop()
+    _drop_schema(store_url)
 
 
 def _check_store(store_url: str) -> None:

@@ -9,6 +9,7 @@ in one line, and fails under ``FLUVIAL_REQUIRE_SERVICES=1``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -45,8 +46,39 @@ def nats_or_skip(server: str = NATS_SERVER) -> None:
         pytest.skip(why)
 
 
+ANCHOR = "fluvialtest-anchor"
+_anchored: set[str] = set()
+
+
+def anchor_stream(server: str = NATS_SERVER) -> None:
+    """Keep one stream on the shared server for good (created once, never deleted).
+
+    nats-server 2.9.10 removes the account's ``streams`` directory when its last stream is
+    deleted; a stream created at that moment by another test process fails with
+    ``error creating store for stream`` (10049: "mkdir .../streams/NAME: no such file or
+    directory"). With a stream that always exists the directory never empties.
+    """
+    if server in _anchored:
+        return
+    import nats
+    from nats.js.api import StreamConfig
+    from nats.js.errors import BadRequestError
+
+    async def run() -> None:
+        nc = await nats.connect([f"nats://{server}"], connect_timeout=2, allow_reconnect=False)
+        try:
+            with contextlib.suppress(BadRequestError):   # it exists already (another test process made it)
+                await nc.jetstream().add_stream(StreamConfig(name=ANCHOR, subjects=[f"{ANCHOR}.none"]))
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+    _anchored.add(server)
+
+
 def fresh_nats_url(server: str = NATS_SERVER, replicas: int = 1) -> str:
     """A ``nats://`` URL under a new random NAME (no stream of it exists)."""
+    anchor_stream(server)
     query = f"?replicas={replicas}" if replicas != 1 else ""
     return f"nats://{server}/t{uuid.uuid4().hex[:12]}{query}"
 

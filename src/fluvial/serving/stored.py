@@ -26,7 +26,7 @@ from typing import Any
 import cloudpickle
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.errors import ConfigError, StoreError
+from fluvial.errors import CheckpointFenced, ConfigError, StoreError
 from fluvial.serving.base import Key, Window
 from fluvial.serving.keys import encode_key
 from fluvial.windows.shapes import Explicit, Session, Sliding, Tumbling, WindowShape
@@ -158,3 +158,24 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def new_checkpoint_token(runner_id: str, expect: Any, current: Any, where: str) -> int:
+    """A fresh fencing token for a checkpoint write, after the checks every store makes:
+    ``runner_id`` is a non-empty string, and with ``expect`` (the token the writer read,
+    ``None``: no checkpoint; an ``_Unset``: no check) the ``current()`` token is still that
+    one, else :class:`CheckpointFenced` voids the writer's transaction."""
+    import secrets
+
+    from fluvial.serving.base import _Unset
+
+    if not isinstance(runner_id, str) or not runner_id:
+        raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
+    if not isinstance(expect, _Unset):
+        token = current()
+        if token != expect:
+            raise CheckpointFenced(
+                f"the checkpoint {runner_id!r} in {where} was replaced by another writer "
+                f"(token {token}, this writer read {expect}): its micro-batch is not committed; "
+                "the runner reloads the checkpoint and goes on from there")
+    return secrets.randbits(62) + 1

@@ -9,19 +9,18 @@ done at once: a lightweight transaction on the lease row (:mod:`.leases`).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fluvial.errors import CheckpointFenced, ConfigError, StoreError
+from fluvial.errors import StoreError
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Window, _Unset
 from fluvial.serving.cassandra import leases, tables, versions
 from fluvial.serving.cassandra import rows as stored_rows
 from fluvial.serving.cassandra.buffer import Buffer
 from fluvial.serving.cassandra.catalog import Catalog
 from fluvial.serving.cassandra.db import Db
-from fluvial.serving.stored import encode_rows, gc_paused
+from fluvial.serving.stored import encode_rows, gc_paused, new_checkpoint_token
 from fluvial.state.ownership import Lease
 
 __all__ = ["CassandraTxn"]
@@ -138,16 +137,7 @@ class CassandraTxn:
         """Write a runner's checkpoint; return its new fencing token (``expect``: compare and set,
         else :class:`~fluvial.errors.CheckpointFenced` voids this whole transaction)."""
         self._check_open()
-        if not isinstance(runner_id, str) or not runner_id:
-            raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
-        if not isinstance(expect, _Unset):
-            current = self.checkpoint_token(runner_id)
-            if current != expect:
-                raise CheckpointFenced(
-                    f"the checkpoint {runner_id!r} in {self._db.where} was replaced by another writer "
-                    f"(token {current}, this writer read {expect}): its micro-batch is not committed; "
-                    "the runner reloads the checkpoint and goes on from there")
-        token = secrets.randbits(62) + 1
+        token = new_checkpoint_token(runner_id, expect, lambda: self.checkpoint_token(runner_id), self._db.where)
         self._buf.put("fluvial_checkpoints", {"runner_id": runner_id, "blob": bytes(blob),
                                               "updated_ms": _now_ms(), "fence_token": token})
         return token

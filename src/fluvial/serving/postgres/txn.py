@@ -8,17 +8,16 @@ the moves between parts are those of the SQLite store (:mod:`.versions`).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fluvial.errors import CheckpointFenced, ConfigError, StoreError
+from fluvial.errors import StoreError
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Window, _Unset
 from fluvial.serving.postgres import leases, tables, versions
 from fluvial.serving.postgres import rows as stored_rows
 from fluvial.serving.postgres.catalog import Catalog
-from fluvial.serving.stored import encode_rows, gc_paused
+from fluvial.serving.stored import encode_rows, gc_paused, new_checkpoint_token
 from fluvial.state.ownership import Lease
 
 if TYPE_CHECKING:
@@ -142,16 +141,7 @@ class PostgresTxn:
         :class:`~fluvial.errors.CheckpointFenced` voids this whole transaction.
         """
         self._check_open()
-        if not isinstance(runner_id, str) or not runner_id:
-            raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
-        if not isinstance(expect, _Unset):
-            current = self.checkpoint_token(runner_id)
-            if current != expect:
-                raise CheckpointFenced(
-                    f"the checkpoint {runner_id!r} in {self._where} was replaced by another writer "
-                    f"(token {current}, this writer read {expect}): its micro-batch is not committed; "
-                    "the runner reloads the checkpoint and goes on from there")
-        token = secrets.randbits(62) + 1
+        token = new_checkpoint_token(runner_id, expect, lambda: self.checkpoint_token(runner_id), self._where)
         self._conn.execute(
             "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms, token) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms, "

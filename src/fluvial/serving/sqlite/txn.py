@@ -8,18 +8,17 @@ UPDATE SET acc = fluvial_merge(...)`` statement run with ``executemany``, where
 from __future__ import annotations
 
 import pickle
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fluvial.aggregators.base import Aggregator
-from fluvial.errors import CheckpointFenced, ConfigError, StoreError
+from fluvial.errors import StoreError
 from fluvial.serving.base import REALTIME, UNSET, Key, Part, Window, _Unset
 from fluvial.serving.sqlite import leases, tables, versions
 from fluvial.serving.sqlite.catalog import Catalog
-from fluvial.serving.stored import ACC_PROTOCOL, encode_rows, gc_paused, primary_key
+from fluvial.serving.stored import ACC_PROTOCOL, encode_rows, gc_paused, new_checkpoint_token, primary_key
 from fluvial.state.ownership import Lease
 
 
@@ -222,16 +221,7 @@ class SqliteTxn:
         :class:`~fluvial.errors.CheckpointFenced` voids this whole transaction.
         """
         self._check_open()
-        if not isinstance(runner_id, str) or not runner_id:
-            raise ConfigError(f"runner_id must be a non-empty string, got {runner_id!r}")
-        if not isinstance(expect, _Unset):
-            current = self.checkpoint_token(runner_id)
-            if current != expect:
-                raise CheckpointFenced(
-                    f"the checkpoint {runner_id!r} in {self._path!r} was replaced by another writer "
-                    f"(token {current}, this writer read {expect}): its micro-batch is not committed; "
-                    "the runner reloads the checkpoint and goes on from there")
-        token = secrets.randbits(62) + 1
+        token = new_checkpoint_token(runner_id, expect, lambda: self.checkpoint_token(runner_id), repr(self._path))
         self._conn.execute(
             "INSERT INTO fluvial_checkpoints (runner_id, blob, updated_ms, token) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (runner_id) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms, "

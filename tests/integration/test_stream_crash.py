@@ -184,7 +184,7 @@ def test_sigkill_at_random_moments_then_restart(tmp_path: Path) -> None:
     seed = random.SystemRandom().randrange(2**32)
     print(f"seed={seed}")
     rnd = random.Random(seed)
-    events = generate(seed, 20_000)
+    events = generate(seed, 30_000)   # long enough for 5 kills on a quiet machine too
     directory = tmp_path / "crashed"
     write_log(directory, events)
     max_batch_records = rnd.choice([60, 100])

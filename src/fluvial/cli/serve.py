@@ -48,8 +48,8 @@ Run fluvial as a service, in one process:
             its batch interval (the realtime part of its views); with
             --speed-layer workers, `fluvial worker` processes run it instead
             (give them the same --log and --store) and this server serves
-            the views they write (use --kappa flows: the batch hand-over is
-            refused while workers run a pipeline)
+            the views they write (its batch runs and reprocessing hand
+            over to the workers)
   batch     lambda flows are recomputed from the whole log every batch_every_s
             (and on demand: `fluvial batch VIEW`, POST /v1/views/NAME/batch)
   queries   GET /v1/views, GET /v1/views/NAME?key=&from=&to= : batch ⊕ realtime

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -38,9 +39,12 @@ narrow operators (map, filter, ...), monoid aggregations written with
 to_view(), print/foreach. Per-key state, joins, latest-value views, save_to
 and file sinks are refused before start (run those with `fluvial run --mode
 stream`). A pipeline is run either by workers or by a single runner, never
-both: the second one refuses, naming the first. While workers run a pipeline,
-batch hand-overs and Kappa reprocessing of it are refused; serve its views
-with `fluvial serve --speed-layer workers`.
+both: the second one refuses, naming the first. Batch runs and Kappa
+reprocessing (`fluvial run --mode batch`, `fluvial reprocess`, or a server's)
+hand over to the workers while they run. After a reprocess with new code (or
+a rollback), workers running other code stop and say so: restart them with
+the pipeline's current flow file. Serve the views with `fluvial serve
+--speed-layer workers`.
 
 Stops cleanly on Ctrl-C / SIGTERM (after the current micro-batch), releasing
 its partitions to the others."""
@@ -90,6 +94,7 @@ def worker(args: argparse.Namespace) -> int:
     try:
         with workspace(args, data_dir(args)) as ws:
             _ensure_log(ws)
+            _remember(data_dir(args), Path(args.flow_file), pipelines)
             group = _join(ws, pipelines, config, stop)
             if group is None:
                 return 0
@@ -118,6 +123,21 @@ def _join(ws: Any, pipelines: list[Any], config: StreamConfig, stop: threading.E
             _say(f"worker: {exc}; retrying")
             if stop.wait(1.0):
                 return None
+
+
+def _remember(directory: Path, file: Path, pipelines: list[Any]) -> None:
+    """Note the flow file as the code of its pipelines on this data directory, unless another is
+    noted for them already: offline ``fluvial reprocess`` and ``rollback`` then know the code the
+    workers run (the one a switch replaces, and the one a rollback goes back to)."""
+    from fluvial.layers.pipelines import FlowSet
+
+    names = {p.name for p in pipelines}
+    try:
+        if names & FlowSet.remembered_pipelines(directory):
+            return
+        FlowSet.load(directory, [(file.resolve(), "lambda", 0.0)]).remember()
+    except ConfigError as exc:   # an unreadable record: the offline commands then need --flow
+        _logger.warning("worker: cannot note the flow file on %s: %s", directory, exc)
 
 
 def _say(line: str) -> None:

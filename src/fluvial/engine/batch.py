@@ -164,18 +164,17 @@ class BatchRunner(LazyLog):
             return Cutoff(list(cutoff))
         if not self.has_store or not plan.views:
             return Cutoff(self.log.end_offsets())
-        from fluvial.layers.handover import take_cutoff
-        from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+        from fluvial.layers.handover import speed_offsets, take_cutoff
 
         for name, spec in plan.views.items():
             self.store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         if not seal:
-            with self.store.transaction() as txn:
-                blob = txn.get_checkpoint(checkpoint_id(plan.name))
             ends = self.log.end_offsets()
-            if blob is None:
+            with self.store.transaction() as txn:
+                speed = speed_offsets(txn, plan.name, len(ends))
+            if speed is None:
                 return Cutoff(ends)
-            return Cutoff([min(o, e) for o, e in zip(Checkpoint.loads(blob).offsets, ends)])
+            return Cutoff([min(o, e) for o, e in zip(speed, ends)])
         with self.store.transaction() as txn:
             self._fence(txn)
             offsets, tails, handover = take_cutoff(self.store, txn, plan, self.log, own_log=self.own_log)

@@ -164,3 +164,51 @@ def _param(value: Any) -> str:
     if callable(value):
         return "fn"
     return type(value).__name__
+
+
+def code_digest(plan: Plan) -> str:
+    """What ``plan`` computes, down to the code of its functions (unlike ``Plan.fingerprint``,
+    which a fix in a lambda keeps): two processes agree on it when they run the same flow
+    file.  A function's source is hashed where Python can find it (a file deployed on several
+    machines gives the same digest under any Python version), else its bytecode; values a
+    closure captured count too.
+    """
+    digest = hashlib.sha256()
+    for node in plan.nodes:
+        digest.update(describe(node, plan.index).encode())
+        for key in sorted(node.params):
+            _hash_code(digest, node.params[key], 0)
+    return digest.hexdigest()[:24]
+
+
+def _hash_code(digest: Any, value: Any, depth: int) -> None:
+    import inspect
+
+    if depth > 3:
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _hash_code(digest, item, depth + 1)
+        return
+    code = getattr(value, "__code__", None)
+    if code is None:
+        if isinstance(value, Aggregator):   # reduce_by_key(fn) and the like keep their function
+            for item in vars(value).values():
+                if callable(item):
+                    _hash_code(digest, item, depth + 1)
+        elif callable(value) and not isinstance(value, type):
+            digest.update(f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value))}".encode())
+        return
+    try:
+        digest.update(inspect.getsource(value).encode())
+    except (OSError, TypeError):
+        digest.update(code.co_code + repr(code.co_names).encode() + repr(code.co_consts).encode())
+    for cell in getattr(value, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:   # an empty cell
+            continue
+        if callable(content):
+            _hash_code(digest, content, depth + 1)
+        elif content is None or isinstance(content, bool | int | float | str | bytes | tuple | frozenset):
+            digest.update(repr(content).encode())

@@ -13,7 +13,11 @@
    replay runner's offsets), drops the realtime part of the old code, and
    hands the replay runner's checkpoint to the live runner, which restarts
    with the new code exactly where the replay ended.  Readers see the old
-   version or the new one, never a mix.
+   version or the new one, never a mix.  A pipeline run by ``fluvial worker``
+   processes is not stopped: the switch writes each partition's share of the
+   replay's checkpoint (:func:`~fluvial.state.groups.slice_checkpoint`), so
+   every worker's next commit is fenced and it goes on from there (with the
+   new code: a worker running other code refuses the partition, and says so).
 4. After a grace period the old versions are dropped (unless ``keep_old``);
    until then :func:`rollback` switches back.
 """
@@ -27,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluvial.engine.plan import compile_plan
+from fluvial.engine.partitioned import check_partitionable
+from fluvial.engine.plan import code_digest, compile_plan
 from fluvial.engine.stream import StreamRunner
 from fluvial.errors import ConfigError, StoreError, ViewNotFound
 from fluvial.flow.graph import Pipeline
 from fluvial.layers.pipelines import FlowSet, Registered
-from fluvial.state.checkpoint import Checkpoint, checkpoint_id
-from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed
+from fluvial.state.checkpoint import Checkpoint, checkpoint_id, initial_checkpoint
+from fluvial.state.groups import is_partitioned, marker_blob, marker_id, partition_id, slice_checkpoint
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
@@ -164,7 +169,8 @@ def reprocess(ws: Workspace, flows: FlowSet, view: str, *, start: str | int = "e
         raise ConfigError(f"the new code of pipeline {reg.name!r} does not write view {view!r} "
                           f"(it writes {sorted(plan.views)})")
     store, log = ws.store, ws.log
-    check_single_runner_allowed(store, reg.name, log.partitions)   # workers run it: refuse, naming them
+    if store.checkpoint_token(marker_id(reg.name)) is not None:   # workers run it: they will run the new code
+        check_partitionable(plan)
     result = ReprocessResult(view=view, pipeline=reg.name, start=parse_start(start, log), dry_run=dry_run)
     snapshots: dict[str, int] = {}
     for name, spec in plan.views.items():
@@ -208,25 +214,32 @@ def reprocess(ws: Workspace, flows: FlowSet, view: str, *, start: str | int = "e
             with store.transaction() as txn:
                 txn.fence(batch_lease)
                 txn.fence(speed_lease)
-                check_not_partitioned(txn, reg.name)   # workers started meanwhile: no switch
+                partitioned = is_partitioned(txn, reg.name)
+                if partitioned:   # (workers may have taken the pipeline during the replay)
+                    check_partitionable(plan)
                 blob = txn.get_checkpoint(replay_id)
+                if blob is None and result.micro_batches == 0:   # nothing to replay (an empty log, or --from its end)
+                    blob = initial_checkpoint(plan, log.partitions, result.start, log=log).dumps()
                 if blob is None:
                     raise StoreError(f"the replay checkpoint {replay_id!r} vanished: another reprocessing "
                                      f"of {reg.name!r} ran at the same time; run it again")
-                live = txn.get_checkpoint(checkpoint_id(reg.name))
-                live_cp = Checkpoint.loads(live) if live is not None else None
-                live_cutoff = dict(enumerate(live_cp.offsets)) if live_cp is not None else {}
+                live_cutoff, live_tails = _live_position(txn, reg.name, log.partitions, partitioned)
                 for name, snapshot in snapshots.items():
                     txn.snapshot_realtime(name, snapshot)   # keeps the late count of the old code
-                    txn.publish(name, snapshot, live_cutoff, drop_realtime=True,
-                                tails=live_cp.tails if live_cp is not None else None)
+                    txn.publish(name, snapshot, live_cutoff, drop_realtime=True, tails=live_tails)
                     result.old_versions[name] = snapshot
                 replay = Checkpoint.loads(blob)
                 cutoff = dict(enumerate(replay.offsets))
                 for name, version in result.new_versions.items():
                     # the late events the replay counted become the served count (not added to it)
                     txn.publish(name, version, cutoff, drop_realtime=True, tails=replay.tails)
-                txn.set_checkpoint(checkpoint_id(reg.name), blob)
+                if partitioned:   # each worker's next commit is fenced; it goes on from the replay's end
+                    txn.set_checkpoint(marker_id(reg.name), marker_blob(code_digest(plan)))
+                    for p in range(len(replay.offsets)):
+                        txn.set_checkpoint(partition_id(reg.name, p), slice_checkpoint(replay, p).dumps())
+                else:   # no realtime rows past the new versions yet (a batch run or workers may take over)
+                    replay.micro_batches = 0
+                    txn.set_checkpoint(checkpoint_id(reg.name), replay.dumps())
                 txn.delete_checkpoint(replay_id)
             result.switched = True
         for name in result.new_versions:
@@ -279,23 +292,30 @@ def rollback(ws: Workspace, flows: FlowSet, view: str, *,
                              f"{info.versions}, current: {info.alias_version}); old versions are dropped after "
                              "the grace period unless kept (--keep-old)")
         targets[name] = (info.previous_version, info.cutoffs[info.previous_version])
+    previous = flows.previous_file(reg.name)
+    code = None
+    if previous is not None and previous != reg.file:
+        from fluvial.layers.pipelines import load_flow_file
+
+        code = next((p for p in load_flow_file(previous) if p.name == reg.name), None)
     with store.exclusive(f"batch-{reg.name}", wait_s=3600) as batch_lease, \
             _paused(reg, stop_live, start_live), _speed_layer(store, reg.name) as speed_lease, \
             store.transaction() as txn:
         txn.fence(batch_lease)
         txn.fence(speed_lease)
-        check_not_partitioned(txn, reg.name)
         for name, (version, cutoff) in targets.items():
             txn.publish(name, version, cutoff, drop_realtime=True)
-        txn.delete_checkpoint(checkpoint_id(reg.name))
-    previous = flows.previous_file(reg.name)
+        if is_partitioned(txn, reg.name):
+            # every partition starts again at the previous versions' cut-off, with the code that
+            # wrote them: each worker's next commit is fenced, and one running other code refuses
+            back = compile_plan(code or reg.pipeline)
+            txn.set_checkpoint(marker_id(reg.name), marker_blob(code_digest(back)))
+            _restart_partitions(txn, ws.log, back, [c for _, c in targets.values()])
+        else:
+            txn.delete_checkpoint(checkpoint_id(reg.name))
     new_reg = reg
-    if previous is not None and previous != reg.file:
-        from fluvial.layers.pipelines import load_flow_file
-
-        code = next((p for p in load_flow_file(previous) if p.name == reg.name), None)
-        if code is not None:
-            new_reg = flows.replace(reg.name, code, previous)
+    if code is not None and previous is not None:
+        new_reg = flows.replace(reg.name, code, previous)
     if start_live is not None:
         start_live(new_reg)
     return {name: version for name, (version, _) in targets.items()}
@@ -313,6 +333,38 @@ def _paused(reg: Registered, stop_live: Callable[[str], None] | None,
         if start_live is not None:
             start_live(reg)
         raise
+
+
+def _live_position(txn: Any, pipeline: str, partitions: int, partitioned: bool
+                   ) -> tuple[dict[int, int], list[Any] | None]:
+    """Where the live speed layer is (the cut-off of a snapshot of its realtime part), and the
+    log's tails there: its checkpoint's, or each worker partition's."""
+    if not partitioned:
+        live = txn.get_checkpoint(checkpoint_id(pipeline))
+        live_cp = Checkpoint.loads(live) if live is not None else None
+        return (dict(enumerate(live_cp.offsets)) if live_cp is not None else {},
+                live_cp.tails if live_cp is not None else None)
+    cutoff: dict[int, int] = {}
+    tails: list[Any] = []
+    for p in range(partitions):
+        blob = txn.get_checkpoint(partition_id(pipeline, p))
+        cp = Checkpoint.loads(blob) if blob is not None else None
+        cutoff[p] = cp.offsets[0] if cp is not None else 0
+        tails.append(cp.tails[0] if cp is not None and cp.tails else None)
+    return cutoff, tails
+
+
+def _restart_partitions(txn: Any, log: LogReader, plan: Any, cutoffs: list[dict[int, int]]) -> None:
+    from fluvial.engine.partitioned import PartitionSlice
+
+    if any(c != cutoffs[0] for c in cutoffs):
+        raise StoreError(f"the previous versions of pipeline {plan.name!r}'s views end at different log "
+                         f"cut-offs ({cutoffs}): workers cannot start every view at once; run a batch run first")
+    cut = cutoffs[0] if cutoffs else {}
+    for p in range(log.partitions):
+        start = int(cut.get(p, 0))
+        txn.set_checkpoint(partition_id(plan.name, p),
+                           initial_checkpoint(plan, 1, [start], log=PartitionSlice(log, p)).dumps())
 
 
 def _discard(store: ViewStore, replay_id: str, versions: list[tuple[str, int]]) -> None:

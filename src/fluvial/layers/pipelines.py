@@ -85,6 +85,11 @@ class FlowSet:
         return [(f, a, e) for f, a, e, _ in FlowSet._remembered(data_dir)]
 
     @staticmethod
+    def remembered_pipelines(data_dir: Path) -> set[str]:
+        """The pipelines the flow files last used on ``data_dir`` define."""
+        return {name for *_, names in FlowSet._remembered(data_dir) for name in names}
+
+    @staticmethod
     def _remembered(data_dir: Path) -> list[tuple[Path, str, float, tuple[str, ...]]]:
         try:
             data = json.loads((data_dir / RAN_FILE).read_text())
@@ -151,7 +156,9 @@ class FlowSet:
                          tuple(compile_plan(pipeline).views))
         self.pipelines[name] = reg
         overrides = self._overrides()
-        overrides[name] = {"file": str(reg.file), "previous": str(old.file)}
+        # the same file (new code in place of the old): the code before it is not known anew
+        previous = old.file if old.file != reg.file else overrides.get(name, {}).get("previous")
+        overrides[name] = {"file": str(reg.file), **({"previous": str(previous)} if previous else {})}
         self._save_overrides(overrides)
         return reg
 

@@ -34,15 +34,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from fluvial.config import DEFAULT_STREAM, StreamConfig
 from fluvial.engine.partitioned import PartitionSlice, check_partitionable
-from fluvial.engine.plan import compile_plan
+from fluvial.engine.plan import code_digest, compile_plan
 from fluvial.engine.stream import StreamRun, StreamRunner, json_key
 from fluvial.errors import ConfigError, Fenced, LogUnreachable, OwnedElsewhere, StoreError
+from fluvial.state.checkpoint import Checkpoint
 from fluvial.state.groups import (
     assign,
     check_no_single_runner,
     claim_member,
     live_members,
     mark_partitioned,
+    marker_code,
+    marker_id,
     partition_id,
     slots_for,
 )
@@ -68,6 +71,10 @@ class _Group:
     members: int = 0
     runs: dict[int, StreamRun] = field(default_factory=dict)
     next_refresh: float = 0.0
+    code: str = ""
+
+    def __post_init__(self) -> None:
+        self.code = code_digest(compile_plan(self.pipeline))
 
     @property
     def name(self) -> str:
@@ -105,7 +112,7 @@ class Worker:
             for name, spec in plan.views.items():
                 store.define_view(name, aggregator=spec.aggregator, window=spec.window)
         for pipeline in pipelines:
-            mark_partitioned(store, pipeline.name)
+            mark_partitioned(store, pipeline.name, code_digest(compile_plan(pipeline)))
         self.groups = [_Group(p, log.partitions) for p in pipelines]
         self.records = 0
 
@@ -125,15 +132,21 @@ class Worker:
         try:
             while not stop.is_set():
                 tick = time.monotonic()
-                full = False
-                for group in self.groups:
-                    self._refresh(group)
-                    full = self._step(group) or full
+                full = self.step()
                 delay = max(interval, 0.02) - (time.monotonic() - tick)
                 if not full and delay > 0:
                     stop.wait(delay)
         finally:
             self.close()
+
+    def step(self) -> bool:
+        """One round: follow the membership (every ``lease_ms / 4``), then one micro-batch per
+        owned partition; whether one of them was full (more is waiting)."""
+        full = False
+        for group in self.groups:
+            self._refresh(group)
+            full = self._step(group) or full
+        return full
 
     def close(self) -> None:
         for group in self.groups:
@@ -151,6 +164,7 @@ class Worker:
         group.next_refresh = now + max(0.05, self.config.lease_ms / 4000)
         before = sorted(group.runs)
         try:
+            self._check_code(group)   # a Kappa switch or a rollback moved the pipeline to other code
             if group.member is None or group.member.lost is not None:
                 self._join(group)
             live = set(live_members(self.store, group.name, slots_for(group.partitions))) | {group.slot}
@@ -180,6 +194,8 @@ class Worker:
         def guard(txn: Txn) -> None:
             check_no_single_runner(txn, name)
 
+        self._check_code(group, partition)
+
         runner = StreamRunner(
             log=PartitionSlice(self.log, partition), store=self.store,
             batch_interval_ms=self.config.batch_interval_ms, max_batch_records=self.config.max_batch_records,
@@ -189,6 +205,23 @@ class Worker:
             group.runs[partition] = runner.start(group.pipeline)
         except OwnedElsewhere:   # its holder has not let it go yet (or is silent, not yet past its lease)
             return
+
+    def _check_code(self, group: _Group, partition: int | None = None) -> None:
+        """Refuse to go on when the pipeline runs other code than this worker (a Kappa switch or a
+        rollback moved it; the marker names the code) or ``partition``'s checkpoint does not fit it.
+        Safety does not hang on this check: the switch also rewrote every partition's checkpoint,
+        so a commit of this worker's would be fenced; this only says so, and stops."""
+        plan = compile_plan(group.pipeline)
+        with self.store.transaction() as txn:
+            blob = None if partition is None else txn.get_checkpoint(partition_id(group.name, partition))
+            code = marker_code(txn.get_checkpoint(marker_id(group.name)))
+        if (blob is None or plan.fits(Checkpoint.loads(blob).fingerprint)) and code in (None, group.code):
+            return
+        where = "" if partition is None else f", partition {partition}"
+        raise ConfigError(
+            f"pipeline {group.name!r}{where}: its checkpoint was written by other flow code than "
+            "this worker runs (a `fluvial reprocess --flow` or a `fluvial rollback` switched the pipeline to it). "
+            "Restart the workers with the pipeline's current flow file")
 
     def _start(self, group: _Group, partition: int) -> int:
         """Where partition ``partition`` starts without a checkpoint: the views' batch cut-off

@@ -12,7 +12,9 @@ Any number of ``fluvial worker`` processes share the speed layer of a pipeline
   slots whose lease has not run out; each worker computes the same
   :func:`assign` from them and takes its fair share;
 * ``workers:NAME``: a **marker** checkpoint, written once by the first worker,
-  that says the pipeline's speed layer is partitioned.  A single runner
+  that says the pipeline's speed layer is partitioned, and which flow code the
+  workers run (:func:`~fluvial.engine.plan.code_digest`; a Kappa switch or a
+  rollback rewrites it, and workers running other code then refuse the partitions).  A single runner
   (``fluvial run --mode stream``, checkpoint ``stream:NAME``) and workers never
   both write a pipeline: a worker writes the marker only in a transaction that
   finds no ``stream:NAME`` checkpoint, and every commit of either kind checks,
@@ -27,18 +29,21 @@ what, so that the work is spread and moves when workers come and go.
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import ConfigError, LogError, OwnedElsewhere
 from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+from fluvial.state.operators import ExecState
 
 if TYPE_CHECKING:
     from fluvial.state.base import CheckpointTxn, StateStore
     from fluvial.state.ownership import Lease, Owner
 
 __all__ = ["EXTRA_SLOTS", "assign", "check_no_single_runner", "check_not_partitioned",
-           "check_single_runner_allowed", "claim_member", "live_members", "mark_partitioned", "marker_id",
-           "member_id", "partition_id", "slots_for", "torn_refusal"]
+           "check_single_runner_allowed", "claim_member", "is_partitioned", "live_members", "mark_partitioned",
+           "marker_blob", "marker_code", "marker_id", "member_id", "partition_id", "slice_checkpoint", "slots_for",
+           "torn_refusal"]
 
 EXTRA_SLOTS = 8
 """Membership slots beyond one per partition (standby workers)."""
@@ -48,6 +53,25 @@ MARKER = b"fluvial workers: the speed layer of this pipeline is partitioned"
 def partition_id(pipeline: str, partition: int) -> str:
     """The lease and checkpoint key of one partition of a pipeline run by workers."""
     return f"{checkpoint_id(pipeline)}@p{partition:04d}"
+
+
+def slice_checkpoint(cp: Checkpoint, partition: int) -> Checkpoint:
+    """Partition ``partition``'s share of a checkpoint over the whole log (a Kappa replay's), as a
+    worker's checkpoint of that partition: its offset, its tail and its watermarks (each log
+    source's watermark is kept per partition; partitioned pipelines keep no other state).
+
+    >>> whole = Checkpoint("f", [7, 9], micro_batches=3, tails=[None, ["d", 4, 1]])
+    >>> whole.state.watermarks[2] = {(0, 0): 100, (0, 1): 250}
+    >>> part = slice_checkpoint(whole, 1)
+    >>> part.offsets, part.tails, part.state.watermarks
+    ([9], [['d', 4, 1]], {2: {(0, 0): 250}})
+    """
+    marks: dict[int, dict[Hashable, int]] = {pos: {(origin[0], 0): ts for origin, ts in m.items()
+                   if isinstance(origin, tuple) and len(origin) == 2 and origin[1] == partition}
+             for pos, m in cp.state.watermarks.items()}
+    return Checkpoint(cp.fingerprint, [cp.offsets[partition]], state=ExecState(watermarks=marks),
+                      micro_batches=cp.micro_batches, tails=[cp.tails[partition]] if cp.tails is not None else None,
+                      shape=cp.shape)
 
 
 def marker_id(pipeline: str) -> str:
@@ -109,7 +133,23 @@ def claim_member(store: StateStore, pipeline: str, owner: Owner, *, slots: int, 
                       "log more partitions")
 
 
-def mark_partitioned(store: StateStore, pipeline: str) -> None:
+def marker_blob(code: str | None) -> bytes:
+    """The marker's content: that the pipeline is partitioned, and the code digest the workers run."""
+    return MARKER if code is None else MARKER + b"\ncode " + code.encode()
+
+
+def marker_code(blob: bytes | None) -> str | None:
+    """The code digest a marker names (``None``: none, a marker of an earlier release).
+
+    >>> marker_code(marker_blob("abc")), marker_code(marker_blob(None))
+    ('abc', None)
+    """
+    if blob is None or b"\ncode " not in blob:
+        return None
+    return blob.split(b"\ncode ", 1)[1].decode()
+
+
+def mark_partitioned(store: StateStore, pipeline: str, code: str | None = None) -> None:
     """Mark ``pipeline`` as run by workers, unless a single runner's checkpoint exists.
 
     A checkpoint that only a batch run's hand-over wrote (no micro-batch committed since, no
@@ -132,7 +172,7 @@ def mark_partitioned(store: StateStore, pipeline: str) -> None:
                 # then refused (the marker)
                 txn.delete_checkpoint(checkpoint_id(pipeline))
             check_no_single_runner(txn, pipeline)
-            txn.set_checkpoint(marker_id(pipeline), MARKER, expect=None)
+            txn.set_checkpoint(marker_id(pipeline), marker_blob(code), expect=None)
     except OwnedElsewhere as exc:
         who = holder.describe(now) if holder is not None else "no runner holds it now"
         raise OwnedElsewhere(f"{exc} ({who})", holder=holder) from None
@@ -160,14 +200,18 @@ def check_no_single_runner(txn: CheckpointTxn, pipeline: str) -> None:
 
 
 _RUN_BY_WORKERS = ("pipeline {name!r} is run by `fluvial worker` processes, partition by partition{who} "
-                   "(marker {marker!r}): a single runner, a batch hand-over or a Kappa switch would count "
-                   "again what they committed, or drop it. Run its speed layer with `fluvial worker` "
-                   "(and `fluvial serve --speed-layer workers`), or use these tools on another pipeline name")
+                   "(marker {marker!r}): a single runner would count again what they committed. Run its "
+                   "speed layer with `fluvial worker` (and `fluvial serve --speed-layer workers`), or run "
+                   "the flow under another pipeline name")
+
+
+def is_partitioned(txn: CheckpointTxn, pipeline: str) -> bool:
+    """In ``txn``: whether ``pipeline``'s speed layer is run by workers (its marker is written)."""
+    return txn.checkpoint_token(marker_id(pipeline)) is not None
 
 
 def check_not_partitioned(txn: CheckpointTxn, pipeline: str) -> None:
-    """In ``txn`` (a single runner's commit, a batch publish, a Kappa switch): refuse if
-    ``pipeline`` is run by workers."""
+    """In ``txn`` (a single runner's commit): refuse if ``pipeline`` is run by workers."""
     if txn.checkpoint_token(marker_id(pipeline)) is not None:
         raise OwnedElsewhere(_RUN_BY_WORKERS.format(name=pipeline, who="", marker=marker_id(pipeline)))
 

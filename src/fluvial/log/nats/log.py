@@ -261,6 +261,15 @@ or a new stream's leader being elected (a fresh cluster, a node just killed), or
 process creating the same log at the same moment."""
 
 
+_TRANSIENT_API_ERRORS = {
+    10008,   # JetStream system temporarily unavailable
+    # "error creating store for stream": nats-server 2.9.10 removes the account's streams
+    # directory when its last stream is deleted, and a stream created at that moment fails
+    # ("mkdir .../streams/NAME: no such file or directory"); created again, it is made
+    10049,
+}
+
+
 async def _patiently(attempt: Callable[[], Awaitable[T]]) -> T:
     """``attempt()``, tried again with backoff for up to :data:`OPEN_PATIENCE_S` while the cluster
     answers that it cannot yet (time-outs, no responders, JetStream temporarily unavailable)."""
@@ -276,7 +285,7 @@ async def _patiently(attempt: Callable[[], Awaitable[T]]) -> T:
             return await attempt()
         except (TimeoutError, NatsTimeout, NoRespondersError, ServiceUnavailableError, APIError) as exc:
             transient = not isinstance(exc, APIError) or isinstance(exc, ServiceUnavailableError) or \
-                exc.err_code == 10008   # JetStream system temporarily unavailable
+                exc.err_code in _TRANSIENT_API_ERRORS
             if not transient or loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay)

@@ -48,7 +48,7 @@ from fluvial.engine.spark.batch import _spark_call
 from fluvial.engine.spark.micro import DriverExecutor, Merged, plan_job, run_on_executors
 from fluvial.engine.spark.session import SparkConfig, get_session
 from fluvial.engine.stream import StreamRunner, _check_streamable
-from fluvial.errors import ConfigError, UnsupportedOperation
+from fluvial.errors import ConfigError, LogUnreachable, StoreUnavailable, UnsupportedOperation
 from fluvial.flow.graph import Pipeline
 from fluvial.state.checkpoint import Checkpoint
 from fluvial.state.ownership import DEFAULT_LEASE_MS
@@ -92,16 +92,19 @@ class SparkStreamRunner(StreamRunner):
         spark_checkpoint_dir: Spark's checkpoint location (default: next to the store).
         take_over, wait_s, lease_ms: What to do when another runner holds the pipeline
             (see :class:`~fluvial.engine.stream.StreamRunner`).
+        store_patience_s: How long :meth:`run` rides out a store or a log it cannot reach (a
+            PostgreSQL restart, a NATS election): the query stops and starts again from the
+            store's checkpoint, with backoff, until they answer again or this time has passed.
     """
 
     def __init__(self, *, log: Any = None, store: Any = None, spark: SparkConfig | None = None,
                  batch_interval_ms: int = 1000, max_batch_records: int = 250_000,
                  runner_id: str | None = None, out: TextIO | None = None,
                  spark_checkpoint_dir: str | os.PathLike[str] | None = None, take_over: bool = False,
-                 wait_s: float = 0.0, lease_ms: int = DEFAULT_LEASE_MS) -> None:
+                 wait_s: float = 0.0, lease_ms: int = DEFAULT_LEASE_MS, store_patience_s: float = 300.0) -> None:
         super().__init__(log=log, store=store, batch_interval_ms=batch_interval_ms,
                          max_batch_records=max_batch_records, runner_id=runner_id, out=out,
-                         take_over=take_over, wait_s=wait_s, lease_ms=lease_ms)
+                         take_over=take_over, wait_s=wait_s, lease_ms=lease_ms, store_patience_s=store_patience_s)
         self.spark = spark or SparkConfig()
         self.spark_checkpoint_dir = spark_checkpoint_dir
 
@@ -128,17 +131,28 @@ class SparkStreamRunner(StreamRunner):
         if claimed:
             self.claim(plan)
         try:
-            for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
-                failure = self._run_query(plan, log_path, stats, until_caught_up, max_batches, stop)
+            attempt = 1
+            outage = _Outage(self.store_patience_s, plan.name)
+            while not (stop is not None and stop.is_set()):
+                committed = stats.micro_batches
+                try:
+                    failure = self._run_query(plan, log_path, stats, until_caught_up, max_batches, stop, outage)
+                except (StoreUnavailable, LogUnreachable) as exc:
+                    if stats.micro_batches > committed:
+                        outage = _Outage(self.store_patience_s, plan.name)   # a new outage, not the last one
+                    if not outage.wait(exc, stop):
+                        break
+                    continue
                 if failure is None:
                     break
                 if _WORKER_START_FAILED not in str(failure) or attempt == _WORKER_START_ATTEMPTS:
                     raise ConfigError(f"the Spark streaming query failed: {failure}")
                 # Spark gives a Python worker 10 s to start (not configurable): on a busy machine it may
                 # not; the query restarts from the store's checkpoint, so committed batches stay committed.
+                attempt += 1
                 _logger.warning("the Spark streaming query of %s could not start a Python worker (a busy "
                                 "machine?); restarting it from its checkpoint (attempt %d of %d)",
-                                plan.name, attempt + 1, _WORKER_START_ATTEMPTS)
+                                plan.name, attempt, _WORKER_START_ATTEMPTS)
         finally:
             if claimed:
                 self.release()
@@ -146,9 +160,10 @@ class SparkStreamRunner(StreamRunner):
         return stats
 
     def _run_query(self, plan: Plan, log_path: Any, stats: RunStats, until_caught_up: bool,
-                   max_batches: int | None, stop: threading.Event | None) -> Any:
+                   max_batches: int | None, stop: threading.Event | None, outage: _Outage) -> Any:
         """Run one streaming query from the store's checkpoint; return its exception (None: none)."""
         cp = self._load(plan, True)
+        outage.answered()
         if max_batches is not None:
             max_batches -= stats.micro_batches
         spark = get_session(self.spark, announce=False)
@@ -173,7 +188,10 @@ class SparkStreamRunner(StreamRunner):
             batch.serve(query, stop)
         finally:
             query.stop()
-        return query.exception()
+        failure = query.exception()
+        if failure is not None and LogUnreachable.__name__ in str(failure):   # an executor could not read the log
+            raise LogUnreachable(f"the Spark executors cannot read the log now: {str(failure).splitlines()[0]}")
+        return failure
 
     # -- internals -----------------------------------------------------------------------
     def _spark_checkpoint(self, plan: Plan, cp: Checkpoint) -> str:
@@ -194,6 +212,42 @@ class SparkStreamRunner(StreamRunner):
             shutil.rmtree(location)
         location.parent.mkdir(parents=True, exist_ok=True)
         return str(location)
+
+
+class _Outage:
+    """How long the store or the log has been out of reach, and the backoff between tries."""
+
+    def __init__(self, patience_s: float, name: str) -> None:
+        self.patience_s, self.name = patience_s, name
+        self.began: float | None = None
+        self.told = False
+        self.delay = 0.1
+
+    def answered(self) -> None:
+        """The store answered again (the checkpoint was read): say so, once per outage."""
+        if self.began is not None and not self.told:
+            self.told = True
+            _logger.warning("pipeline %r: the store and the log answer again; going on from its checkpoint",
+                            self.name)
+
+    def wait(self, exc: Exception, stop: threading.Event | None) -> bool:
+        """Wait before the next try; raise ``exc`` (with what to do) once the patience is spent;
+        ``False`` if ``stop`` was set meanwhile."""
+        now = time.monotonic()
+        if self.began is None:
+            self.began = now
+            _logger.warning("pipeline %r: %s; retrying from its checkpoint for up to %.0f s",
+                            self.name, exc, self.patience_s)
+        elif now - self.began >= self.patience_s:
+            raise type(exc)(f"{exc} (gave up after {self.patience_s:.0f} s: bring it back, then start the "
+                            "runner again)") from None
+        if stop is not None:
+            if stop.wait(self.delay):
+                return False
+        else:
+            time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 2.0)
+        return True
 
 
 def _continues(location: Path, offsets: list[int]) -> bool:

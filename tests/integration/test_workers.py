@@ -144,8 +144,13 @@ def test_a_joining_worker_takes_partitions_and_a_leaving_one_hands_them_back(tmp
         first = group.start()
         wait_for(lambda: group.owns(first) == list(range(PARTITIONS)), "the first worker owns every partition")
         second = group.start()
-        wait_for(lambda: group.owns(second) == [1, 3] and group.owns(first) == [0, 2],
-                 "the partitions are shared between the two workers")
+        # two each; which two depends on the membership slots they hold (a worker slowed down
+        # past its lease by a busy machine joins again, in another slot)
+        def shared() -> bool:
+            a, b = group.owns(first) or [], group.owns(second) or []
+            return len(a) == len(b) == PARTITIONS // 2 and sorted(a + b) == list(range(PARTITIONS))
+
+        wait_for(shared, "the partitions are shared between the two workers")
         group.append(events[600:])
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0, group.errors(second)

@@ -93,7 +93,7 @@ def test_batch_runs_and_reprocessing_beside_workers_all_killed_at_random_views_e
     seed = random.SystemRandom().randrange(2**32)
     rnd = random.Random(seed)
     print(f"seed={seed} store={store}")
-    events = generate(seed, 6_800)
+    events = generate(seed, 5_000)
     group = Group(tmp_path, store)
     jobs = Jobs(group, rnd)
     try:

@@ -41,6 +41,8 @@ allowed_hosts = ["fluvial.example.com", ".iot.example.com", "10.0.0.7"]
 allowed_origins = ["https://dash.example.com", "http://[::1]:3000"]
 tls_cert = "tls/cert.pem"
 tls_key = "tls/key.pem"
+mqtt = "mqtt://ingest:pw@broker.lan:1883"
+mqtt_topic = "site/+/up"
 
 [limits]
 max_queue_events = 500
@@ -163,7 +165,8 @@ def test_full_file(tmp_path: Path) -> None:
         max_pending_bytes=2048, flow_dirs=((tmp_path / "flows").resolve(),),
         allowed_hosts=("fluvial.example.com", ".iot.example.com", "10.0.0.7"),
         allowed_origins=("https://dash.example.com", "http://[::1]:3000"),
-        tls_cert=tmp_path / "tls/cert.pem", tls_key=tmp_path / "tls/key.pem")
+        tls_cert=tmp_path / "tls/cert.pem", tls_key=tmp_path / "tls/key.pem",
+        mqtt="mqtt://ingest:pw@broker.lan:1883", mqtt_topic="site/+/up")
     assert s.log == LogConfig(partitions=8, fsync="interval", fsync_interval_ms=250, segment_bytes=8192)
     assert s.stream == StreamConfig(batch_interval_ms=50, max_batch_records=1000, lease_ms=2500)
     assert s.max_lag_records == 7

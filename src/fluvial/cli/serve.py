@@ -43,7 +43,9 @@ Run fluvial as a service, in one process:
 
   ingest    POST /v1/events (JSON array, NDJSON or MessagePack; gzip); each event
             is validated, invalid ones go to the dead-letter log; an answered
-            request's events are in the log
+            request's events are in the log; with --mqtt URL also what
+            devices publish to the broker on devices/{device}/events (QoS 1,
+            acknowledged once in the log)
   speed     every pipeline of the flow files runs on the stream runner, with
             its batch interval (the realtime part of its views); with
             --speed-layer workers, `fluvial worker` processes run it instead
@@ -91,6 +93,9 @@ POST requests from web pages of other origins, are refused (403; see
                  "else plain HTTP)"),
         arg("--tls-key", default=None, metavar="FILE",
             help="the PEM private key of --tls-cert, not encrypted (default: [server] tls_key)"),
+        arg("--mqtt", default=None, metavar="URL",
+            help="also take events devices publish to this MQTT broker, mqtt://[USER[:PASSWORD]@]HOST[:PORT] "
+                 "(topic devices/{device}/events, QoS 1; default: [server] mqtt)"),
     ],
 )
 def serve(args: argparse.Namespace) -> int:
@@ -109,6 +114,11 @@ def _serve_settings(args: argparse.Namespace) -> Any:
 
     settings = load_settings(args, host=args.host, port=args.port, auth=args.auth)
     settings = _tls_settings(settings, args)
+    if args.mqtt is not None:
+        from fluvial.server.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(args.mqtt)   # a bad URL is refused before anything starts
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, mqtt=args.mqtt))
     flows = list(settings.flows)
     for file, architecture in [*((f, "lambda") for f in args.flow or ()), *((f, "kappa") for f in args.kappa or ())]:
         path = Path(file).resolve()

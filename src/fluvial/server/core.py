@@ -125,6 +125,7 @@ class Server:
                                 new_job=self._job, spawn=self._spawn)
         self.lag: dict[str, int] = {}
         self.url: str | None = None
+        self.mqtt: Any = None
         self._local = threading.local()
         self._queries = ThreadPoolExecutor(2, thread_name_prefix="fluvial-query")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -134,8 +135,12 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the speed layer (call before serving requests)."""
+        """Start the speed layer and the MQTT bridge (call before serving requests)."""
         self.log_health.start()
+        if self.settings.server.mqtt:
+            from fluvial.server.mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(self, self.settings.server.mqtt, topic=self.settings.server.mqtt_topic).start()
         if self.speed_layer == "workers":   # `fluvial worker` processes run it: only define the views
             self._define_views()
             return
@@ -165,6 +170,8 @@ class Server:
 
     def close(self) -> None:
         self.log_health.stop()
+        if self.mqtt is not None:
+            self.mqtt.stop()   # what it has not acknowledged yet, the broker delivers again
         for timer in self._timers:
             timer.cancel()
         for runner in self.speed.values():

@@ -58,6 +58,9 @@ class ServerSettings:
             POST requests, besides the server's own.
         tls_cert: PEM certificate (chain) to serve HTTPS with; requires ``tls_key``.
         tls_key: PEM private key of ``tls_cert`` (not encrypted).
+        mqtt: An MQTT broker to take device events from too
+            (``mqtt://[USER[:PASSWORD]@]HOST[:PORT][?client_id=ID]``; :mod:`fluvial.server.mqtt`).
+        mqtt_topic: The topic filter devices publish on; its one ``+`` level is the device.
 
     Example:
         >>> ServerSettings(host="0.0.0.0").auth_enabled, ServerSettings().auth_enabled
@@ -75,6 +78,8 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    mqtt: str | None = None
+    mqtt_topic: str = "devices/+/events"
 
     def __post_init__(self) -> None:
         require(bool(self.host) and self.host.isprintable() and not any(c.isspace() for c in self.host),

@@ -92,20 +92,39 @@ def kill_pause_and_replace(tmp_path: Path, store: str, log: str | None) -> None:
         assert "Traceback" not in group.errors(proc), group.errors(proc)
 
 
+def within(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def pause_one(group: Group, live: list[subprocess.Popen[bytes]], meanwhile: Callable[[], None]) -> None:
     """SIGSTOP a worker that owns partitions past its lease while events arrive, check the
     others took its partitions, SIGCONT it: it says its micro-batch is void or gives them up."""
-    wait_for(lambda: any(group.owns(p) for p in live), "a worker owns partitions")
-    paused = next(p for p in live if group.owns(p))
-    held = group.owns(paused)
-    paused.send_signal(signal.SIGSTOP)
-    others = [p for p in live if p is not paused]
+    for _ in range(5):
+        wait_for(lambda: any(group.owns(p) for p in live), "a worker owns partitions")
+        paused = next(p for p in live if group.owns(p))
+        held = group.owns(paused)
+        paused.send_signal(signal.SIGSTOP)
+        others = [p for p in live if p is not paused]
 
-    def taken() -> bool:
-        owned = {q for p in others for q in (group.owns(p) or [])}
-        return set(held or []) <= owned
+        def taken() -> bool:
+            owned = {q for p in others for q in (group.owns(p) or [])}
+            return set(held or []) <= owned
 
-    wait_for(taken, f"the partitions {held} of the paused worker are taken over")
+        if within(taken, 30.0):
+            break
+        # Stopped inside a SQLite write transaction, it holds the file's write lock, and the others
+        # wait for it (docs/guarantees.md, "Worker groups": they stall, they are never wrong):
+        # let it go on, and stop a worker again at another moment.
+        paused.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+    else:
+        raise AssertionError("five times, the partitions of a paused worker were not taken over within 30 s")
     meanwhile()
     before = len(group.output(paused))
     paused.send_signal(signal.SIGCONT)
@@ -174,7 +193,7 @@ def test_after_a_batch_run_workers_start_at_its_cutoff_and_later_batch_runs_hand
         assert batch.returncode == 0, batch.stderr
         with fluvial.open(group.directory, store=store) as ws:
             first = ws.store.view("level_by_color")
-            assert first.cutoff   # a batch version, and its hand-over
+            assert first.cutoff is not None and first.cutoff   # a batch version, and its hand-over
             assert ws.store.checkpoint_token(f"stream:{NAME}") is not None
         group.append(events[700:1_100])
         workers = [group.start(), group.start()]
@@ -187,7 +206,7 @@ def test_after_a_batch_run_workers_start_at_its_cutoff_and_later_batch_runs_hand
         assert again.returncode == 0, again.stderr
         with fluvial.open(group.directory, store=store) as ws:
             second = ws.store.view("level_by_color")
-            assert second.alias_version != first.alias_version
+            assert second.alias_version != first.alias_version and second.cutoff is not None
             cut = [int(second.cutoff.get(p, 0)) for p in range(PARTITIONS)]
             assert sum(cut) > sum(int(first.cutoff.get(p, 0)) for p in range(PARTITIONS))
         assert all(w.poll() is None for w in workers)

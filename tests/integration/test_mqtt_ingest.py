@@ -16,6 +16,7 @@ and the server's bridge read them all; offline sessions keep every QoS 1 message
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -110,11 +111,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Device:
     """A device's MQTT client (paho-mqtt), logged in as itself, publishing at QoS 1."""
 
-    def __init__(self, broker: Broker, name: str) -> None:
+    def __init__(self, broker: Broker, name: str, client_id: str | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.name = name
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"device-{name}",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"device-{name}",
                                   protocol=mqtt.MQTTv311)
         self.client.username_pw_set(name, f"pw-{name}")
         self.client.connect("127.0.0.1", broker.port)
@@ -228,7 +229,14 @@ def test_hostile_messages_are_dead_lettered_and_honest_events_count(tmp_path: Pa
             a.publish(b"\x1f\x8b not gzip at all")                                         # a broken gzip
             a.publish(b"\xc1\xc1\xc1")                                                     # not MessagePack
             a.publish(json.dumps(readings(rng, "dev-0", Counter(), 1) * 2000).encode())   # over 64 KiB
-            b.publish(encode(readings(rng, "dev-2", Counter({"dev-2": 20_000}), 3), "json"), device="dev-2")
+            # dev-1 publishing on dev-2's topic: the broker's ACL refuses it (Mosquitto may also close
+            # the connection), on a connection of its own so that dev-1's honest one goes on
+            intruder = Device(broker, "dev-1", client_id="device-dev-1-intruder")
+            info = intruder.client.publish("devices/dev-2/events",
+                                           encode(readings(rng, "dev-2", Counter({"dev-2": 20_000}), 3), "json"), qos=1)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=5)
+            intruder.close()
             ok = readings(rng, "dev-1", seqs, 7)
             b.publish(encode(ok, "json"))
             honest.extend(ok)

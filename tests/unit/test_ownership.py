@@ -82,11 +82,13 @@ def test_take_over_fences_the_old_holder_and_voids_its_whole_transaction(store: 
 
 
 def test_a_silent_holder_loses_the_resource_when_its_lease_runs_out(store: ViewStore) -> None:
-    old = store.claim("stream:p", rival(), lease_ms=300)
+    # a lease long enough that a busy machine's slow claim (Cassandra's are LWTs) comes well within it
+    claimed = time.monotonic()
+    old = store.claim("stream:p", rival(), lease_ms=2_000)
     with pytest.raises(OwnedElsewhere):
-        store.claim("stream:p", Owner.this_process(), lease_ms=300)
-    time.sleep(0.45)
-    new = store.claim("stream:p", Owner.this_process(), lease_ms=300)
+        store.claim("stream:p", Owner.this_process(), lease_ms=2_000)
+    time.sleep(max(0.0, claimed + 2.3 - time.monotonic()))
+    new = store.claim("stream:p", Owner.this_process(), lease_ms=2_000)
     assert new.epoch == 2
     with pytest.raises(LeaseLost):
         store.renew(old)   # woke up after the take-over: nothing it does counts

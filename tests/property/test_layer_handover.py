@@ -22,7 +22,6 @@ import operator
 import os
 import random
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fluvial as fl
-from fluvial.engine.batch import BatchRunner
 from fluvial.errors import LeaseLost
 from fluvial.state.checkpoint import Checkpoint, checkpoint_id
+from handover_world import PARTITIONS, WordsWorld, brute
 from stores import postgres_or_skip, store_url_of
-
-PARTITIONS = 3
-WORDS = "abcdefg"
 
 # An operation: ("append", n) | ("step", runner) | ("restart", runner) | ("batch", inner) | ("dies", inner)
 inner_ops = st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 12)),
@@ -59,20 +55,15 @@ def pipeline() -> fl.Pipeline:
     return p
 
 
-class BatchDied(Exception):
-    """A batch run that dies after computing, before it publishes."""
-
-
-class World:
+class World(WordsWorld):
     """The log, the store, up to two speed runs and the batch layer, in one process."""
 
     def __init__(self, directory: Path, rng: random.Random, store_url: str) -> None:
-        self.ws = fl.open(directory, writer=True, log_config=fl.LogConfig(partitions=PARTITIONS, fsync="never"),
-                          store=store_url)
-        self.rng = rng
-        self.seq: Counter[str] = Counter()
+        super().__init__(directory, rng, store_url)
         self.runs: list[Any] = [None, None]
-        self.batches = 0
+
+    def pipeline(self) -> fl.Pipeline:
+        return pipeline()
 
     def do(self, op: tuple[str, Any]) -> None:
         kind, arg = op
@@ -84,16 +75,6 @@ class World:
             self.stop(arg)
         else:
             self.batch(arg, dies=kind == "dies")
-
-    def append(self, n: int) -> None:
-        events = []
-        for _ in range(n):
-            device = f"d{self.rng.randrange(8)}"
-            self.seq[device] += 1
-            text = " ".join(self.rng.choices(WORDS, k=self.rng.randint(1, 3)))
-            events.append(fl.Event(device=device, kind="line", ts=1_000 * self.seq[device],
-                                   seq=self.seq[device], payload={"text": text}))
-        self.ws.log.append(events)
 
     def step(self, which: int) -> int | None:
         if self.runs[which] is None:
@@ -110,36 +91,7 @@ class World:
             self.runs[which].runner.release()
             self.runs[which] = None
 
-    def batch(self, inner: list[tuple[str, Any]], *, dies: bool) -> None:
-        world = self
-
-        class Interleaved(BatchRunner):
-            def _execute(self, plan: Any, cutoff: Any) -> Any:
-                for op in inner:               # the speed layer and ingest go on meanwhile
-                    world.do(op)
-                out = super()._execute(plan, cutoff)
-                if dies:
-                    raise BatchDied()
-                return out
-
-        runner = Interleaved(log=self.ws.log, store=self.ws.store, workers=1, own_log=True)
-        try:
-            runner.run(pipeline())
-            self.batches += 1
-        except BatchDied:
-            pass
-
     # -- what the store says it covers, and the brute force over it ---------------------
-    def log_events(self) -> list[list[fl.Event]]:
-        out = []
-        for p in range(PARTITIONS):
-            events, offset = [], 0
-            while batch := self.ws.log.read(p, offset).events:
-                events.extend(batch)
-                offset += len(batch)
-            out.append(events)
-        return out
-
     def covered(self) -> list[int]:
         """Per partition, where the merged count view ends: the speed layer's checkpoint
         once it holds realtime rows, else the batch cut-off (else nothing)."""
@@ -157,10 +109,6 @@ class World:
 
     def merged(self, name: str) -> dict[Any, Any]:
         return {r.key: r.value for r in self.ws.store.query(name)} if name in self.views() else {}
-
-
-def brute(parts: list[list[fl.Event]], upto: list[int]) -> Counter[str]:
-    return Counter(w for events, n in zip(parts, upto) for e in events[:n] for w in e.payload["text"].split())
 
 
 EXAMPLES = int(os.environ.get("FLUVIAL_HANDOVER_EXAMPLES", "40"))

@@ -23,7 +23,6 @@ import operator
 import os
 import random
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fluvial as fl
-from fluvial.engine.batch import BatchRunner
 from fluvial.layers.kappa import reprocess
 from fluvial.layers.pipelines import FlowSet
 from fluvial.layers.workers import Worker
 from fluvial.state.checkpoint import Checkpoint
 from fluvial.state.groups import partition_id
 from fluvial.state.ownership import Owner
+from handover_world import PARTITIONS, WordsWorld, brute
 from stores import postgres_or_skip, store_url_of
 
-PARTITIONS = 3
-WORDS = "abcdefg"
 NAME = "shared"
 
 # ("append", n) | ("round", worker) | ("replace", worker) | ("batch", inner) | ("dies", inner)
@@ -65,23 +62,18 @@ def pipeline() -> fl.Pipeline:
     return p
 
 
-class BatchDied(Exception):
-    """A batch run that dies after computing, before it publishes."""
-
-
-class World:
+class World(WordsWorld):
     """The log, the store, two in-process workers (replaced now and then) and the batch layer."""
 
     def __init__(self, directory: Path, rng: random.Random, store_url: str) -> None:
-        self.ws = fl.open(directory, writer=True, log_config=fl.LogConfig(partitions=PARTITIONS, fsync="never"),
-                          store=store_url)
-        self.rng = rng
-        self.seq: Counter[str] = Counter()
+        super().__init__(directory, rng, store_url)
         self.workers: list[Worker | None] = [None, None]
         self.generation = 0
-        self.batches = 0
         self.reprocesses = 0
         self.directory = directory
+
+    def pipeline(self) -> fl.Pipeline:
+        return pipeline()
 
     def do(self, op: tuple[str, Any]) -> None:
         kind, arg = op
@@ -95,16 +87,6 @@ class World:
             self.reprocess(arg)
         else:
             self.batch(arg, dies=kind == "dies")
-
-    def append(self, n: int) -> None:
-        events = []
-        for _ in range(n):
-            device = f"d{self.rng.randrange(8)}"
-            self.seq[device] += 1
-            text = " ".join(self.rng.choices(WORDS, k=self.rng.randint(1, 3)))
-            events.append(fl.Event(device=device, kind="line", ts=1_000 * self.seq[device],
-                                   seq=self.seq[device], payload={"text": text}))
-        self.ws.log.append(events)
 
     def round(self, which: int) -> bool:
         worker = self.workers[which]
@@ -125,25 +107,6 @@ class World:
             worker.close()   # its partitions are free at once; a new worker joins at its next round
             self.workers[which] = None
 
-    def batch(self, inner: list[tuple[str, Any]], *, dies: bool) -> None:
-        world = self
-
-        class Interleaved(BatchRunner):
-            def _execute(self, plan: Any, cutoff: Any) -> Any:
-                for op in inner:               # the workers and ingest go on meanwhile
-                    world.do(op)
-                out = super()._execute(plan, cutoff)
-                if dies:
-                    raise BatchDied()
-                return out
-
-        runner = Interleaved(log=self.ws.log, store=self.ws.store, workers=1, own_log=True)
-        try:
-            runner.run(pipeline())
-            self.batches += 1
-        except BatchDied:
-            pass
-
     def reprocess(self, inner: list[tuple[str, Any]]) -> None:
         """Replay the log into new versions and switch; ``inner`` runs after the first replay
         micro-batch (the workers commit and events arrive during the replay)."""
@@ -160,16 +123,6 @@ class World:
         self.reprocesses += 1
 
     # -- what the store says it covers, and the brute force over it ---------------------
-    def log_events(self) -> list[list[fl.Event]]:
-        out = []
-        for p in range(PARTITIONS):
-            events, offset = [], 0
-            while batch := self.ws.log.read(p, offset).events:
-                events.extend(batch)
-                offset += len(batch)
-            out.append(events)
-        return out
-
     def covered(self) -> list[int]:
         """Per partition, where the merged view ends: the partition's checkpoint, else the
         batch cut-off (else nothing)."""
@@ -188,10 +141,6 @@ class World:
         self.leave(0)
         self.leave(1)
         self.ws.close()
-
-
-def brute(parts: list[list[fl.Event]], upto: list[int]) -> Counter[str]:
-    return Counter(w for events, n in zip(parts, upto) for e in events[:n] for w in e.payload["text"].split())
 
 
 EXAMPLES = int(os.environ.get("FLUVIAL_HANDOVER_EXAMPLES", "40"))

@@ -97,6 +97,21 @@ def late_flags(records: Sequence[Mapping[str, Any]], *, lateness_ms: int, partit
     return flags
 
 
+def device_late_flags(records: Sequence[Mapping[str, Any]], *, lateness_ms: int,
+                      device_field: str = "device") -> list[bool]:
+    """Per record (file order), whether a stream run counts it late by its device's event
+    time: its ts is below the largest ts its own device stamped before it minus the allowed
+    lateness (a device maps to one log partition, so file order is its log order)."""
+    high: dict[str, int] = {}
+    flags = []
+    for r in records:
+        d, ts = str(r[device_field]), r["ts"]
+        h = high.get(d)
+        flags.append(h is not None and ts < h - lateness_ms)
+        high[d] = ts if h is None else max(h, ts)
+    return flags
+
+
 def device_stats(readings: Iterable[Mapping[str, Any]], *, length_ms: int = 60_000
                  ) -> dict[tuple[str, str, int], dict[str, Any]]:
     """``(device, kind, window start) -> {"count", "min", "max", "mean"}`` over tumbling windows."""

@@ -64,6 +64,8 @@ class Runner:
             before starting (the Spark stream runner).
         make: ``make(workspace)``: the runner itself, over the workspace's log and store
             (what actions are given as ``runner=``).
+        appends: The slices ``run`` appends the events in, with a run after each (the first
+            slice is history for a stream runner's first start).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Runner:
     partitions: int = PARTITIONS
     log_only: bool = False
     make: Callable[[Any], Any] | None = None
+    appends: int = 1
 
     @property
     def streams(self) -> bool:
@@ -125,7 +128,7 @@ def local_runners(log: str, store: str) -> dict[str, Runner]:
 
     b, s = runner_name("batch", log, store), runner_name("stream", log, store)
     return {b: Runner(b, batch, drops_late=False, make=lambda ws: ws.batch_runner(workers=1, progress=False)),
-            s: Runner(s, stream, drops_late=True, make=lambda ws: ws.stream_runner())}
+            s: Runner(s, stream, drops_late=True, make=lambda ws: ws.stream_runner(), appends=3)}
 
 
 RUNNERS: dict[str, Runner] = {
@@ -135,7 +138,8 @@ RUNNERS: dict[str, Runner] = {
                           drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),
     # Two appends with a restart between: at least two Structured Streaming micro-batches per flow.
     "spark-stream": Runner("spark-stream", lambda p, evs, d: run_spark_stream(p, evs, d),  # noqa: PLW0108
-                           drops_late=True, log_only=True, make=lambda ws: make_spark("spark-stream", ws)),
+                           drops_late=True, log_only=True, make=lambda ws: make_spark("spark-stream", ws),
+                           appends=2),
     "spark-batch-nats-postgresql": Runner(
         "spark-batch-nats-postgresql", lambda p, evs, d: on_nats(lambda url: _spark_on_postgresql(
             "spark-batch", p, evs, d, url)), drops_late=False, make=lambda ws: make_spark("spark-batch", ws)),
@@ -202,6 +206,19 @@ def runner(request: pytest.FixtureRequest) -> Runner:
     """Each registered runner in turn (Spark runners need the ``spark_ready`` fixture)."""
     if request.param.startswith("spark"):
         request.getfixturevalue("spark_ready")
+    return RUNNERS[request.param]
+
+
+@pytest.fixture(params=[name for name in RUNNERS if not name.startswith("spark")])
+def local_runner(request: pytest.FixtureRequest) -> Runner:
+    """Each runner of the local engine in turn."""
+    return RUNNERS[request.param]
+
+
+@pytest.fixture(params=[name for name in RUNNERS if name.startswith("spark")])
+def spark_runner(request: pytest.FixtureRequest) -> Runner:
+    """Each Spark runner in turn (needs PySpark and Java: the ``spark_ready`` fixture)."""
+    request.getfixturevalue("spark_ready")
     return RUNNERS[request.param]
 
 

@@ -10,13 +10,18 @@ every runner must give identical rows.
 from __future__ import annotations
 
 import operator
+import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from fluvial import Count, Pipeline, Session, Tumbling
+from device_time_world import device_events, expected, now_start
+from device_time_world import pipeline as device_time_pipeline
+from fluvial import Count, Event, Pipeline, Session, Tumbling
 from fluvial.errors import UnsupportedOperation
 from fluvial.serving.base import Row
 from fluvial.testing import brute, events_table, make_events
@@ -55,23 +60,92 @@ DATASETS = {
 }
 
 
+def _fleet(seed: int) -> list[Event]:
+    """Devices as they deliver (issue 11), stamped around the wall clock now: d0's clock runs two
+    hours ahead (future-stamped: it moves no watermark), d1 and d2 go offline and flush their
+    backlog later in their own order, and some events come late."""
+    start = int(time.time() * 1000) - 1800_000
+    events = make_events(seed, 300, devices=6, kinds=["reading", "reading", "status"], start_ms=start,
+                         step_ms=2_000, out_of_order_ms=1_000, late_fraction=0.05, late_by_ms=40_000,
+                         duplicate_fraction=0.05)
+    events = [msgspec.structs.replace(e, ts=e.ts + AHEAD_MS) if e.device == "d0" else e for e in events]
+    out, held = [], {"d1": [], "d2": []}
+    for i, e in enumerate(events):
+        offline = (e.device == "d1" and 60 <= i < 200) or (e.device == "d2" and 100 <= i < 280)
+        (held[e.device] if offline else out).append(e)
+        if i in (200, 280):
+            out.extend(held["d1" if i == 200 else "d2"])
+            held["d1" if i == 200 else "d2"] = []
+    return out + held["d1"] + held["d2"]
+
+
+AHEAD_MS = 2 * 3600_000
+DATASETS["devices"] = _fleet(303)
+FUTURE = {"devices": lambda e: e.device == "d0"}   # datasets with future-stamped events
+
+
 @pytest.mark.parametrize("dataset", list(DATASETS))
 @pytest.mark.parametrize("case", CATALOG, ids=[c.name for c in CATALOG])
-def test_catalog_flow(runner: Any, case: Case, dataset: str, tmp_path: Path) -> None:
-    events = DATASETS[dataset]
+def test_catalog_flow(local_runner: Any, case: Case, dataset: str, tmp_path: Path) -> None:
+    """Each flow alone, on each runner of the local engine."""
+    check_catalog(local_runner, [case], dataset, tmp_path)
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_catalog_at_once(spark_runner: Any, dataset: str, tmp_path: Path) -> None:
+    """Every flow in one pipeline, on each Spark runner (one Spark job per run instead of one per
+    flow: each costs seconds; the flows share their sources, as the pipelines of users do)."""
+    check_catalog(spark_runner, list(CATALOG), dataset, tmp_path)
+
+
+def check_catalog(runner: Any, cases: list[Case], dataset: str, tmp_path: Path) -> None:
+    events, future = DATASETS[dataset], FUTURE.get(dataset)
     assert runner.partitions == PARTITIONS
-    result = runner.run(build_pipeline([case], name=case.name), events, tmp_path)
-    expected = expected_views([case], events, partitions=PARTITIONS, stream=runner.drops_late)
-    assert result[case.name] == expected[case.name]
-    late = expected_late([case], events, partitions=PARTITIONS)[case.name] if runner.drops_late else 0
-    assert result.late[case.name] == late
-    assert result.tables == expected_tables([case], events, partitions=PARTITIONS, stream=runner.drops_late)
+    result = runner.run(build_pipeline(cases, name=cases[0].name if len(cases) == 1 else "catalog"), events,
+                        tmp_path)
+    expected = expected_views(cases, events, partitions=PARTITIONS, stream=runner.drops_late, future=future)
+    late = expected_late(cases, events, partitions=PARTITIONS, future=future)
+    for case in cases:
+        assert result[case.name] == expected[case.name], case.name
+        assert result.late[case.name] == (late[case.name] if runner.drops_late else 0), case.name
+    assert result.tables == expected_tables(cases, events, partitions=PARTITIONS, stream=runner.drops_late,
+                                            future=future)
+
+
+def test_device_time_world(runner: Any, tmp_path: Path) -> None:
+    """The event-time rules (issue 11) on every runner, Spark included: devices offline then
+    flushing their backlog, a clock two hours ahead, late events, a short correction horizon;
+    views (per device and per partition, sliding, top), late counts, the late side output and
+    the save_to tables of changes and of closed windows (``emit="final"``) against the brute
+    force (tests/device_time_world.py)."""
+    print(f"seed={DEVICE_WORLD_SEED}")
+    events, ahead = device_events(random.Random(DEVICE_WORLD_SEED), n=600, devices=12, ahead=1,
+                                  behind_ms=600_000, offline=0.1, late=0.05, start_ms=now_start())
+    result = runner.run(device_time_pipeline(), events, tmp_path)
+    views, late, tables = expected(events, ahead, stream=runner.streams,
+                                   history=-(-len(events) // runner.appends))
+    for name, rows in views.items():
+        assert result[name] == rows, name
+    assert result.late == (late if runner.streams else dict.fromkeys(late, 0))
+    assert result.tables == tables
+
+
+DEVICE_WORLD_SEED = random.SystemRandom().randrange(2**32)
 
 
 def test_the_late_dataset_has_late_events_and_the_in_order_one_none() -> None:
     """Guard the datasets: otherwise the tests above would not test what they say."""
     assert sum(expected_late(CATALOG, DATASETS["late"], partitions=PARTITIONS).values()) > 0
     assert sum(expected_late(CATALOG, DATASETS["in_order"], partitions=PARTITIONS).values()) == 0
+    # The devices dataset: backlogs a partition watermark would call late, and state downstream
+    # (the save_to table of tumbling_sum) missing what came after its window closed.
+    fleet = DATASETS["devices"]
+    by_partition = brute.split_late(fleet, partitions=PARTITIONS, lateness_ms=2_000,
+                                    select=lambda e: e.kind == "reading")[1]
+    by_device = brute.split_event_time(fleet, partitions=PARTITIONS, lateness_ms=2_000,
+                                       select=lambda e: e.kind == "reading", future=FUTURE["devices"])
+    assert len(by_partition) > 2 * len(by_device.late) > 0
+    assert len(by_device.tables) < len(by_device.views)
 
 
 @pytest.mark.parametrize("dataset", ["in_order"])
@@ -173,7 +247,7 @@ def test_vocabulary_flow(runner: Any, case: VocabularyCase, tmp_path: Path) -> N
     stream runner refuses a bounded flow (sort, outer joins, subtraction) before writing anything.
     The local runners take every dataset, the Spark runners the richest one (retries, events out
     of order and late), to keep the suite's time."""
-    for dataset in ["late"] if runner.name.startswith("spark") else list(DATASETS):
+    for dataset in ["late"] if runner.name.startswith("spark") else ["table", "in_order", "late"]:
         events = DATASETS[dataset]
         out = tmp_path / dataset / "out"
         pipeline = build_vocabulary(case, out)

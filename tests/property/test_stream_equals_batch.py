@@ -10,11 +10,13 @@ order, with device retries (the log keeps the first copy of each
 ``(device, seq)``) and with events far behind.
 
 * No event late: stream rows == batch rows == brute force.
-* Late events: stream rows == brute force over the on-time events, batch rows
-  == brute force over every event, and the stream's late count per view ==
-  the brute-force count (late: ``ts`` below the largest ``ts`` seen before it
-  in its log partition, ``crc32(device) % partitions``, minus the allowed
-  lateness).
+* Late events: stream rows == brute force of the event-time rules
+  (:func:`fluvial.testing.brute.split_event_time`: views take every event within
+  the correction horizon, late ones included; ``save_to`` tables of windowed
+  aggregations the events whose window was still open), batch rows == brute
+  force over every event, and the stream's late count per view == the brute-force
+  count (late: ``ts`` below the largest ``ts`` its device stamped before, minus
+  the allowed lateness).
 """
 
 from __future__ import annotations
@@ -151,16 +153,18 @@ def test_stream_equals_batch_seeded(tmp_path: Path, seed: int) -> None:
 
 
 def test_late_events_by_hand(tmp_path: Path) -> None:
-    """Lateness is per log partition, in log order (view tumbling_sum, lateness 2000 ms).
+    """Lateness is per device, in log order (view tumbling_sum, lateness 2000 ms).
 
-    One partition; the watermark trails the largest ts seen so far by 2000 ms::
+    One device; the watermark trails the largest ts it stamped so far by 2000 ms::
 
         log order   1       2       3       4       5       6
         ts          11000   16000   14000   13999   18000   15000 (seq 5 again: a retry)
         watermark   -       9000    14000   14000   14000   -
         verdict     on time on time on time LATE    on time dropped by the log
 
-    Every event is in the window [11000, 21000) of Tumbling(10000, offset 1000).
+    Every event is in the window [11000, 21000) of Tumbling(10000, offset 1000).  The late
+    event is counted, and it corrects the window all the same: the stream view is the batch
+    view.
     """
     events = events_table("""
         | device | ts    | seq | value | level | color |
@@ -173,7 +177,7 @@ def test_late_events_by_hand(tmp_path: Path) -> None:
     """)
     stream = run_stream(build_pipeline(CATALOG), events, tmp_path, max_batch_records=1, partitions=1)
     batch = run_batch(build_pipeline(CATALOG), events, tmp_path, partitions=1)
-    assert stream["tumbling_sum"] == [Row(key="d1", window=(11000, 21000), value=8.0)]
+    assert stream["tumbling_sum"] == [Row(key="d1", window=(11000, 21000), value=16.0)]
     assert stream.late["tumbling_sum"] == 1
     assert batch["tumbling_sum"] == [Row(key="d1", window=(11000, 21000), value=16.0)]
     assert batch.late["tumbling_sum"] == 0
@@ -192,7 +196,7 @@ def test_late_side_output_holds_exactly_the_late_events(tmp_path: Path, seed: in
     sums.to_view("sums")
     sums.late().map(lambda kv: (kv[0], 1)).reduce_by_key(operator.add).to_view("late_by_device")
     stream = run_stream(p, events, tmp_path, max_batch_records=9, appends=2, partitions=PARTITIONS)
-    _, late = brute.split_late(events, partitions=PARTITIONS, lateness_ms=1_000)
+    late = brute.split_event_time(events, partitions=PARTITIONS, lateness_ms=1_000).late
     assert late, "the generator made no late event: change the seed or the fractions"
     assert stream["late_by_device"] == brute.rows(brute.group(((e.device, None), 1) for e in late), brute.count)
     assert stream.late == {"sums": len(late), "late_by_device": 0}

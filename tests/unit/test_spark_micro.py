@@ -47,9 +47,10 @@ def _pipeline() -> Pipeline:
     return p
 
 
-def _rows(log: Any, partition: int, start: int, stop: int) -> list[tuple[int, int, bytes]]:
+def _rows(log: Any, partition: int, start: int, stop: int) -> list[tuple[int, int, bytes, int]]:
+    """The rows ``run_on_executors`` selects: partition, offset, event, append_ms."""
     batch = log.read(partition, start, stop_offset=stop)
-    return [(partition, start + i, _enc.encode(e)) for i, e in enumerate(batch.events)]
+    return [(partition, start + i, _enc.encode(e), a) for i, (e, a) in enumerate(zip(batch.events, batch.append_ms))]
 
 
 def _job(log: Any, starts: list[int]) -> Any:
@@ -83,7 +84,7 @@ def test_rows_with_a_hole_are_refused_clearly(log: Any) -> None:
 def test_a_partition_read_by_two_tasks_is_refused(log: Any) -> None:
     job = _job(log, [0, 0])
     first = list(_task(job, _rows(log, 0, 0, 5)))
-    second = list(_task(job, [(0, o, b) for _, o, b in _rows(log, 0, 0, 5)]))
+    second = list(_task(job, [(0, o, b, a) for _, o, b, a in _rows(log, 0, 0, 5)]))
     with pytest.raises(ConfigError, match="log partition 0 was read by 2 Spark tasks in one micro-batch"):
         _assemble(job, list(_reduce(first + second)))
 

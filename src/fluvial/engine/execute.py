@@ -18,16 +18,19 @@ from fluvial.errors import FlowError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Windowed
 from fluvial.state.operators import ExecState
 from fluvial.windows.shapes import Session, Sliding, Tumbling, compose
-from fluvial.windows.watermark import Watermarks
+from fluvial.windows.watermark import CLOSED, DEFAULT_HORIZON_MS, DEFAULT_IDLE_MS, LATE, OLD, Watermarks
 
 
 @dataclass
 class Chunk:
-    """Consecutive elements of one input partition (``origin``), with event times."""
+    """Consecutive elements of one input partition (``origin``), with event times and,
+    for events of devices, the device each element came from (``None`` for an element
+    stamped in the future: see :mod:`fluvial.windows.watermark`)."""
 
     origin: tuple[int, int]
     values: list[Any]
     ts: list[int] | None
+    devices: list[Any] | None = None
 
 
 @dataclass
@@ -52,10 +55,12 @@ def _fail(node: Node, what: str, exc: BaseException | None = None) -> FlowError:
 class Executor:
     """Evaluates a :class:`Plan` on the chunks of one micro-batch."""
 
-    def __init__(self, plan: Plan, *, stream: bool, state: ExecState | None = None) -> None:
+    def __init__(self, plan: Plan, *, stream: bool, state: ExecState | None = None,
+                 complete: bool = False) -> None:
         self.plan = plan
         self.stream = stream
         self.state = state or ExecState()
+        self.complete = complete   # a replay of the log: nothing in it is beyond the correction horizon
 
     # -- narrow operators -----------------------------------------------------
     def _narrow(self, node: Node, inputs: list[list[Chunk]]) -> list[Chunk]:
@@ -67,13 +72,15 @@ class Executor:
             return [c for chunks in inputs for c in chunks]
         for ch in inputs[0]:
             vals, ts = ch.values, (ch.ts if timed else None)
+            devs = ch.devices if timed else None
             try:
                 if op == "map":
-                    out.append(Chunk(ch.origin, [f(v) for v in vals], ts))
+                    out.append(Chunk(ch.origin, [f(v) for v in vals], ts, devs))
                 elif op == "filter":
                     keep = [bool(f(v)) for v in vals]
                     out.append(Chunk(ch.origin, list(itertools.compress(vals, keep)),
-                                     list(itertools.compress(ts, keep)) if ts is not None else None))
+                                     list(itertools.compress(ts, keep)) if ts is not None else None,
+                                     list(itertools.compress(devs, keep)) if devs is not None else None))
                 elif op == "flat_map":
                     if ts is None:
                         flat: list[Any] = []
@@ -82,23 +89,25 @@ class Executor:
                             extend(f(v))
                         out.append(Chunk(ch.origin, flat, None))
                     else:
-                        flat, flat_ts = [], []
-                        for v, t in zip(vals, ts):
+                        flat, flat_ts, flat_devs = [], [], []
+                        for i, (v, t) in enumerate(zip(vals, ts)):
                             items = f(v)
                             if not isinstance(items, list):
                                 items = list(items)
                             flat.extend(items)
                             flat_ts.extend([t] * len(items))
-                        out.append(Chunk(ch.origin, flat, flat_ts))
-                elif op == "map_partitions":
+                            if devs is not None:
+                                flat_devs.extend([devs[i]] * len(items))
+                        out.append(Chunk(ch.origin, flat, flat_ts, flat_devs if devs is not None else None))
+                elif op == "map_partitions":  # its elements are no one device's
                     items = list(f(iter(vals)))
                     last = max(ts) if ts else 0
                     out.append(Chunk(ch.origin, items, [last] * len(items) if ts is not None else None))
                 elif op == "with_timestamps":
                     new_ts = [int(f(v)) for v in vals]
-                    out.append(Chunk(ch.origin, vals, new_ts if timed else None))
+                    out.append(Chunk(ch.origin, vals, new_ts if timed else None, devs))
                 elif op == "lookup":
-                    out.append(self._lookup(node, ch, ts))
+                    out.append(self._lookup(node, ch, ts, devs))
                 elif op == "repartition":  # the local runners have no partitions to change
                     out.append(ch)
                 else:  # pragma: no cover - planner guarantees the op set
@@ -109,11 +118,12 @@ class Executor:
                 raise _fail(node, "the user function failed", exc) from exc
         return out
 
-    def _lookup(self, node: Node, ch: Chunk, ts: list[int] | None) -> Chunk:
+    def _lookup(self, node: Node, ch: Chunk, ts: list[int] | None, devs: list[Any] | None) -> Chunk:
         table, default, inner = node.params["table"], node.params["default"], node.params["inner"]
         get = table.get if hasattr(table, "get") else None
         vals: list[Any] = []
         out_ts: list[int] = []
+        out_devs: list[Any] = []
         missing = object()
         for i, (k, v) in enumerate(_pairs(node, ch.values)):
             other = get(k, missing) if get else table(k)
@@ -124,33 +134,58 @@ class Executor:
             vals.append((k, (v, other)))
             if ts is not None:
                 out_ts.append(ts[i])
-        return Chunk(ch.origin, vals, out_ts if ts is not None else None)
+            if devs is not None:
+                out_devs.append(devs[i])
+        return Chunk(ch.origin, vals, out_ts if ts is not None else None, out_devs if devs is not None else None)
 
     # -- aggregation ------------------------------------------------------------
-    def partials(self, node: Node, chunks: list[Chunk]) -> tuple[dict[tuple[Any, Any], Any], list[Chunk]]:
-        """Partial accumulators per (key, storage window) of one micro-batch, and
-        the late elements (stream runs only)."""
+    def partials(self, node: Node, chunks: list[Chunk]
+                 ) -> tuple[dict[tuple[Any, Any], Any], list[Chunk], dict[tuple[Any, Any], Any]]:
+        """Partial accumulators per (key, storage window) of one micro-batch: for views
+        (every element but old ones), the late elements (stream runs only), and for the
+        operator's own table, which state downstream reads (without the elements whose
+        window is closed; the same dict when there are none).  See
+        :mod:`fluvial.windows.watermark` for what late, old and closed mean."""
+        p = node.params
+        shape = p["window"]
+        if shape is None or not self.stream:
+            delta = self._group(node, chunks)
+            return delta, [], delta
+        late: list[Chunk] = []
+        wm = self.watermarks(node)
+        for_views: list[Chunk] = []
+        for_table: list[Chunk] = []
+        some_closed = False
+        for ch in chunks:
+            flags = wm.split(ch.origin, ch.ts or [], ch.devices)
+            if not any(flags):
+                for_views.append(ch)
+                for_table.append(ch)
+                continue
+            late.append(_select(ch, [bool(f & (LATE | OLD)) for f in flags]))
+            for_views.append(_select(ch, [not f & OLD for f in flags]))
+            for_table.append(_select(ch, [not f & CLOSED for f in flags]))
+            some_closed = True
+        late = [c for c in late if c.values]
+        delta = self._group(node, for_views)
+        table = self._group(node, for_table) if some_closed and node.id in self.plan.stateful else delta
+        return delta, late, table
+
+    def watermarks(self, node: Node) -> Watermarks:
+        """The watermarks of a windowed aggregation, over the state's highs (updated in place).
+        Per device only over events of the log (other sources have no devices)."""
+        p = node.params
+        highs = self.state.watermarks.setdefault(self.plan.index[node.id], {})
+        per = p.get("watermark", "device") if _reads_only_the_log(node) else "partition"
+        return Watermarks(p["lateness_ms"], highs, per=per,
+                          idle_ms=p.get("idle_ms", DEFAULT_IDLE_MS),
+                          horizon_ms=None if self.complete else p.get("horizon_ms", DEFAULT_HORIZON_MS))
+
+    def _group(self, node: Node, chunks: list[Chunk]) -> dict[tuple[Any, Any], Any]:
         p = node.params
         agg, shape, keyed = p["agg"], p["window"], p["keyed"]
-        late: list[Chunk] = []
-        if shape is not None and self.stream:
-            pos = self.plan.index[node.id]
-            wm = Watermarks(p["lateness_ms"], self.state.watermarks.get(pos))
-            kept = []
-            for ch in chunks:
-                flags = wm.split(ch.origin, ch.ts or [])
-                if all(flags):
-                    kept.append(ch)
-                    continue
-                kept.append(Chunk(ch.origin, list(itertools.compress(ch.values, flags)),
-                                  list(itertools.compress(ch.ts or [], flags))))
-                bad = [not f for f in flags]
-                late.append(Chunk(ch.origin, list(itertools.compress(ch.values, bad)),
-                                  list(itertools.compress(ch.ts or [], bad))))
-            self.state.watermarks[pos] = wm.snapshot()
-            chunks = kept
         if isinstance(shape, Session):
-            return self._session_partials(node, chunks), late
+            return self._session_partials(node, chunks)
         # Group values by (key, pane start); the hot loops do no function calls.
         groups: dict[Any, list[Any]] = defaultdict(list)
         try:
@@ -160,7 +195,7 @@ class Executor:
                     pairs = [v for ch in chunks for v in ch.values] if len(chunks) != 1 else chunks[0].values
                     combined = combine(pairs)
                     if combined is not None:
-                        return {(k, None): acc for k, acc in combined.items()}, late
+                        return {(k, None): acc for k, acc in combined.items()}
                 if keyed:
                     for ch in chunks:
                         try:
@@ -173,7 +208,7 @@ class Executor:
                 else:
                     for ch in chunks:
                         groups[None].extend(ch.values)
-                return {(k, None): agg.add_many(agg.zero(), vs) for k, vs in groups.items()}, late
+                return {(k, None): agg.add_many(agg.zero(), vs) for k, vs in groups.items()}
             pane = shape.length_ms if isinstance(shape, Tumbling) else shape.pane_ms
             off = shape.offset_ms
             for ch in chunks:
@@ -189,7 +224,7 @@ class Executor:
                 else:
                     for v, t in zip(ch.values, ch.ts):
                         groups[(None, t - (t - off) % pane)].append(v)
-            return {(k, (s, s + pane)): agg.add_many(agg.zero(), vs) for (k, s), vs in groups.items()}, late
+            return {(k, (s, s + pane)): agg.add_many(agg.zero(), vs) for (k, s), vs in groups.items()}
         except FlowError:
             raise
         except TypeError as exc:
@@ -243,24 +278,51 @@ class Executor:
                     rows.append(Windowed(k, window, agg.result(acc)))
                     ts.append(window[0])
         if self.stream and shape is not None:
-            self._evict(node, table)
+            finals = any(c.op == "final" for c in self.plan.children[node.id])
+            closed = self._evict(node, table, finals=finals)
+            if finals:
+                self._finals[node.id] = [closed]
         return Chunk((pos, 0), rows, ts)
 
-    def _evict(self, node: Node, table: dict[Any, dict[Any, Any]]) -> None:
-        """Drop panes no on-time event can reach: every window holding them ends at
-        or before the low watermark (the smallest over the partitions seen)."""
-        shape = node.params["window"]
-        marks = self.state.watermarks.get(self.plan.index[node.id])
-        if not marks:
-            return
-        low = min(marks.values()) - node.params["lateness_ms"]
+    def _evict(self, node: Node, table: dict[Any, dict[Any, Any]], *, finals: bool) -> Chunk:
+        """Drop the panes of closed windows: every window holding them ends at or before
+        the operator's watermark (the lowest over the partitions seen), so no element
+        that reaches the table can reach them (see :mod:`fluvial.windows.watermark`).
+        With ``finals``, returns the rows of the windows closed since the last call, each
+        once: a window when its first pane goes (it closed then, or before, and nothing
+        reaches it after); a session when it ends at or before the watermark."""
+        shape, agg = node.params["window"], node.params["agg"]
+        rows: list[Any] = []
+        ts: list[int] = []
+        out = Chunk((self.plan.index[node.id], 0), rows, ts)
+        low = self.watermarks(node).low()
+        if low is None:
+            return out
         reach = shape.length_ms - shape.pane_ms if isinstance(shape, Sliding) else 0
         for k in list(table):
             parts = table[k]
-            for win in [w for w in parts if w[1] + reach <= low]:
-                del parts[win]
+            going = [w for w in parts if w[1] + reach <= low]
+            if not going:
+                continue
+            if finals:
+                composed: dict[Any, Any] = compose(shape, parts.items(), agg)
+                if isinstance(shape, Session):   # whole sessions only: a fragment of an open one stays
+                    closed = {w: acc for w, acc in composed.items() if w[1] <= low}
+                    going = [f for f in going if any(w[0] <= f[0] and f[1] <= w[1] for w in closed)]
+                elif isinstance(shape, Sliding):
+                    gone = set(going)
+                    closed = {w: acc for w, acc in composed.items()
+                              if min(p for p in parts if w[0] <= p[0] and p[1] <= w[1]) in gone}
+                else:
+                    closed = {w: composed[w] for w in going}
+                for window in sorted(closed):
+                    rows.append(Windowed(k, window, agg.result(closed[window])))
+                    ts.append(window[0])
+            for w in going:
+                del parts[w]
             if not parts:
                 del table[k]
+        return out
 
     # -- per-key state and joins -------------------------------------------------
     def _state(self, node: Node, chunks: list[Chunk]) -> Chunk:
@@ -350,7 +412,7 @@ class Executor:
         out = {}
         for node in self.plan.boundary:
             chunks = [c for p in node.parents for c in values[p.id]]
-            out[node.id], _ = self.partials(node, chunks)
+            out[node.id] = self.partials(node, chunks)[0]
         return out
 
     def _eval_narrow(self, inputs: dict[int, list[Chunk]]) -> dict[int, list[Chunk]]:
@@ -376,6 +438,7 @@ class Executor:
         rows and later micro-batches over earlier ones.
         """
         self._stamp = stamp
+        self._finals: dict[int, list[Chunk]] = {}
         out = BatchOutput()
         values = self._eval_narrow(inputs) if partials is None and outputs is None else {}
         values.update(outputs or {})
@@ -393,22 +456,27 @@ class Executor:
             parents = [values.get(p.id, []) for p in node.parents]
             if node.op == "aggregate":
                 if partials is not None and node.id in partials:
-                    delta, late_chunks = partials[node.id], list[Chunk]()
+                    delta, late_chunks, table = partials[node.id], list[Chunk](), partials[node.id]
                 else:
-                    delta, late_chunks = self.partials(node, [c for cs in parents for c in cs])
+                    delta, late_chunks, table = self.partials(node, [c for cs in parents for c in cs])
                 deltas[node.id] = delta
                 late[node.id] = late_chunks
+                if self.stream and node.params["window"] is not None:
+                    self.watermarks(node).forget_quiet()
                 n_late = sum(len(c.values) for c in late_chunks)
                 if n_late:
                     pos = self.plan.index[node.id]
                     out.late[pos] = n_late
                     self.state.late_counts[pos] = self.state.late_counts.get(pos, 0) + n_late
                 if node.id in self.plan.stateful:
-                    values[node.id] = [self._table_rows(node, delta)]
+                    values[node.id] = [self._table_rows(node, table)]
                 else:
                     values[node.id] = []
             elif node.op == "late":
                 values[node.id] = late.get(node.parents[0].id, [])
+            elif node.op == "final":   # a stream run: the windows closed now; a batch run: every window
+                parent = node.parents[0].id
+                values[node.id] = self._finals.pop(parent, []) if self.stream else values.get(parent, [])
             elif node.op == "state":
                 values[node.id] = [self._state(node, parents[0])]
             elif node.op == "join":
@@ -470,6 +538,28 @@ class Executor:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _reads_only_the_log(node: Node) -> bool:
+    """Whether every source ``node`` depends on is the log (its events have devices)."""
+    seen: set[int] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        if n.op in SOURCE_OPS and n.op != "log":
+            return False
+        todo.extend(n.parents)
+    return True
+
+
+def _select(ch: Chunk, keep: list[bool]) -> Chunk:
+    """The elements of ``ch`` where ``keep`` is true."""
+    return Chunk(ch.origin, list(itertools.compress(ch.values, keep)),
+                 list(itertools.compress(ch.ts, keep)) if ch.ts is not None else None,
+                 list(itertools.compress(ch.devices, keep)) if ch.devices is not None else None)
 
 
 def _touches(shape: Any, window: tuple[int, int], storage_windows: set[Any]) -> bool:

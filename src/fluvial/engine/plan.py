@@ -12,9 +12,10 @@ from fluvial.aggregators.base import Aggregator
 from fluvial.errors import ConfigError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Pipeline
 from fluvial.windows.shapes import Explicit, WindowShape
+from fluvial.windows.watermark import DEFAULT_FUTURE_MS, DEFAULT_HORIZON_MS, DEFAULT_IDLE_MS
 
 # Operators that need the event time of their input elements.
-_TIME_CONSUMERS = {"state", "join", "late"}
+_TIME_CONSUMERS = {"state", "join", "late", "final"}
 
 
 @dataclass
@@ -144,9 +145,15 @@ def describe(node: Node, index: dict[int, int]) -> str:
     parameters (window shape, aggregator, lateness, keys, tables...), not the code of its
     functions (a fix in a lambda keeps the state) nor what a print or foreach sink shows."""
     params = "" if node.op in _OUTPUT_ONLY else ", ".join(
-        f"{key}={_param(node.params[key])}" for key in sorted(node.params))
+        f"{key}={_param(node.params[key])}" for key in sorted(node.params)
+        if not (key in _DEFAULTS and node.params[key] == _DEFAULTS[key]))
     return f"{node.op}({params}) <- {[index[p.id] for p in node.parents]}"
 
+
+# Parameters added later, left out at their defaults so that plans written before keep
+# their fingerprint (their state means the same).
+_DEFAULTS: dict[str, Any] = {"watermark": "device", "idle_ms": DEFAULT_IDLE_MS, "horizon_ms": DEFAULT_HORIZON_MS,
+                             "future_ms": DEFAULT_FUTURE_MS}
 
 # Operators whose parameters change what is shown or kept, never the meaning of state.
 _OUTPUT_ONLY = {"print", "foreach", "collect", "file", "cache"}

@@ -12,8 +12,9 @@ import msgspec
 from fluvial.engine.execute import Chunk
 from fluvial.engine.plan import Plan
 from fluvial.errors import ConfigError, FlowError
-from fluvial.events.lost import without_lost  # placeholders of records lost to damage
+from fluvial.events.lost import LOST_KIND, without_lost  # placeholders of records lost to damage
 from fluvial.flow.graph import Node
+from fluvial.windows.watermark import DEFAULT_FUTURE_MS
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
@@ -85,15 +86,30 @@ def log_sources(plan: Plan) -> list[Node]:
     return [n for n in plan.sources if n.op == "log"]
 
 
-def log_chunks(plan: Plan, partition: int, events: list[Any]) -> dict[int, list[Chunk]]:
-    """Dispatch decoded log events of one partition to the plan's log sources by kind."""
+def log_chunks(plan: Plan, partition: int, events: list[Any],
+               append_ms: list[int] | None = None) -> dict[int, list[Chunk]]:
+    """Dispatch decoded log events of one partition to the plan's log sources by kind.
+
+    With ``append_ms`` (when the log stored each event; stream runs), the chunks of
+    timed sources say each event's device, or ``None`` for an event stamped more than
+    the source's ``future_ms`` after the log stored it (a clock ahead: it moves no
+    watermark, see :mod:`fluvial.windows.watermark`).
+    """
     out: dict[int, list[Chunk]] = {}
     for node in log_sources(plan):
         kind = node.params["kind"]
         timed = node.id in plan.timed
         picked = without_lost(events) if kind is None else [e for e in events if e.kind == kind]
         origin = (plan.index[node.id], partition)
-        out[node.id] = [Chunk(origin, picked, [e.ts for e in picked] if timed else None)]
+        devices: list[Any] | None = None
+        if timed and append_ms is not None:
+            arrivals = append_ms
+            if len(picked) != len(events):
+                arrivals = [a for e, a in zip(events, append_ms)
+                            if (e.kind != LOST_KIND if kind is None else e.kind == kind)]
+            margin = node.params.get("future_ms", DEFAULT_FUTURE_MS)
+            devices = [e.device if e.ts <= a + margin else None for e, a in zip(picked, arrivals)]
+        out[node.id] = [Chunk(origin, picked, [e.ts for e in picked] if timed else None, devices)]
     return out
 
 

@@ -34,6 +34,7 @@ from fluvial.engine.execute import Chunk, Executor
 from fluvial.engine.files import check_file_sinks, micro_batch_part, write_part
 from fluvial.engine.plan import Plan, compile_plan
 from fluvial.engine.sources import LazyLog, log_chunks, log_sources, memory_chunks, plan_splits, read_split
+from fluvial.engine.streamable import check_streamable
 from fluvial.engine.targets import save_target
 from fluvial.errors import (
     CheckpointFenced,
@@ -43,7 +44,7 @@ from fluvial.errors import (
     StoreUnavailable,
     UnsupportedOperation,
 )
-from fluvial.flow.graph import NARROW_OPS, Flow, Pipeline
+from fluvial.flow.graph import Flow, Pipeline
 from fluvial.layers.handover import rewind
 from fluvial.serving.base import REALTIME
 from fluvial.state.checkpoint import (
@@ -57,7 +58,6 @@ from fluvial.state.checkpoint import (
 )
 from fluvial.state.groups import check_not_partitioned, check_single_runner_allowed, torn_refusal
 from fluvial.state.ownership import DEFAULT_LEASE_MS, Owner, Ownership, claim
-from fluvial.windows.shapes import Session
 
 if TYPE_CHECKING:
     from fluvial.log.base import LogReader
@@ -82,7 +82,9 @@ class StreamRunner(LazyLog):
         out: Where ``print()`` sinks write.
         view_parts: Write these views into a batch version (view -> version number)
             instead of their realtime part: Kappa reprocessing builds ``name@vN+1``
-            this way while ``name@vN`` keeps serving.
+            this way while ``name@vN`` keeps serving.  Such a run replays the log with
+            the completeness of a batch run: no event in it is beyond the correction
+            horizon of a windowed view (:mod:`fluvial.windows.watermark`).
         start_offsets: Where a runner without a checkpoint starts in the log (default:
             the cut-off of the views' batch versions, or the beginning).
         take_over: Claim the pipeline even if another live runner holds it; that one's
@@ -197,7 +199,7 @@ class StreamRunner(LazyLog):
         reads_log = bool(log_sources(plan))
         if reads_log and not self.has_log:
             raise ConfigError(f"pipeline {plan.name!r} reads the log: give the runner a log")
-        _check_streamable(plan)
+        check_streamable(plan)
         check_file_sinks(plan)
         for name, spec in plan.views.items():
             if name not in self.view_parts:  # a version being built has its own aggregator (begin_version)
@@ -271,7 +273,10 @@ class StreamRunner(LazyLog):
         is committed, and ``cp``/``executor`` are stale (reload them).  ``tails``: the
         identity of the last event read per partition (see :mod:`.checkpoint`).
         """
+        executor.complete = bool(self.view_parts) or cp.complete_until is not None
         output = executor.run(inputs, batch_time_ms=batch_time_ms, stamp=(1, cp.micro_batches))
+        if cp.complete_until is not None and all(o >= c for o, c in zip(offsets, cp.complete_until)):
+            cp.complete_until = None   # the history is replayed: from here on, events are live
         if cp.warmup_until is None:
             # Before the commit: a crash in between replays this micro-batch, which rewrites its files.
             for node, elements in output.files:
@@ -394,7 +399,17 @@ class StreamRunner(LazyLog):
 
     def _fresh(self, plan: Plan, partitions: int) -> Checkpoint:
         """A first checkpoint: at ``start_offsets``, or where the batch versions of the
-        pipeline's views end (see :func:`~fluvial.state.checkpoint.initial_checkpoint`)."""
+        pipeline's views end (see :func:`~fluvial.state.checkpoint.initial_checkpoint`).
+        What the log holds beyond is history: it is replayed with nothing beyond a view's
+        correction horizon (``complete_until``), as a batch run would take it."""
+        cp = self._first(plan, partitions)
+        if partitions:
+            ends = self.log.end_offsets()
+            if any(e > o for e, o in zip(ends, cp.offsets)):
+                cp.complete_until = list(ends)
+        return cp
+
+    def _first(self, plan: Plan, partitions: int) -> Checkpoint:
         log = self.log if partitions else None
         if self.start_offsets is not None:
             if len(self.start_offsets) != partitions:
@@ -435,18 +450,19 @@ class StreamRunner(LazyLog):
             per_partition = max(1, self.max_batch_records // len(offsets))
             for partition, start in enumerate(offsets):
                 limit = per_partition
-                if cp.warmup_until is not None:
-                    # Replaying history: no partition goes past the cut-off until all reach it.
-                    limit = min(limit, cp.warmup_until[partition] - start)
-                    if limit <= 0:
-                        continue
+                for until in (cp.warmup_until, cp.complete_until):
+                    if until is not None:
+                        # Replaying history: no partition goes past its end until all reach it.
+                        limit = min(limit, until[partition] - start)
+                if limit <= 0:
+                    continue
                 batch = self.log.read(partition, start, max_records=limit)
                 if not batch.events:
                     continue
                 offsets[partition] = batch.next_offset
                 tails[partition] = [batch.events[-1].device, batch.events[-1].seq, batch.append_ms[-1]]
                 records += len(batch.events)
-                for node_id, chunks in log_chunks(plan, partition, batch.events).items():
+                for node_id, chunks in log_chunks(plan, partition, batch.events, batch.append_ms).items():
                     inputs.setdefault(node_id, []).extend(chunks)
         sources = dict(cp.sources)
         for node in plan.sources:
@@ -483,46 +499,6 @@ class StreamRunner(LazyLog):
                 stop.wait(delay)
             else:
                 time.sleep(delay)
-
-
-def _check_streamable(plan: Plan) -> None:
-    """Refuse, before the first micro-batch, what a stream run cannot do exactly.
-
-    A session-windowed table feeding ``save_to``: a session that grows or merges
-    with another in a later micro-batch gets a new window, and the rows already
-    upserted under the old window cannot be retracted through the user's
-    functions, so the table would keep superseded sessions.  ``to_view``
-    merges session fragments exactly; use it (or a batch run) instead.
-    """
-    for node in plan.bounded:
-        what = node.params.get("name", "sort_by")
-        raise UnsupportedOperation(f"{what} at {node.label} needs all of its input before it emits, and a "
-                                   f"stream run never has all of it: {_UNBOUNDED.get(what, _UNBOUNDED['sort_by'])}")
-    for sink in plan.sinks:
-        if sink.op != "save":
-            continue
-        node = sink.parents[0]
-        while node.op in NARROW_OPS and len(node.parents) == 1:
-            node = node.parents[0]
-        if node.op == "aggregate" and isinstance(node.params["window"], Session):
-            raise UnsupportedOperation(
-                f"save_to at {sink.label}: a stream run cannot save a session-windowed table "
-                f"(sessions of {node.label} grow and merge across micro-batches, and rows saved "
-                "under an old session window cannot be retracted). Serve it with to_view(), "
-                "which merges sessions exactly, or save it from a batch run")
-
-
-_OUTER = ("an unmatched key may be matched by a later micro-batch, and the row with None emitted now "
-          "could not be taken back. In a stream use join() (inner) or cogroup() (whose rows update in "
-          "place); run the outer join in a batch run (--mode batch)")
-_UNBOUNDED = {
-    "sort_by": "there is no end to sort up to. Sort in a batch run (--mode batch, or take_ordered), "
-               "or keep the n largest per window in a stream with window(...) ... top(n)",
-    "left_outer_join": _OUTER, "right_outer_join": _OUTER, "full_outer_join": _OUTER,
-    "subtract_by_key": "the other flow may gain the key in a later micro-batch, and a pair emitted now "
-                       "could not be taken back. In a stream use cogroup() (whose rows update in place); "
-                       "run subtract_by_key in a batch run (--mode batch)",
-}
 
 
 def _say_waiting(exc: Exception) -> None:
@@ -563,7 +539,7 @@ class StreamRun:
     def reload(self) -> None:
         """(Re)read the checkpoint from the store; rewinds it if the log lost what it covered."""
         self.cp = self.runner._load(self.plan, self.reads_log)
-        self.executor = Executor(self.plan, stream=True, state=self.cp.state)
+        self.executor = Executor(self.plan, stream=True, state=self.cp.state, complete=bool(self.runner.view_parts))
         self._late_base = self.runner._late_count(self.plan) - self.stats.late_events
 
     def step(self) -> int | None:

@@ -35,6 +35,7 @@ from fluvial.flow.actions import Actions
 from fluvial.flow.pairs import PairOps
 from fluvial.flow.storage import Persistence
 from fluvial.windows.shapes import Sliding, Tumbling, WindowShape
+from fluvial.windows.watermark import DEFAULT_FUTURE_MS, DEFAULT_HORIZON_MS, DEFAULT_IDLE_MS, EventTime
 
 if TYPE_CHECKING:
     from fluvial.events.envelope import Event
@@ -131,9 +132,17 @@ class Pipeline:
     def _source(self, op: str, **params: Any) -> Flow[Any]:
         return Flow(self, Node(op, (), params, _call_site()))
 
-    def from_log(self, kind: str | None = None) -> Flow[Event]:
-        """Events of one kind (or all kinds) from the log, with their event time."""
-        return self._source("log", kind=kind)
+    def from_log(self, kind: str | None = None, *, future_margin_ms: int = DEFAULT_FUTURE_MS) -> Flow[Event]:
+        """Events of one kind (or all kinds) from the log, with their event time.
+
+        An event stamped more than ``future_margin_ms`` after the log stored it comes
+        from a clock that is ahead: stream runs keep it, count it, and let it move no
+        watermark (:mod:`fluvial.windows.watermark`).
+        """
+        if not isinstance(future_margin_ms, int) or isinstance(future_margin_ms, bool) or future_margin_ms < 0:
+            raise ConfigError(f"future_margin_ms must be an integer number of milliseconds >= 0, "
+                              f"got {future_margin_ms!r}")
+        return self._source("log", kind=kind, future_ms=future_margin_ms)
 
     def text_file(self, path: str | os.PathLike[str]) -> Flow[str]:
         """Lines of a text file (without the newline); event time 0."""
@@ -246,9 +255,11 @@ class Flow(PairOps[T], Actions[T], Persistence[T], Generic[T]):
 
     # -- keyed aggregations (tables) --------------------------------------------
     def _aggregate(self, agg: Aggregator[Any, Any, Any], *, keyed: bool, window: WindowShape | None = None,
-                   lateness_ms: int = 0, name: str = "aggregate") -> Table:
+                   lateness_ms: int = 0, name: str = "aggregate", time: EventTime | None = None) -> Table:
+        t = time or EventTime()
         node = Node("aggregate", (self.node,), {"agg": agg, "keyed": keyed, "window": window,
-                                                 "lateness_ms": lateness_ms, "name": name}, _call_site())
+                                                 "lateness_ms": lateness_ms, "name": name, "watermark": t.per,
+                                                 "idle_ms": t.idle_ms, "horizon_ms": t.horizon_ms}, _call_site())
         return Table(self.pipeline, node)
 
     def reduce_by_key(self, f: Callable[[V, V], V]) -> Table:
@@ -271,17 +282,30 @@ class Flow(PairOps[T], Actions[T], Persistence[T], Generic[T]):
 
         return self.map(lambda x: (x, x))._aggregate(Count(), keyed=True, name="count_by_value")
 
-    def window(self, shape: WindowShape, *, allowed_lateness_ms: int = 0) -> WindowedFlow[T]:
+    def window(self, shape: WindowShape, *, allowed_lateness_ms: int = 0, watermark: str = "device",
+               idle_timeout_ms: int = DEFAULT_IDLE_MS,
+               correction_horizon_ms: int = DEFAULT_HORIZON_MS) -> WindowedFlow[T]:
         """Group elements into event-time windows; aggregate next.
 
-        In a stream run, an element more than ``allowed_lateness_ms`` behind the
-        largest event time seen in its partition is late: it is counted, kept
-        on the ``late()`` side output, and left out of the realtime result (the
-        log still has it, so the batch layer includes it).
+        Event time in a stream run (:mod:`fluvial.windows.watermark`; batch runs see
+        every event):
+
+        * An element more than ``allowed_lateness_ms`` behind the largest event time
+          seen from its device (``watermark="device"``, the default for events of the
+          log) or in its input partition (``watermark="partition"``) is *late*: it is
+          counted and kept on the ``late()`` side output.  A device that was offline and
+          flushes its backlog in its own order is not late.
+        * A view of the aggregation takes every element up to ``correction_horizon_ms``
+          behind its partition's event time, late or not: a late element corrects the
+          stored row of its window.  Older ones are counted late and left to the batch
+          layer (a Kappa replay takes them all).
+        * State downstream of the aggregation (``top()``, ``save_to``, per-key state)
+          sees a window until its partition's event time has passed its end by
+          ``allowed_lateness_ms + idle_timeout_ms``; so a device quiet (or behind) for
+          longer than ``idle_timeout_ms`` holds no window open.
         """
-        if allowed_lateness_ms < 0:
-            raise ConfigError("allowed_lateness_ms must be >= 0")
-        return WindowedFlow(self, shape, allowed_lateness_ms)
+        return WindowedFlow(self, shape, allowed_lateness_ms,
+                            EventTime(watermark, idle_timeout_ms, correction_horizon_ms, allowed_lateness_ms))
 
     def reduce_by_key_and_window(self, f: Callable[[V, V], V], length_ms: int, slide_ms: int | None = None,
                                  inv: Callable[[V, V], V] | None = None, *,
@@ -332,6 +356,9 @@ class Flow(PairOps[T], Actions[T], Persistence[T], Generic[T]):
         """
         if not columns:
             raise ConfigError("save_to(): name at least one column")
+        if isinstance(table, str) and table.lower().startswith("fluvial_"):
+            raise ConfigError(f"save_to(): invalid table name {table!r}: names starting with 'fluvial_' are "
+                              "reserved for the store itself")
         self._sink("save", store=store, table=table, columns=list(columns), key_columns=key_columns)
 
     def to_view(self, name: str) -> None:
@@ -380,7 +407,8 @@ class Table(Flow[Any]):
         inner = p["agg"]
         parent: Flow[Any] = Flow(self.pipeline, self.node.parents[0]).map(lambda kv: (None, kv))
         return parent._aggregate(TopByValue(inner, n), keyed=True, window=p["window"],
-                                 lateness_ms=p["lateness_ms"], name=f"top({n})")
+                                 lateness_ms=p["lateness_ms"], name=f"top({n})",
+                                 time=EventTime(p["watermark"], p["idle_ms"], p["horizon_ms"]))
 
     def late(self) -> Flow[Any]:
         """The side output of late elements of a windowed aggregation (stream runs)."""
@@ -388,15 +416,48 @@ class Table(Flow[Any]):
             raise ConfigError("late() is the side output of a windowed aggregation")
         return Flow(self.pipeline, Node("late", (self.node,), {}, _call_site()))
 
+    def final(self) -> Flow[Any]:
+        """Each window's row once, when the window is closed (``emit="final"``), instead of
+        every change of it: in a stream run, once every partition's event time has passed the
+        window's end by the allowed lateness plus the idle timeout
+        (:mod:`fluvial.windows.watermark`), with what it holds then; a batch run has every
+        window closed at its end.  A view of the table keeps updating in place."""
+        if self.node.op != "aggregate" or self.node.params["window"] is None:
+            raise ConfigError("final() gives the closed windows of a windowed aggregation: window(...) first")
+        return Flow(self.pipeline, Node("final", (self.node,), {}, _call_site()))
+
+    def _emitted(self, emit: str) -> Flow[Any]:
+        if emit == "update":
+            return self
+        if emit == "final":
+            return self.final()
+        raise ConfigError(f"emit must be 'update' (every change of a row) or 'final' (each window once, "
+                          f"when closed), got {emit!r}")
+
+    def foreach(self, f: Callable[[Any], None], *, emit: str = "update") -> None:
+        """Call ``f`` on every row that changed (``emit="final"``: on each closed window's row once)."""
+        Flow.foreach(self._emitted(emit), f)
+
+    def print(self, n: int = 10, *, emit: str = "update") -> None:
+        """Print the first ``n`` changed rows of every batch (``emit="final"``: closed windows only)."""
+        Flow.print(self._emitted(emit), n)
+
+    def save_to(self, store: Any, table: str, columns: Sequence[str], *, key_columns: int = 1,
+                emit: str = "update") -> None:
+        """Upsert the rows that changed (``emit="final"``: each closed window's row once) into
+        ``table`` of ``store`` (see :meth:`Flow.save_to`)."""
+        Flow.save_to(self._emitted(emit), store, table, columns, key_columns=key_columns)
+
 
 class WindowedFlow(Generic[T]):
     """Elements grouped into windows; choose the aggregation next."""
 
-    def __init__(self, flow: Flow[T], shape: WindowShape, lateness_ms: int) -> None:
-        self._flow, self.shape, self.lateness_ms = flow, shape, lateness_ms
+    def __init__(self, flow: Flow[T], shape: WindowShape, lateness_ms: int, time: EventTime) -> None:
+        self._flow, self.shape, self.lateness_ms, self.time = flow, shape, lateness_ms, time
 
     def _agg(self, agg: Aggregator[Any, Any, Any], keyed: bool, name: str) -> Table:
-        return self._flow._aggregate(agg, keyed=keyed, window=self.shape, lateness_ms=self.lateness_ms, name=name)
+        return self._flow._aggregate(agg, keyed=keyed, window=self.shape, lateness_ms=self.lateness_ms, name=name,
+                                     time=self.time)
 
     def aggregate(self, agg: Aggregator[Any, Any, Any]) -> Table:
         """One row per window (key ``None``) aggregating every element."""
@@ -419,5 +480,5 @@ class WindowedFlow(Generic[T]):
     def count_by_value(self) -> Table:
         from fluvial.aggregators import Count
 
-        return self._flow.map(lambda x: (x, x)).window(self.shape, allowed_lateness_ms=self.lateness_ms)._agg(
+        return WindowedFlow(self._flow.map(lambda x: (x, x)), self.shape, self.lateness_ms, self.time)._agg(
             Count(), True, "window.count_by_value")

@@ -55,6 +55,8 @@ class Checkpoint:
     warmup_until: list[int] | None = None   # replaying history to rebuild state, views untouched
     tails: list[Tail | None] | None = None  # per partition, the event before ``offsets`` (None: unknown)
     shape: list[str] | None = None          # Plan.shape when written: says what changed, if the flow did
+    complete_until: list[int] | None = None  # the history a runner found when it started: replayed with
+    #                                          nothing beyond a view's correction horizon (windows/watermark)
 
     @property
     def holds_realtime(self) -> bool:

@@ -61,14 +61,22 @@ def slice_checkpoint(cp: Checkpoint, partition: int) -> Checkpoint:
     source's watermark is kept per partition; partitioned pipelines keep no other state).
 
     >>> whole = Checkpoint("f", [7, 9], micro_batches=3, tails=[None, ["d", 4, 1]])
-    >>> whole.state.watermarks[2] = {(0, 0): 100, (0, 1): 250}
+    >>> whole.state.watermarks[2] = {(0, 0): 100, (0, 1): 250, ((0, 1), "dev"): 240}
     >>> part = slice_checkpoint(whole, 1)
     >>> part.offsets, part.tails, part.state.watermarks
-    ([9], [['d', 4, 1]], {2: {(0, 0): 250}})
+    ([9], [['d', 4, 1]], {2: {(0, 0): 250, ((0, 0), 'dev'): 240}})
     """
-    marks: dict[int, dict[Hashable, int]] = {pos: {(origin[0], 0): ts for origin, ts in m.items()
-                   if isinstance(origin, tuple) and len(origin) == 2 and origin[1] == partition}
-             for pos, m in cp.state.watermarks.items()}
+    def mine(key: Hashable) -> Hashable | None:   # partition highs, and device highs (origin, device)
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], tuple):
+            origin = mine(key[0])
+            return None if origin is None else (origin, key[1])
+        if isinstance(key, tuple) and len(key) == 2 and key[1] == partition:
+            return (key[0], 0)
+        return None
+
+    marks: dict[int, dict[Hashable, int]] = {
+        pos: {k: ts for k, ts in ((mine(key), ts) for key, ts in m.items()) if k is not None}
+        for pos, m in cp.state.watermarks.items()}
     return Checkpoint(cp.fingerprint, [cp.offsets[partition]], state=ExecState(watermarks=marks),
                       micro_batches=cp.micro_batches, tails=[cp.tails[partition]] if cp.tails is not None else None,
                       shape=cp.shape)

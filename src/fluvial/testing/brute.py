@@ -6,9 +6,10 @@ must compute, slow and simple.
 
 * the log: :func:`log_order` drops device retries by ``(device, seq)`` and
   routes each device to partition ``crc32(device) % partitions``;
-* lateness: :func:`split_late` replays each partition in log order; an
-  element is late if its ``ts`` is below the largest ``ts`` seen before it
-  in its partition minus the allowed lateness (the stream runner's rule);
+* event time: :func:`split_event_time` replays each partition in log order and
+  says which events a stream run's views take, which it counts late (behind
+  their device), and which state downstream sees; :func:`split_late` is the
+  per-partition rule alone;
 * windows: :func:`tumbling_windows`, :func:`sliding_windows` (half-open
   ``[start, end)``, by enumeration) and :func:`sessions`;
 * aggregation: :func:`group` then :func:`rows` (in the store's row order),
@@ -38,7 +39,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -55,6 +56,7 @@ __all__ = [
     "sessions",
     "sliding_windows",
     "sort_rows",
+    "split_event_time",
     "split_late",
     "stats",
     "top",
@@ -106,6 +108,58 @@ def split_late(events: Iterable[Event], *, partitions: int, lateness_ms: int,
                 on_time.append(e)
             high = e.ts if high is None else max(high, e.ts)
     return on_time, late
+
+
+class EventTimeSplit(NamedTuple):
+    """Where the selected events of a windowed operator go in a stream run."""
+
+    views: list[Event]    # every event but those beyond the correction horizon
+    late: list[Event]     # counted late: behind their device (or partition), or beyond the horizon
+    tables: list[Event]   # what state downstream of the aggregation sees
+
+
+def split_event_time(events: Iterable[Event], *, partitions: int, lateness_ms: int,
+                     select: Callable[[Event], bool] = lambda e: True, per: str = "device",
+                     idle_ms: int = 60_000, horizon_ms: int | None = 7 * 24 * 3600 * 1000,
+                     future: Callable[[Event], bool] = lambda e: False, history: int = 0) -> EventTimeSplit:
+    """The event-time rules of a stream run, replayed per partition in log order.
+
+    Before an event moves anything: it is *late* if its ``ts`` is more than
+    ``lateness_ms`` below the largest ``ts`` seen from its device (``per="device"``)
+    or in its partition (``per="partition"``); it is *beyond the horizon* if more than
+    ``horizon_ms`` below the largest ``ts`` of its partition (``None``: no horizon, a
+    replay); downstream state does not see it if it is more than ``lateness_ms +
+    idle_ms`` (``lateness_ms`` per partition) below that.  ``future(e)`` events (a
+    clock ahead) are none of these and move no maximum.  The first ``history`` of
+    ``events`` are what the log held when the stream runner first started: replayed
+    history, never beyond the horizon.
+    """
+    out = EventTimeSplit([], [], [])
+    events = list(events)
+    before = {(e.device, e.seq) for e in events[:history]}
+    slack = lateness_ms + (idle_ms if per == "device" else 0)
+    for part in log_order(events, partitions):
+        top: int | None = None
+        own: dict[str, int] = {}
+        for e in part:
+            if not select(e):
+                continue
+            if future(e):
+                out.views.append(e)
+                out.tables.append(e)
+                continue
+            mine = own.get(e.device) if per == "device" else top
+            old = (top is not None and horizon_ms is not None and e.ts < top - horizon_ms
+                   and (e.device, e.seq) not in before)
+            if not old:
+                out.views.append(e)
+            if old or (mine is not None and e.ts < mine - lateness_ms):
+                out.late.append(e)
+            if top is None or e.ts >= top - slack:
+                out.tables.append(e)
+            own[e.device] = max(own.get(e.device, e.ts), e.ts)
+            top = e.ts if top is None else max(top, e.ts)
+    return out
 
 
 def unique(events: Iterable[Event]) -> list[Event]:

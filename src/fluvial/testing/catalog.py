@@ -7,9 +7,12 @@ rows with each other and with :mod:`fluvial.testing.brute`; a new runner
 :func:`~fluvial.testing.make_events`: ``{"value": float, "level": int, "color": str}``.
 
 Lateness: a windowed flow has ``lateness_ms`` (its allowed lateness).  In a
-stream run, its view holds the on-time events only and counts the others as
-late; in a batch run it holds every event.  Flows without a window
-(``lateness_ms is None``) see every event on every runner.
+stream run, its view holds every event within the correction horizon (late
+ones correct their window) and counts those behind their device as late; its
+``save_to`` table (state downstream of the aggregation) sees the events whose
+window was still open (:func:`~fluvial.testing.brute.split_event_time`); in a
+batch run both hold every event.  Flows without a window (``lateness_ms is
+None``) see every event on every runner.
 
 Example:
     >>> from fluvial.testing import make_events
@@ -259,34 +262,39 @@ def build_pipeline(cases: Sequence[Case], name: str = "catalog") -> Pipeline:
     return p
 
 
-def _seen(case: Case, events: Sequence[Event], partitions: int, stream: bool) -> tuple[list[Event], int]:
-    """The events a case's view covers, and how many it counts late."""
+def _seen(case: Case, events: Sequence[Event], partitions: int, stream: bool,
+          future: Callable[[Event], bool] | None = None) -> tuple[list[Event], int, list[Event]]:
+    """The events a case's view covers, how many it counts late, and the events its
+    ``save_to`` tables see (``future(e)``: stamped ahead of when the log stored it)."""
     kept = brute.unique(events)
     if not stream or case.lateness_ms is None:
-        return kept, 0
-    on_time, late = brute.split_late(events, partitions=partitions, lateness_ms=case.lateness_ms,
-                                     select=case.select)
-    return on_time + [e for e in kept if not case.select(e)], len(late)
+        return kept, 0, kept
+    split = brute.split_event_time(events, partitions=partitions, lateness_ms=case.lateness_ms,
+                                   select=case.select, future=future or (lambda e: False))
+    others = [e for e in kept if not case.select(e)]
+    return split.views + others, len(split.late), split.tables + others
 
 
 def expected_views(cases: Sequence[Case], events: Sequence[Event], *, partitions: int,
-                   stream: bool) -> dict[str, list[Row]]:
+                   stream: bool, future: Callable[[Event], bool] | None = None) -> dict[str, list[Row]]:
     """Brute-force rows per view for a batch run (``stream=False``: every event)
-    or a stream run (windowed views: the on-time events only)."""
-    return {c.name: c.expect(_seen(c, events, partitions, stream)[0]) for c in cases}
+    or a stream run (windowed views: every event within the correction horizon);
+    ``future(e)``: the event is stamped ahead of the time the log stored it."""
+    return {c.name: c.expect(_seen(c, events, partitions, stream, future)[0]) for c in cases}
 
 
-def expected_late(cases: Sequence[Case], events: Sequence[Event], *, partitions: int) -> dict[str, int]:
+def expected_late(cases: Sequence[Case], events: Sequence[Event], *, partitions: int,
+                  future: Callable[[Event], bool] | None = None) -> dict[str, int]:
     """Brute-force late counts per view of a stream run."""
-    return {c.name: _seen(c, events, partitions, True)[1] for c in cases}
+    return {c.name: _seen(c, events, partitions, True, future)[1] for c in cases}
 
 
 def expected_tables(cases: Sequence[Case], events: Sequence[Event], *, partitions: int,
-                    stream: bool) -> dict[str, list[dict[str, Any]]]:
+                    stream: bool, future: Callable[[Event], bool] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Brute-force rows of the ``save_to`` tables, sorted as :func:`read_results` sorts them."""
     out = {}
     for c in cases:
-        seen = _seen(c, events, partitions, stream)[0]
+        seen = _seen(c, events, partitions, stream, future)[2]
         for table, rows in (c.tables or {}).items():
             out[table] = sorted(rows(seen), key=lambda r: msgspec.json.encode(list(r.values())))
     return out

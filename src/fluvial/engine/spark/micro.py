@@ -51,7 +51,7 @@ from fluvial.windows.shapes import Session
 __all__ = ["DriverExecutor", "Merged", "MicroBatchJob", "run_on_executors"]
 
 # Keys of the records a task emits (the first item of the reduceByKey key).
-_AGG, _LATE, _MARKS, _CHUNKS, _END = range(5)
+_AGG, _LATE, _MARKS, _CHUNKS, _END, _TABLE = range(6)
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class MicroBatchJob:
         on_executors: The aggregations computed on the executors.
         late_values: Those of them whose late elements a ``late()`` flow reads (else only counted).
         ship: The narrow operators whose elements the driver needs.
+        complete: A replay of history: nothing is beyond a view's correction horizon.
     """
 
     plan: Plan
@@ -76,6 +77,7 @@ class MicroBatchJob:
     on_executors: frozenset[int]
     late_values: frozenset[int]
     ship: frozenset[int]
+    complete: bool = False
 
 
 @dataclass
@@ -85,13 +87,15 @@ class Merged:
     ends: dict[int, int] = field(default_factory=dict)          # log partition -> end offset read
     records: int = 0
     partials: dict[int, dict[tuple[Any, Any], Any]] = field(default_factory=dict)
+    tables: dict[int, dict[tuple[Any, Any], Any]] = field(default_factory=dict)   # stateful aggregations' own
     late: dict[int, list[Chunk]] = field(default_factory=dict)
     marks: dict[int, dict[Hashable, int]] = field(default_factory=dict)
     outputs: dict[int, list[Chunk]] = field(default_factory=dict)
     on_executors: frozenset[int] = frozenset()
 
 
-def plan_job(plan: Plan, log: LogSpec, starts: list[int], state: ExecState) -> MicroBatchJob:
+def plan_job(plan: Plan, log: LogSpec, starts: list[int], state: ExecState, *,
+             complete: bool = False) -> MicroBatchJob:
     """The job of the next micro-batch: which aggregations the executors compute
     (those right after the narrow part, but session windows: a session may span
     partitions), and which elements come back to the driver."""
@@ -105,13 +109,13 @@ def plan_job(plan: Plan, log: LogSpec, starts: list[int], state: ExecState) -> M
     kept = [n for n in plan.nodes if n.id in plan.prefix or n.id in on_executors]
     narrow = dataclasses.replace(plan, nodes=kept, sinks=[], views={}, children={}, pipeline=None)
     marks = {plan.index[i]: dict(state.watermarks.get(plan.index[i], {})) for i in on_executors}
-    return MicroBatchJob(narrow, log, list(starts), marks, on_executors, late_values, ship)
+    return MicroBatchJob(narrow, log, list(starts), marks, on_executors, late_values, ship, complete)
 
 
 def run_on_executors(batch_df: Any, job: MicroBatchJob) -> Merged:
     """Run ``job`` over the rows of a Spark micro-batch (one task per log partition range)."""
     aggs = {n.id: n.params["agg"] for n in job.plan.nodes if n.id in job.on_executors}
-    rdd = batch_df.select("partition", "offset", "event").rdd
+    rdd = batch_df.select("partition", "offset", "event", "append_ms").rdd
     parts = max(1, rdd.getNumPartitions())
     merged = (rdd.mapPartitions(functools.partial(_task, job))
               .reduceByKey(functools.partial(_merge, aggs), parts).collect())
@@ -124,9 +128,9 @@ def _task(job: MicroBatchJob, rows: Iterable[Any]) -> Iterator[tuple[tuple[Any, 
     """One Spark task: the rows of (normally) one log partition's range."""
     from fluvial.engine.spark.source import decode_event
 
-    per_partition: dict[int, list[tuple[int, bytes]]] = {}
+    per_partition: dict[int, list[tuple[int, bytes, int]]] = {}
     for r in rows:
-        per_partition.setdefault(r[0], []).append((r[1], r[2]))
+        per_partition.setdefault(r[0], []).append((r[1], r[2], r[3]))
     log = None
     try:
         for partition in sorted(per_partition):
@@ -135,28 +139,30 @@ def _task(job: MicroBatchJob, rows: Iterable[Any]) -> Iterator[tuple[tuple[Any, 
             if not items:
                 continue
             events: list[Any] = []
+            appends: list[int] = []
             if items[0][0] > start:  # Spark is ahead of the store checkpoint: read the gap
                 log = log or job.log.open()
-                events.extend(read_range(log, partition, start, items[0][0]))
+                events, appends = read_range(log, partition, start, items[0][0])
             expected = start + len(events)
-            for offset, blob in items:
+            for offset, blob, append_ms in items:
                 if offset != expected:
                     raise ConfigError(f"log partition {partition}: Spark gave offset {offset}, expected "
                                       f"{expected} (records of the log {job.log.url} are missing)")
                 events.append(decode_event(blob))
+                appends.append(append_ms)
                 expected += 1
-            yield from _partition(job, partition, events, expected)
+            yield from _partition(job, partition, events, appends, expected)
     finally:
         if log is not None:
             log.close()
 
 
-def _partition(job: MicroBatchJob, partition: int, events: list[Any],
+def _partition(job: MicroBatchJob, partition: int, events: list[Any], appends: list[int],
                end: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
     plan = job.plan
-    executor = Executor(plan, stream=True,
+    executor = Executor(plan, stream=True, complete=job.complete,
                         state=ExecState(watermarks={pos: dict(m) for pos, m in job.watermarks.items()}))
-    values = executor._eval_narrow(log_chunks(plan, partition, events))
+    values = executor._eval_narrow(log_chunks(plan, partition, events, appends))
     for node in plan.nodes:
         if node.id in job.on_executors:
             yield from _aggregate(job, executor, node, values, partition)
@@ -173,15 +179,21 @@ def _aggregate(job: MicroBatchJob, executor: Executor, node: Node, values: dict[
     watermarks advance over the chunks in the order the local runners see them)."""
     agg, pos = node.params["agg"], job.plan.index[node.id]
     delta: dict[tuple[Any, Any], Any] = {}
+    table: dict[tuple[Any, Any], Any] = {}
+    stateful = node.id in job.plan.stateful
     late: list[tuple[int, int, Any]] = []
     for i, chunk in enumerate(c for p in node.parents for c in values[p.id]):
-        part, late_chunks = executor.partials(node, [chunk])
+        part, late_chunks, own = executor.partials(node, [chunk])
         for key, acc in part.items():
             delta[key] = agg.merge(delta[key], acc) if key in delta else acc
+        for key, acc in (own.items() if stateful else ()):
+            table[key] = agg.merge(table[key], acc) if key in table else acc
         for lc in late_chunks:
             late.append((i, partition, lc if node.id in job.late_values else len(lc.values)))
     for key, acc in delta.items():
         yield (_AGG, node.id, key), (node.id, acc)
+    for key, acc in table.items():
+        yield (_TABLE, node.id, key), (node.id, acc)
     if late:
         yield (_LATE, node.id, partition), (-1, late)
     before = job.watermarks.get(pos, {})
@@ -197,16 +209,18 @@ def _merge(aggs: dict[int, Any], a: tuple[int, Any], b: tuple[int, Any]) -> tupl
     return -1, a[1] + b[1]
 
 
-def read_range(log: Any, partition: int, start: int, stop: int) -> list[Any]:
-    """The events of ``[start, stop)`` of one log partition."""
+def read_range(log: Any, partition: int, start: int, stop: int) -> tuple[list[Any], list[int]]:
+    """The events of ``[start, stop)`` of one log partition, and when the log stored each."""
     events: list[Any] = []
+    appends: list[int] = []
     while start < stop:
         batch = log.read(partition, start, stop_offset=stop)
         if not batch.events:
             raise ConfigError(f"log partition {partition}: offsets [{start}, {stop}) cannot be read")
         events.extend(batch.events)
+        appends.extend(batch.append_ms)
         start = batch.next_offset
-    return events
+    return events, appends
 
 
 # -- on the driver ------------------------------------------------------------------------
@@ -219,6 +233,8 @@ def _assemble(job: MicroBatchJob, merged: list[tuple[tuple[Any, ...], Any]]) -> 
         kind = key[0]
         if kind == _AGG:
             out.partials[key[1]][key[2]] = value
+        elif kind == _TABLE:
+            out.tables.setdefault(key[1], {})[key[2]] = value
         elif kind == _END:
             if len(value) != 1:
                 raise ConfigError(f"log partition {key[1]} was read by {len(value)} Spark tasks in one "
@@ -249,14 +265,16 @@ class DriverExecutor(Executor):
 
     merged: Merged | None = None
 
-    def partials(self, node: Node, chunks: list[Chunk]) -> tuple[dict[tuple[Any, Any], Any], list[Chunk]]:
+    def partials(self, node: Node, chunks: list[Chunk]
+                 ) -> tuple[dict[tuple[Any, Any], Any], list[Chunk], dict[tuple[Any, Any], Any]]:
         merged = self.merged
         if merged is None or node.id not in merged.on_executors:
             return super().partials(node, chunks)
         pos = self.plan.index[node.id]
         if node.params["window"] is not None:  # as Executor.partials: windowed aggregations only
             self.state.watermarks.setdefault(pos, {}).update(merged.marks.get(pos, {}))
-        return merged.partials.get(node.id, {}), merged.late.get(node.id, [])
+        delta = merged.partials.get(node.id, {})
+        return delta, merged.late.get(node.id, []), merged.tables.get(node.id, {})
 
     def run(self, inputs: dict[int, list[Chunk]], *, batch_time_ms: int,
             partials: dict[int, dict[tuple[Any, Any], Any]] | None = None,

@@ -8,7 +8,8 @@ log partition.  Every micro-batch reads, per partition, the records between
 the previous batch's end and the new end; Spark's ``maxRecordsPerTrigger``
 style cap is the option ``max_records`` (split evenly over the partitions,
 as the local stream runner does).  Rows carry the whole event (msgpack, the
-log's own encoding) next to its readable envelope fields.  Placeholders of
+log's own encoding) next to its readable envelope fields and ``append_ms`` (when
+the log stored it: how far ahead of that the event is stamped tells a clock ahead).  Placeholders of
 records lost to damage (kind ``fluvial.lost``, see :mod:`fluvial.events.lost`)
 are not events: they give no row, and their offsets are gaps in ``offset``.
 
@@ -36,7 +37,7 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMa
 from fluvial.events.envelope import Event
 from fluvial.events.lost import LOST_KIND
 
-SCHEMA = "partition int, offset long, device string, kind string, ts long, seq long, event binary"
+SCHEMA = "partition int, offset long, device string, kind string, ts long, seq long, event binary, append_ms long"
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(Event)
 
@@ -153,9 +154,10 @@ class LogStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  # t
                 if not batch.events:
                     raise RuntimeError(f"log {self.path} partition {partition.partition}: offsets "
                                        f"[{offset}, {partition.stop}) were announced but cannot be read")
-                for ev in batch.events:
+                for ev, append_ms in zip(batch.events, batch.append_ms):
                     if not (self.skip_lost and ev.kind == LOST_KIND):
-                        yield (partition.partition, offset, ev.device, ev.kind, ev.ts, ev.seq, _enc.encode(ev))
+                        yield (partition.partition, offset, ev.device, ev.kind, ev.ts, ev.seq, _enc.encode(ev),
+                               append_ms)
                     offset += 1
         finally:
             log.close()

@@ -47,7 +47,8 @@ from fluvial.engine.sources import log_sources
 from fluvial.engine.spark.batch import _spark_call
 from fluvial.engine.spark.micro import DriverExecutor, Merged, plan_job, run_on_executors
 from fluvial.engine.spark.session import SparkConfig, get_session
-from fluvial.engine.stream import StreamRunner, _check_streamable
+from fluvial.engine.stream import StreamRunner
+from fluvial.engine.streamable import check_streamable
 from fluvial.errors import ConfigError, LogUnreachable, StoreUnavailable, UnsupportedOperation
 from fluvial.flow.graph import Pipeline
 from fluvial.state.checkpoint import Checkpoint
@@ -73,7 +74,7 @@ def check_spark_streamable(plan: Plan) -> None:
     if not log_sources(plan):
         raise UnsupportedOperation(f"pipeline {plan.name!r} reads no log: the Spark stream runner has "
                                    "nothing to stream")
-    _check_streamable(plan)
+    check_streamable(plan)
 
 
 class SparkStreamRunner(StreamRunner):
@@ -308,7 +309,8 @@ class _MicroBatches:
         if self.done:
             return
         # The previous micro-batch is committed (its call returned only then): cp is current.
-        job = plan_job(self.plan, self.log_spec, self.cp.offsets, self.executor.state)
+        job = plan_job(self.plan, self.log_spec, self.cp.offsets, self.executor.state,
+                       complete=self.cp.complete_until is not None)
         merged: Merged | None = None
         error: BaseException | None = None
         try:

@@ -11,6 +11,7 @@ GET     /v1/jobs, /v1/jobs/{id}           batch runs, reprocessings
 GET     /v1/metrics, /metrics             metrics as JSON, and in Prometheus text format
 GET     /healthz                          liveness and readiness
 GET     /v1/pipelines                     the served pipelines and their lineage
+GET     /v1/devices                       devices: last seen, late, future-stamped, backlogs, quiet
 GET     /ui                               the web UI: live views, runner metrics, lineage
 GET     /openapi.json, /docs              the API description
 ======  ================================  =======================================================
@@ -27,7 +28,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fluvial.api import admin, ingest, ops, pipelines, views
+from fluvial.api import admin, devices, ingest, ops, pipelines, views
 from fluvial.api.common import Api, error
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def build_app(server: Server) -> Starlette:
         yield
         await server.stop()
 
-    routes = [*ops.routes(api), *ingest.routes(api), *views.routes(api), *admin.routes(api), *pipelines.routes(api)]
+    routes = [*ops.routes(api), *ingest.routes(api), *views.routes(api), *admin.routes(api), *pipelines.routes(api),
+              *devices.routes(api)]
     return Starlette(routes=routes, lifespan=lifespan, middleware=[_same_origin(server)],
                      exception_handlers={404: _not_found, 405: _not_allowed})
 

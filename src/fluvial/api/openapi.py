@@ -257,6 +257,22 @@ def _read_paths() -> dict[str, Any]:
                                "architecture, views, lineage", _json("pipelines", {
                                    "type": "object", "required": ["pipelines"],
                                    "properties": {"pipelines": {"type": "array"}}})),
+        "/v1/devices": {"get": {
+            "summary": "The devices that wrote to the log: events, last seen, last event time, late and "
+                       "future-stamped counts, backlog flushes, quiet now",
+            "parameters": [
+                {"name": "quiet", "in": "query", "schema": {"type": "boolean"}, "description": "only quiet devices"},
+                {"name": "quiet_after", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                 "description": "ms a device may send nothing before it is quiet (default 600000)"},
+                {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                {"name": "after", "in": "query", "schema": {"type": "string"},
+                 "description": "devices whose id sorts after this one (the next page)"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}}],
+            "responses": {"200": _json("devices, sorted by id", {
+                "type": "object", "required": ["devices", "quiet_after_ms", "more"],
+                "properties": {"devices": {"type": "array"}, "quiet_after_ms": {"type": "integer"},
+                               "more": {"type": "boolean"}}}),
+                "400": _err("a bad query parameter"), **_AUTH}}},
         "/ui": plain("The web UI: live views, runner metrics, lineage", _text("the page", "text/html")),
         "/v1/metrics": plain("Metrics (JSON)", _json(
             "events in/s, per-runner batch duration, lag, late events, dead letters", {"type": "object"})),

@@ -103,6 +103,7 @@ def metrics(server: Server) -> dict[str, Any]:
         "log_appends": server.writer.appends, "pending_bytes": server.limits.pending_bytes,
         "limits": server.limits.snapshot(),
         "speed_layer": runners, "batch_layer": server.batch.stats,
+        "devices": server.devices.summary(),
     }
 
 
@@ -142,6 +143,16 @@ def prometheus(m: dict[str, Any]) -> str:
            [({"pipeline": p}, r["lag_events"]) for p, r in sl.items()])
     metric("speed_late_events_total", "counter", "Events later than the allowed lateness.",
            [({"pipeline": p}, r["late_events"]) for p, r in sl.items()])
+    dv = m["devices"]
+    metric("devices", "gauge", f"Devices that wrote to the log, by state (quiet: nothing stored from them for "
+           f"{dv['quiet_after_ms'] // 1000} s).",
+           [({"state": "quiet"}, dv["quiet"]), ({"state": "active"}, dv["known"] - dv["quiet"])])
+    metric("device_late_events_total", "counter", "Events stamped behind their own device by more than 30 s.",
+           [({}, dv["late_events"])])
+    metric("device_future_events_total", "counter", "Events stamped more than 5 min after the log stored them.",
+           [({}, dv["future_events"])])
+    metric("device_backlog_flushes_total", "counter", "Backlogs devices flushed (back from offline).",
+           [({}, dv["backlog_flushes"])])
     bl = m["batch_layer"]
     metric("batch_runs_total", "counter", "Batch-layer runs.", [({"pipeline": p}, r["runs"]) for p, r in bl.items()])
     metric("batch_duration_seconds", "gauge", "Duration of the last batch-layer run.",

@@ -27,7 +27,8 @@ __all__ = ["COMMAND_MODULES", "ENV_HOME", "build_parser", "main"]
 COMMAND_MODULES = ("fluvial.cli.generate", "fluvial.cli.ingest", "fluvial.cli.run", "fluvial.cli.views",
                    "fluvial.cli.log", "fluvial.cli.schema", "fluvial.cli.demo",
                    "fluvial.cli.export", "fluvial.cli.serve", "fluvial.cli.token",
-                   "fluvial.cli.simulate", "fluvial.cli.shell", "fluvial.cli.worker")
+                   "fluvial.cli.simulate", "fluvial.cli.shell", "fluvial.cli.worker",
+                   "fluvial.cli.devices")
 """Modules whose ``@subcommand`` functions make up the CLI."""
 
 ENV_HOME = "FLUVIAL_HOME"

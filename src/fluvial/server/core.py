@@ -8,7 +8,8 @@ Threads and processes:
 * batch-layer runs are child processes (``fluvial batch``): they use the
   other cores, and a crash there cannot take the server down;
 * queries run on a small thread pool, each thread with its own store connection;
-* reprocessing runs in a thread of its own.
+* reprocessing runs in a thread of its own;
+* one thread keeps the device table up to date (:mod:`fluvial.layers.devices`).
 
 The store (SQLite in WAL mode) is what they share: a query reads one snapshot,
 so it sees a whole version switch or none of it.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import ConfigError, LogError
 from fluvial.layers.batch import BatchLayer
+from fluvial.layers.devices import DeviceFollower
 from fluvial.layers.jobs import Job, new_job_id
 from fluvial.layers.pipelines import FlowSet, Registered
 from fluvial.layers.speed import SpeedRunner
@@ -126,6 +128,7 @@ class Server:
         self.lag: dict[str, int] = {}
         self.url: str | None = None
         self.mqtt: Any = None
+        self.devices = DeviceFollower(self.workspace)   # the device table (fluvial devices, /v1/devices)
         self._local = threading.local()
         self._queries = ThreadPoolExecutor(2, thread_name_prefix="fluvial-query")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -137,6 +140,7 @@ class Server:
     def start(self) -> None:
         """Start the speed layer and the MQTT bridge (call before serving requests)."""
         self.log_health.start()
+        self.devices.start()
         if self.settings.server.mqtt:
             from fluvial.server.mqtt import MqttBridge
 
@@ -170,6 +174,7 @@ class Server:
 
     def close(self) -> None:
         self.log_health.stop()
+        self.devices.stop()
         if self.mqtt is not None:
             self.mqtt.stop()   # what it has not acknowledged yet, the broker delivers again
         for timer in self._timers:

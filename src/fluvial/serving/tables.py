@@ -17,6 +17,9 @@ from fluvial.errors import ConfigError, StoreError
 from fluvial.serving.keys import check_identifier
 
 _SCALARS = (str, int, float, bytes, type(None))
+SYSTEM_TABLES = frozenset({"fluvial_devices"})
+"""Tables the store keeps for fluvial itself (the device registry, :mod:`fluvial.layers.devices`):
+their names are reserved like every ``fluvial_`` name, but the store writes and reads them."""
 
 
 def check_columns(table: str, columns: Iterable[str], key_columns: int) -> list[str]:

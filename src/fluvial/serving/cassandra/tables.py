@@ -25,7 +25,7 @@ from fluvial.errors import ConfigError, StoreError
 from fluvial.serving.cassandra.buffer import Buffer
 from fluvial.serving.cassandra.db import Db
 from fluvial.serving.keys import check_identifier
-from fluvial.serving.tables import check_columns, column_values
+from fluvial.serving.tables import SYSTEM_TABLES, check_columns, column_values
 
 _MAX_NAME = 48
 
@@ -36,6 +36,8 @@ def quote(name: str) -> str:
 
 def check_table(table: Any) -> str:
     check_identifier("table", table)
+    if table in SYSTEM_TABLES:
+        return table
     if table.lower().startswith("fluvial_") or len(table) > _MAX_NAME:
         raise ConfigError(f"invalid table name {table!r}: names starting with 'fluvial_' are reserved for the "
                           f"store itself, and Cassandra table names have at most {_MAX_NAME} characters")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluvial.errors import ConfigError, StoreError
 from fluvial.serving.keys import check_identifier
-from fluvial.serving.tables import check_columns, column_values
+from fluvial.serving.tables import SYSTEM_TABLES, check_columns, column_values
 
 if TYPE_CHECKING:
     import psycopg
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 def check_table(table: Any) -> str:
     check_identifier("table", table)
+    if table in SYSTEM_TABLES:
+        return table
     if table.lower().startswith(("fluvial_", "pg_")):
         raise ConfigError(f"invalid table name {table!r}: names starting with 'fluvial_' or "
                           "'pg_' are reserved for the store itself")

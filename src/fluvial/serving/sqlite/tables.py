@@ -13,11 +13,13 @@ from typing import Any
 
 from fluvial.errors import ConfigError, StoreError
 from fluvial.serving.keys import check_identifier
-from fluvial.serving.tables import check_columns, column_values
+from fluvial.serving.tables import SYSTEM_TABLES, check_columns, column_values
 
 
 def check_table(table: Any) -> str:
     check_identifier("table", table)
+    if table in SYSTEM_TABLES:
+        return table
     if table.lower().startswith(("fluvial_", "sqlite_")):
         raise ConfigError(f"invalid table name {table!r}: names starting with 'fluvial_' or "
                           "'sqlite_' are reserved for the store itself")

@@ -3,11 +3,19 @@
 Shows:
     IoT readings keyed by a tuple ``(device, reading kind)``, 1-minute
     tumbling event-time windows, the :class:`~fluvial.Stats` monoid (count,
-    min, max, mean), and a 30 s allowed lateness.  In a stream run a reading
-    more than 30 s behind the largest event time already seen in its log
-    partition is *late*: it is left out of the realtime view and counted in
-    the view's ``late_events``; it stays in the log, so the next batch run
-    includes it ("the batch layer gives the final answer").
+    min, max, mean), and a 30 s allowed lateness.
+
+Time:
+    Event time per device (the default ``watermark="device"``), because
+    devices go offline and flush their backlog later, in their own order, and
+    their clocks disagree.  A reading is *late* when it is more than 30 s
+    behind the latest reading of its own device: it is counted in the view's
+    ``late_events``, and it still corrects the stored row of its window (the
+    view is a monoid), as far back as the correction horizon (7 days).  So the
+    realtime view equals the batch layer's over the same log, backlogs and
+    late readings included; only readings older than the horizon are left to
+    the batch layer.  A device whose clock runs ahead (readings stamped more
+    than 5 min after they reached the log) holds nobody back.
 
 Needs:
     Log events of kind ``reading`` with payload ``{"kind", "value"}``, device

@@ -6,6 +6,13 @@ Shows:
     makes sliding cheap: each slide adds the newest pane and subtracts the
     oldest), then ``top(10)`` per window -- the seed's swap-and-sort.
 
+Time:
+    Event time (the tweet's time), per user: ``top(10)`` is itself a monoid
+    aggregation, so a tweet that arrives late still corrects the top 10 of
+    every window it falls in (within the 7-day correction horizon) and the
+    view equals the batch layer's.  No allowed lateness: any tweet behind its
+    user's latest is counted late (``fluvial views``), and corrected all the same.
+
 Needs:
     Log events of kind ``tweet`` with payload ``{"user", "text", ...}`` and
     the tweet time as event time, e.g. what ``fluvial generate tweets N FILE`` writes.

@@ -9,6 +9,9 @@ Shows:
     replays and restarts idempotent; in a stream run the table is written in
     the same transaction as the runner's checkpoint.
 
+Time:
+    None: totals over all of history, no window, so nothing is late.
+
 Needs:
     Log events of kind ``tweet`` with payload ``{"text", ...}``.
 

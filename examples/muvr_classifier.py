@@ -16,6 +16,14 @@ Shows:
     keeps mergeable moments and labels the merged batch ⊕ realtime features
     at query time: a late reading corrects the label instead of being lost.
 
+Time:
+    Event time per watch (``watermark="device"``): a watch that lost its
+    phone connection and syncs minutes of readings later is not late (they
+    are in its own order); readings more than 2 s behind their watch's latest
+    are counted late and still merged into their window.  A Kappa reprocess
+    (``fluvial reprocess exercises --from earliest``) replays the whole log
+    with nothing late, so it labels exactly what the batch layer labels.
+
 Needs:
     Log events of kind ``reading`` with payload ``{"kind": "accel_x" | "accel_y"
     | "accel_z", "value": m/s²}`` (other kinds are ignored), device id as the

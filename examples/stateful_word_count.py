@@ -8,6 +8,10 @@ Shows:
     is checkpointed with the log offsets in one transaction, so a restarted
     runner continues the totals where it stopped (the seed's checkpoint dir).
 
+Time:
+    Processing order: each micro-batch applies its words in event-time order
+    to the running totals; there is no window, so nothing is late.
+
 Needs:
     Log events of kind ``line`` with payload ``{"text": ...}`` (for the view);
     nothing for the standalone demo (a rate source of sentences, like the

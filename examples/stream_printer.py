@@ -16,6 +16,11 @@ Shows:
     micro-batch prints its own batch; in a batch run the three batches are one
     run and print once.
 
+Time:
+    The queue's event time (batch ``i`` at ``START_MS + i * INTERVAL_MS``),
+    per input partition: there are no devices, and the batches come in order,
+    so nothing is late.
+
 Needs:
     Nothing: the data are in this file.  A stream run checkpoints into a
     store, so the standalone run uses a temporary data directory.

@@ -5,6 +5,10 @@ Shows:
     the seed, as one fluvial flow that runs unchanged in batch and stream mode,
     and ``explain()`` printing the lineage as Spark's ``toDebugString`` does.
 
+Time:
+    None: a count over all of history has no window, so arrival order and
+    event time do not matter (every line counts, late or not).
+
 Needs:
     Log events of kind ``line`` with payload ``{"text": ...}`` (for the view),
     or any UTF-8 text file (standalone).

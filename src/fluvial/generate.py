@@ -8,6 +8,8 @@ the same ``n`` and seed, on every machine and Python version >= 3.11
                          1000 tweets per simulated second from 2016-01-06T23:53:20Z
     readings  N readings {"device": str, "ts": ms, "kind": str, "value": float}, 10k devices,
                          10k readings per simulated second, ~1% out of order by up to 30 s
+    fleet     N readings the same fields in arrival order: 1k devices, ~10% offline for 3-20 min
+                         then flushing their backlog in order, ~3% sent 31-90 s late, a clock 2 h ahead
     words     N MiB      plain text, 12 Zipf words per line from a 50k-word vocabulary
     lines     N lines    {"device": str, "ts": ms, "text": str}, 1-14 Zipf words of the same
                          vocabulary, 10 lines per simulated second
@@ -29,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import math
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["KINDS", "MAX_MIB", "MAX_RECORDS", "Kind", "Written", "accel", "generate", "lines",
+__all__ = ["KINDS", "MAX_MIB", "MAX_RECORDS", "Kind", "Written", "accel", "fleet", "generate", "lines",
            "readings", "tweets", "vocabulary", "words", "write", "zipf_weights"]
 
 MAX_RECORDS = 1_000_000_000
@@ -117,6 +120,52 @@ def readings(n: int, seed: int = 11) -> Iterator[str]:
             ts -= rng.randrange(30_000)
         yield json.dumps({"device": f"dev-{rng.randrange(10_000):05d}", "ts": ts,
                           "kind": rng.choice(kinds), "value": round(rng.gauss(20, 5), 3)})
+
+
+def fleet(n: int, seed: int = 13) -> Iterator[str]:
+    """``n`` sensor readings as JSON, as a fleet of devices delivers them: ``{"device", "ts",
+    "kind", "value"}`` in *arrival* order.
+
+    1,000 devices (``dev-0000``...), each reading about every 20 s of simulated time from
+    1700000000000 (50 readings per simulated second: 100,000 readings span 33 minutes).
+    ~10% of the devices go offline for 3-20 minutes at some point: they keep measuring and
+    flush the backlog, in their own order, when they come back (or at the end).  ~3% of
+    readings are sent 31-90 s late (behind their own device); device ``dev-0000``'s clock
+    runs 2 hours ahead.
+    """
+    rng = random.Random(seed)
+    devices, step_ms = 1_000, 20
+    kinds = list(READING_KINDS)
+    t0 = 1_700_000_000_000
+    spells = random.Random(seed + 1)   # apart, so that the readings drawn do not depend on n
+    offline: dict[int, tuple[int, int]] = {}   # device -> [start, end) of its offline spell (simulated ms)
+    for d in spells.sample(range(devices), devices // 10):
+        start = t0 + spells.randrange(n) * step_ms
+        offline[d] = (start, start + spells.randrange(180_000, 1_200_001))
+    backlog: dict[int, list[str]] = {}
+    held: list[tuple[int, int, str]] = []   # (deliver at, order, line): readings sent late
+    for k in range(n):
+        now = t0 + k * step_ms
+        d = rng.randrange(devices)
+        ts = now + (7_200_000 if d == 0 else 0)
+        line = json.dumps({"device": f"dev-{d:04d}", "ts": ts, "kind": rng.choice(kinds),
+                           "value": round(rng.gauss(20, 5), 3)})
+        while held and held[0][0] <= now:
+            yield heapq.heappop(held)[2]
+        spell = offline.get(d)
+        if spell is not None and spell[0] <= now < spell[1]:
+            backlog.setdefault(d, []).append(line)
+            continue
+        if d in backlog:
+            yield from backlog.pop(d)            # back online: the backlog first, in order
+        if rng.random() < 0.03:
+            heapq.heappush(held, (now + rng.randrange(31_000, 90_001), k, line))
+            continue
+        yield line
+    for _, _, line in sorted(held):
+        yield line
+    for d in sorted(backlog):
+        yield from backlog[d]
 
 
 def lines(n: int, seed: int = 42) -> Iterator[str]:
@@ -221,6 +270,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          'JSON lines {"device", "ts", "kind", "value"}: 10k devices, 10k readings per simulated '
          "second, ~1% late by up to 30 s (for examples/device_stats.py)",
          '{"device": "dev-09171", "ts": 1700000000000, "kind": "accel_y", "value": 10.62}',
+         "fluvial ingest {file} --kind reading --device-field device --ts-field ts"),
+    Kind("fleet", "readings", 13, fleet,
+         'JSON lines {"device", "ts", "kind", "value"} in arrival order: 1k devices, ~10% offline '
+         "for 3-20 min then flushing their backlog, ~3% sent 31-90 s late, one clock 2 h ahead "
+         "(for examples/device_stats.py)",
+         '{"device": "dev-0265", "ts": 1700000000000, "kind": "accel_x", "value": 16.997}',
          "fluvial ingest {file} --kind reading --device-field device --ts-field ts"),
     Kind("words", "MiB", 42, words,
          "plain text, 12 Zipf words per line from a 50k-word vocabulary; N is MiB of text "

@@ -211,7 +211,8 @@ def test_records_are_valid_events_of_their_kind(kind: str, seed: int) -> None:
         for i, line in enumerate(produced("words", 1, seed).decode().splitlines()[:500]):
             registry.validate({"device": "words", "kind": "line", "ts": i, "seq": i, "payload": {"text": line}})
         return
-    event_kind = {"tweets": "tweet", "readings": "reading", "lines": "line", "accel": "reading"}[kind]
+    event_kind = {"tweets": "tweet", "readings": "reading", "fleet": "reading", "lines": "line",
+                  "accel": "reading"}[kind]
     device = "user" if kind == "tweets" else "device"
     for i, r in enumerate(_records(kind, 500, seed)):
         registry.validate({"device": str(r[device]), "kind": event_kind, "ts": r["ts"], "seq": i, "payload": r})
@@ -284,7 +285,7 @@ def test_cli_writes_stdout_with_dash_and_stops_quietly_in_a_pipe(tmp_path: Path)
     (["tweets", "abc", "f"], "argument N: expected a whole number >= 1, got 'abc'"),
     (["tweets", "2.5", "f"], "argument N: expected a whole number >= 1, got '2.5'"),
     (["tweet", "5", "f"], "argument KIND: invalid choice: 'tweet' (choose from 'tweets', 'readings', "
-                          "'words', 'lines', 'accel')"),
+                          "'fleet', 'words', 'lines', 'accel')"),
     (["tweets", "5"], "the following arguments are required: FILE"),
     (["tweets", "5", "f", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
 ])

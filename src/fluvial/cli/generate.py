@@ -55,7 +55,7 @@ def _count(text: str) -> int:
 
 @subcommand(
     "generate",
-    summary="write a deterministic workload file: tweets, readings, words, lines or accel",
+    summary="write a deterministic workload file: tweets, readings, fleet, words, lines or accel",
     description=_DESCRIPTION,
     example="fluvial generate tweets 100000 tweets.jsonl\n"
             "fluvial generate words 50 words.txt          # 50 MiB of text\n"

@@ -209,16 +209,22 @@ def runner(request: pytest.FixtureRequest) -> Runner:
     return RUNNERS[request.param]
 
 
-@pytest.fixture(params=[name for name in RUNNERS if not name.startswith("spark")])
-def local_runner(request: pytest.FixtureRequest) -> Runner:
-    """Each runner of the local engine in turn."""
+EMBEDDED = ("batch", "stream")
+"""The local runners on the embedded backends: each reference flow runs on them alone."""
+
+
+@pytest.fixture(params=EMBEDDED)
+def embedded_runner(request: pytest.FixtureRequest) -> Runner:
+    """The local batch and stream runners on segment files and SQLite."""
     return RUNNERS[request.param]
 
 
-@pytest.fixture(params=[name for name in RUNNERS if name.startswith("spark")])
-def spark_runner(request: pytest.FixtureRequest) -> Runner:
-    """Each Spark runner in turn (needs PySpark and Java: the ``spark_ready`` fixture)."""
-    request.getfixturevalue("spark_ready")
+@pytest.fixture(params=[name for name in RUNNERS if name not in EMBEDDED])
+def other_runner(request: pytest.FixtureRequest) -> Runner:
+    """Every other runner in turn: the local ones on NATS, PostgreSQL, Cassandra, and the Spark
+    ones (which need PySpark and Java: the ``spark_ready`` fixture)."""
+    if request.param.startswith("spark"):
+        request.getfixturevalue("spark_ready")
     return RUNNERS[request.param]
 
 

@@ -86,16 +86,18 @@ FUTURE = {"devices": lambda e: e.device == "d0"}   # datasets with future-stampe
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
 @pytest.mark.parametrize("case", CATALOG, ids=[c.name for c in CATALOG])
-def test_catalog_flow(local_runner: Any, case: Case, dataset: str, tmp_path: Path) -> None:
-    """Each flow alone, on each runner of the local engine."""
-    check_catalog(local_runner, [case], dataset, tmp_path)
+def test_catalog_flow(embedded_runner: Any, case: Case, dataset: str, tmp_path: Path) -> None:
+    """Each flow alone, on the local runners over the embedded backends."""
+    check_catalog(embedded_runner, [case], dataset, tmp_path)
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
-def test_catalog_at_once(spark_runner: Any, dataset: str, tmp_path: Path) -> None:
-    """Every flow in one pipeline, on each Spark runner (one Spark job per run instead of one per
-    flow: each costs seconds; the flows share their sources, as the pipelines of users do)."""
-    check_catalog(spark_runner, list(CATALOG), dataset, tmp_path)
+def test_catalog_at_once(other_runner: Any, dataset: str, tmp_path: Path) -> None:
+    """Every flow in one pipeline, on every other runner: the local ones on NATS, PostgreSQL and
+    Cassandra, and the Spark ones (one run per dataset instead of one per flow, each of which
+    costs round trips or a Spark job; the flows share their sources, as users' pipelines do).
+    Each flow's view, late count and tables are still checked against its brute force."""
+    check_catalog(other_runner, list(CATALOG), dataset, tmp_path)
 
 
 def check_catalog(runner: Any, cases: list[Case], dataset: str, tmp_path: Path) -> None:

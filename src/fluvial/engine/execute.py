@@ -17,6 +17,7 @@ from fluvial.engine.plan import Plan
 from fluvial.errors import FlowError
 from fluvial.flow.graph import NARROW_OPS, SOURCE_OPS, Node, Windowed
 from fluvial.state.operators import ExecState
+from fluvial.windows.closing import evict
 from fluvial.windows.shapes import Session, Sliding, Tumbling, compose
 from fluvial.windows.watermark import CLOSED, DEFAULT_HORIZON_MS, DEFAULT_IDLE_MS, LATE, OLD, Watermarks
 
@@ -285,44 +286,12 @@ class Executor:
         return Chunk((pos, 0), rows, ts)
 
     def _evict(self, node: Node, table: dict[Any, dict[Any, Any]], *, finals: bool) -> Chunk:
-        """Drop the panes of closed windows: every window holding them ends at or before
-        the operator's watermark (the lowest over the partitions seen), so no element
-        that reaches the table can reach them (see :mod:`fluvial.windows.watermark`).
-        With ``finals``, returns the rows of the windows closed since the last call, each
-        once: a window when its first pane goes (it closed then, or before, and nothing
-        reaches it after); a session when it ends at or before the watermark."""
-        shape, agg = node.params["window"], node.params["agg"]
-        rows: list[Any] = []
-        ts: list[int] = []
-        out = Chunk((self.plan.index[node.id], 0), rows, ts)
-        low = self.watermarks(node).low()
-        if low is None:
-            return out
-        reach = shape.length_ms - shape.pane_ms if isinstance(shape, Sliding) else 0
-        for k in list(table):
-            parts = table[k]
-            going = [w for w in parts if w[1] + reach <= low]
-            if not going:
-                continue
-            if finals:
-                composed: dict[Any, Any] = compose(shape, parts.items(), agg)
-                if isinstance(shape, Session):   # whole sessions only: a fragment of an open one stays
-                    closed = {w: acc for w, acc in composed.items() if w[1] <= low}
-                    going = [f for f in going if any(w[0] <= f[0] and f[1] <= w[1] for w in closed)]
-                elif isinstance(shape, Sliding):
-                    gone = set(going)
-                    closed = {w: acc for w, acc in composed.items()
-                              if min(p for p in parts if w[0] <= p[0] and p[1] <= w[1]) in gone}
-                else:
-                    closed = {w: composed[w] for w in going}
-                for window in sorted(closed):
-                    rows.append(Windowed(k, window, agg.result(closed[window])))
-                    ts.append(window[0])
-            for w in going:
-                del parts[w]
-            if not parts:
-                del table[k]
-        return out
+        """Drop the panes of windows closed by the operator's watermark; with ``finals``,
+        the rows of the windows closed since the last call (:func:`~fluvial.windows.closing.evict`)."""
+        agg = node.params["agg"]
+        closed = evict(node.params["window"], agg, table, self.watermarks(node).low(), finals=finals)
+        return Chunk((self.plan.index[node.id], 0), [Windowed(k, w, agg.result(acc)) for k, w, acc in closed],
+                     [w[0] for _, w, _ in closed])
 
     # -- per-key state and joins -------------------------------------------------
     def _state(self, node: Node, chunks: list[Chunk]) -> Chunk:

@@ -264,6 +264,23 @@ def test_refusals_before_reading(tmp_path: Path) -> None:
         ingest_file(r, f, kind="line")
 
 
+def test_json_fields_of_a_file_read_as_text_are_refused_before_reading(tmp_path: Path) -> None:
+    """JSON lines in a file without a .jsonl name are text: asking for their fields would make
+    every line a dead letter, so ingest refuses and says how to read them as JSON."""
+    f = tmp_path / "readings.part-00"
+    f.write_text(json.dumps({"device": "d1", "ts": 5, "kind": "temp", "value": 1.0}) + "\n")
+    with fluvial.open(tmp_path / "d", writer=True) as w:
+        for fields, flag in (({"device_field": "device"}, "--device-field device"),
+                             ({"ts_field": "ts"}, "--ts-field ts"), ({"seq_field": "n"}, "--seq-field n")):
+            with pytest.raises(ConfigError, match=f"read as text.*{flag} can be in no line.*--format jsonl"):
+                ingest_file(w, f, kind="reading", **fields)
+        with pytest.raises(ConfigError, match="it was asked for"):
+            ingest_file(w, tmp_path / "x.jsonl", kind="reading", format="text", device_field="device")
+        report = ingest_file(w, f, kind="reading", device_field="device", ts_field="ts", format="jsonl")
+        assert (report.accepted, report.rejected) == (1, 0)
+        assert w.dead_letters.count() == 0
+
+
 def test_parse_time_ms() -> None:
     assert parse_time_ms("2016-01-06T12:00:00Z") == 1452081600000
     assert parse_time_ms("2016-01-06T13:00:00+01:00") == 1452081600000

@@ -259,6 +259,16 @@ def ingest_file(
     """
     if batch_size < 1 or max_line_bytes < 1:
         raise ConfigError("batch_size and max_line_bytes must be >= 1")
+    shown = name or (os.fspath(path) if not hasattr(path, "readline") else str(getattr(path, "name", "-")))
+    if not _is_json(shown, format):   # each line becomes {"text": LINE}: no other field can be found in it
+        asked = [(flag, f) for flag, f in (("--device-field", device_field), ("--ts-field", ts_field),
+                                           ("--seq-field", seq_field)) if f is not None and f != "text"]
+        if asked:
+            how = ("it was asked for (--format text)" if format == "text"
+                   else "its name does not end in .jsonl or .ndjson")
+            raise ConfigError(f"{shown} is read as text, each line becoming {{\"text\": LINE}} ({how}), so "
+                              f"{asked[0][0]} {asked[0][1]} can be in no line: for JSON lines pass --format jsonl "
+                              "(format='jsonl'), or name the file .jsonl")
     if not ws.writer:
         raise ConfigError(f"ingest appends to the log: open {ws.path} with writer=True")
     validate_payload = ws.schemas.get(kind).validate_payload  # SchemaError lists the kinds

@@ -262,16 +262,17 @@ def _read_paths() -> dict[str, Any]:
                        "future-stamped counts, backlog flushes, quiet now",
             "parameters": [
                 {"name": "quiet", "in": "query", "schema": {"type": "boolean"}, "description": "only quiet devices"},
-                {"name": "quiet_after", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                {"name": "quiet_after", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                   "maximum": 10**15},
                  "description": "ms a device may send nothing before it is quiet (default 600000)"},
                 {"name": "prefix", "in": "query", "schema": {"type": "string"}},
                 {"name": "after", "in": "query", "schema": {"type": "string"},
                  "description": "devices whose id sorts after this one (the next page)"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}}],
             "responses": {"200": _json("devices, sorted by id", {
-                "type": "object", "required": ["devices", "quiet_after_ms", "more"],
+                "type": "object", "required": ["devices", "quiet_after_ms", "more", "caught_up"],
                 "properties": {"devices": {"type": "array"}, "quiet_after_ms": {"type": "integer"},
-                               "more": {"type": "boolean"}}}),
+                               "more": {"type": "boolean"}, "caught_up": {"type": "boolean"}}}),
                 "400": _err("a bad query parameter"), **_AUTH}}},
         "/ui": plain("The web UI: live views, runner metrics, lineage", _text("the page", "text/html")),
         "/v1/metrics": plain("Metrics (JSON)", _json(

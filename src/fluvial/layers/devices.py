@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from fluvial.log.base import LogReader
     from fluvial.serving.base import ViewStore
 
-__all__ = ["COLUMNS", "TABLE", "DeviceFollower", "DeviceTracker", "list_devices"]
+__all__ = ["COLUMNS", "TABLE", "DeviceFollower", "DeviceTracker", "committed_position", "list_devices"]
 _logger = logging.getLogger("fluvial.devices")
 
 TABLE = "fluvial_devices"
@@ -184,6 +184,13 @@ def _copy(d: _Device) -> _Device:
                    d.flushes, d.lagging)
 
 
+def committed_position(store: ViewStore) -> list[int] | None:
+    """The log offsets the device table covers (per partition), as committed; None before any."""
+    with store.transaction() as txn:
+        blob = txn.get_checkpoint(CHECKPOINT)
+    return None if blob is None else msgspec.msgpack.decode(blob, type=_Position).offsets
+
+
 def list_devices(store: ViewStore, *, quiet_after_ms: int = DEFAULT_QUIET_AFTER_MS,
                  now_ms: int | None = None) -> list[dict[str, Any]]:
     """Every device the tracker has seen, as dicts of :data:`COLUMNS` (``lagging`` as a bool)
@@ -209,6 +216,7 @@ class DeviceFollower:
         self.interval_s = interval_s
         self.max_records = max_records   # per partition and step: small steps keep the server's memory flat
         self._stop = threading.Event()
+        self._wake = threading.Event()   # set: look at the log now rather than after interval_s
         self._thread: threading.Thread | None = None
         self._tracker: DeviceTracker | None = None
         self.errors = 0
@@ -221,6 +229,7 @@ class DeviceFollower:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -242,10 +251,25 @@ class DeviceFollower:
                     with contextlib.suppress(Exception):
                         ws.close()
                 ws, self._tracker = None, None
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
         if ws is not None:
             with contextlib.suppress(Exception):
                 ws.close()
+
+    def wait_for(self, store: ViewStore, ends: list[int], *, timeout_s: float = 10.0) -> bool:
+        """Wake the follower and wait until the device table covers the log up to ``ends`` (what
+        the log held when a request came: read-your-writes), read from ``store``; whether it did
+        within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            at = committed_position(store)
+            if all(e <= 0 for e in ends) or (at is not None and all(a >= e for a, e in zip(at, ends))):
+                return True
+            if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            time.sleep(0.02)
 
     def summary(self, *, quiet_after_ms: int = DEFAULT_QUIET_AFTER_MS) -> dict[str, int]:
         """Counts for ``/metrics``: devices known and quiet, their late and future-stamped

@@ -104,9 +104,9 @@ def _table_rows(found: list[Row]) -> list[dict[str, Any]]:
 
 
 def device_events(rnd: random.Random, *, n: int, devices: int, ahead: int, behind_ms: int,
-                  offline: float, late: float, start_ms: int) -> tuple[list[Event], set[str]]:
-    """Arrival order of ``n`` readings: one device per step measures at its own clock; an
-    offline device buffers and flushes in order when it comes back."""
+                  offline: float, late: float, start_ms: int, step_ms: int = 3_000) -> tuple[list[Event], set[str]]:
+    """Arrival order of ``n`` readings: one device per step (0..``step_ms`` apart) measures at
+    its own clock; an offline device buffers and flushes in order when it comes back."""
     names = [f"dev-{i:03d}" for i in range(devices)]
     skew = dict.fromkeys(names, 0)
     for d in names[:ahead]:
@@ -119,7 +119,7 @@ def device_events(rnd: random.Random, *, n: int, devices: int, ahead: int, behin
     clock = start_ms
     out: list[Event] = []
     for _ in range(n):
-        clock += rnd.randint(0, 3_000)
+        clock += rnd.randint(0, step_ms)
         d = rnd.choice(names)
         if d in down and rnd.random() < 0.08:
             down.discard(d)
@@ -141,3 +141,32 @@ def now_start() -> int:
     # Readings of the last hour: a clock two hours ahead is in the future of the log's wall clock,
     # the others (at most ~25 simulated minutes from here) are not.
     return int(time.time() * 1000) - 3600_000
+
+
+CLOCK_AHEAD = "d0"
+"""The device whose clock :func:`as_devices_deliver` sets two hours ahead."""
+
+
+def as_devices_deliver(events: list[Event], offline: dict[str, tuple[float, float]]) -> list[Event]:
+    """``events`` (stamped around the wall clock now, e.g. by ``make_events``) as devices deliver
+    them: :data:`CLOCK_AHEAD`'s clock runs two hours ahead (future-stamped: it moves no watermark),
+    and each device of ``offline`` holds back its events between those fractions of the list,
+    flushing them in order when it is back."""
+    spans = {d: (int(lo * len(events)), int(hi * len(events))) for d, (lo, hi) in offline.items()}
+    held: dict[str, list[Event]] = {d: [] for d in spans}
+    out: list[Event] = []
+    for i, sent in enumerate(events):
+        for d, (_, hi) in spans.items():
+            if i == hi:
+                out.extend(held[d])
+                held[d] = []
+        e = msgspec.structs.replace(sent, ts=sent.ts + AHEAD) if sent.device == CLOCK_AHEAD else sent
+        span = spans.get(e.device)
+        (held[e.device] if span is not None and span[0] <= i < span[1] else out).append(e)
+    return out + [e for d in spans for e in held[d]]
+
+
+def clock_ahead(e: Event) -> bool:
+    """Whether ``e`` comes from the clock :func:`as_devices_deliver` set ahead."""
+    return e.device == CLOCK_AHEAD
+

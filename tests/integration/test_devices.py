@@ -20,39 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import fluvial
+from device_time_world import AHEAD, device_events, now_start
 from fluvial import Event, LogConfig
 from fluvial.backends import open_store
 from fluvial.layers.devices import DeviceTracker, list_devices
 
 PARTITIONS = 3
-AHEAD_MS = 2 * 3600_000
 
 
 def make_fleet(seed: int, n: int, devices: int = 12) -> list[Event]:
-    """Arrival order of ``n`` readings around the wall clock now (an hour back to now)."""
+    """Readings of the last hour as devices deliver them (tests/device_time_world.py: offline
+    spells flushed later, 5% sent late, dev-000's clock 2 h ahead), ~3% of them sent twice."""
     rnd = random.Random(seed)
-    names = [f"dev-{i:02d}" for i in range(devices)]
-    start = int(time.time() * 1000) - 3600_000
-    clock, seqs, down = start, dict.fromkeys(names, 0), set()
-    buffered: dict[str, list[Event]] = {d: [] for d in names}
+    events, _ = device_events(rnd, n=n, devices=devices, ahead=1, behind_ms=0, offline=0.05, late=0.05,
+                              start_ms=now_start(), step_ms=2_000)
     out: list[Event] = []
-    for _ in range(n):
-        clock += rnd.randint(0, 2_000)
-        d = rnd.choice(names)
-        if d in down and rnd.random() < 0.1:
-            down.discard(d)
-            out.extend(buffered.pop(d))
-            buffered[d] = []
-        elif rnd.random() < 0.05:
-            down.add(d)
-        seqs[d] += 1
-        ts = clock + (AHEAD_MS if d == names[0] else 0) - (rnd.randint(31_000, 90_000) if rnd.random() < 0.05 else 0)
-        e = Event(device=d, kind="reading", ts=ts, seq=seqs[d], payload={"kind": "temp", "value": 1.0})
-        (buffered[d] if d in down else out).append(e)
+    for e in events:
+        out.append(e)
         if rnd.random() < 0.03:
             out.append(e)   # a retry: the log keeps one
-    for d in names:
-        out.extend(buffered[d])
     return out
 
 
@@ -105,7 +91,7 @@ def test_two_trackers_in_turn_give_the_brute_force_on_every_store(tmp_path: Path
             for t in trackers:
                 t.catch_up()
             want = brute_table(log)
-            assert len(want) == 12 and want["dev-00"]["future"] == want["dev-00"]["events"] > 0
+            assert len(want) == 12 and want["dev-000"]["future"] == want["dev-000"]["events"] > 0
             assert sum(r["flushes"] for r in want.values()) > 0 and sum(r["late"] for r in want.values()) > 0
             got = list_devices(store_a, quiet_after_ms=10 * 60_000)
             assert without_quiet(got) == want
@@ -191,18 +177,18 @@ def test_devices_api_follows_the_log_and_refuses_bad_parameters(tmp_path: Path) 
         assert first["caught_up"] is True and without_quiet(first["devices"]) == want
         # events posted now are in the next answer (a new device, with a clock ahead)
         now = int(time.time() * 1000)
-        status, body = srv.post_events([{"device": "late-comer", "kind": "reading", "ts": now + AHEAD_MS, "seq": 1,
+        status, body = srv.post_events([{"device": "late-comer", "kind": "reading", "ts": now + AHEAD, "seq": 1,
                                          "payload": {"kind": "temp", "value": 2.5}}])
         assert status == 200, body
         late_comer = srv.get("/v1/devices?prefix=late")["devices"]
         assert [(d["device"], d["events"], d["future"]) for d in late_comer] == [("late-comer", 1, 1)]
-        page = srv.get("/v1/devices?limit=2&after=dev-01")
-        assert [d["device"] for d in page["devices"]] == ["dev-02", "dev-03"] and page["more"] is True
+        page = srv.get("/v1/devices?limit=2&after=dev-001")
+        assert [d["device"] for d in page["devices"]] == ["dev-002", "dev-003"] and page["more"] is True
         assert srv.get("/v1/devices?quiet=true")["devices"] == []
         assert len(srv.get("/v1/devices?quiet=true&quiet_after=1")["devices"]) == 6
         metrics = srv.request("GET", "/metrics")[1].decode()
         assert 'fluvial_devices{state="active"} 6' in metrics and "fluvial_device_future_events_total" in metrics
-        assert srv.get("/v1/metrics")["devices"]["future_events"] == want["dev-00"]["future"] + 1
+        assert srv.get("/v1/metrics")["devices"]["future_events"] == want["dev-000"]["future"] + 1
         for query in BAD_QUERIES:
             status, raw = srv.request("GET", f"/v1/devices?{query}")
             assert status == 400 and "error" in json.loads(raw), (query, raw)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from fluvial.cli.app import arg, existing_data_dir, subcommand, workspace
-from fluvial.cli.fmt import iso, table, to_json
+from fluvial.cli.fmt import count_arg, duration_ms, iso, table, to_json
 from fluvial.cli.progress import progress_bar
+from fluvial.errors import ConfigError
 
 _DESCRIPTION = """\
 List every device that wrote to the log, after bringing the device table up to date
@@ -24,23 +24,14 @@ with the log (the server keeps it up to date too; both may run at once):
               events more than 60 s older than their arrival (back from offline)
   QUIET       nothing stored from it for --quiet-after (default 10m)"""
 
-_DURATION = re.compile(r"(\d{1,9})(ms|s|m|h|d)", re.ASCII)
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def duration_arg(text: str) -> int:
-    """``10m``, ``90s``, ``2h``, ``1d`` or a sum such as ``1h30m``, in milliseconds."""
-    compact = text.strip().lower()
-    if not compact or _DURATION.sub("", compact):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write a number and a unit, ms s m h d "
-                                         "(e.g. 10m, 90s, 1h30m)")
-    return sum(int(n) * _UNIT_MS[u] for n, u in _DURATION.findall(compact))
-
-
-def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or not 0 < int(text) <= 10**9:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 10^9")
-    return int(text)
+def _quiet_after(text: str) -> int:
+    try:
+        total = duration_ms(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a device is quiet after more than 0 ms")
+    return total
 
 
 @subcommand(
@@ -50,11 +41,11 @@ def positive_int(text: str) -> int:
     example="fluvial devices\nfluvial devices --quiet --quiet-after 30m\nfluvial devices --format jsonl",
     args=[
         arg("--quiet", action="store_true", help="only the devices quiet now"),
-        arg("--quiet-after", type=duration_arg, default=600_000, metavar="DURATION",
+        arg("--quiet-after", type=_quiet_after, default=600_000, metavar="DURATION",
             help="how long a device may send nothing before it is quiet (default: 10m)"),
         arg("--format", choices=("table", "json", "jsonl"), default="table",
             help="output format (default: %(default)s)"),
-        arg("--max-records", type=positive_int, default=100_000, metavar="N",
+        arg("--max-records", type=count_arg, default=100_000, metavar="N",
             help="log records read per partition and commit while updating the table (default: %(default)s)"),
     ],
 )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from fluvial.errors import ConfigError
 from fluvial.ingest.files import parse_time_ms
 
 __all__ = ["iso", "json_arg", "table", "time_arg", "to_json"]
@@ -50,6 +52,37 @@ def time_arg(text: str) -> int:
         return parse_time_ms(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+_DURATION = re.compile(r"(?:(\d{1,12})(ms|[smhdw]))+", re.ASCII)
+_DURATION_PART = re.compile(r"(\d{1,12})(ms|[smhdw])", re.ASCII)
+
+
+def duration_ms(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``250ms``, ``2w`` or a sum such as ``1d12h``, in
+    milliseconds (callers check the bounds they need).
+
+    Example:
+        >>> duration_ms("30d"), duration_ms("1h30m"), duration_ms("1s250ms")
+        (2592000000, 5400000, 1250)
+    """
+    compact = text.strip().lower()
+    if not _DURATION.fullmatch(compact):
+        raise ConfigError(f"{text!r} is not a duration: write a number and a unit, ms s m h d w "
+                          "(e.g. 30d, 12h, 1d12h, 10m)")
+    return sum(int(n) * _UNITS_MS[unit] for n, unit in _DURATION_PART.findall(compact))
+
+
+def count_arg(text: str) -> int:
+    """argparse type of a count: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def json_arg(text: str) -> Any:

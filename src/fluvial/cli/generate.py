@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fluvial.cli.app import arg, subcommand
+from fluvial.cli.fmt import count_arg
 from fluvial.cli.progress import progress_bar
 from fluvial.errors import ConfigError
 from fluvial.generate import KINDS, Kind, Written, write
@@ -42,17 +43,6 @@ After writing, it prints a command that uses the file (ingest, or a
 standalone example)."""
 
 
-def _count(text: str) -> int:
-    """argparse type of N: a whole number >= 1 (the kind's maximum is checked later)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 @subcommand(
     "generate",
     summary="write a deterministic workload file: tweets, readings, fleet, words, lines or accel",
@@ -63,7 +53,7 @@ def _count(text: str) -> int:
     args=[
         arg("kind", metavar="KIND", choices=tuple(KINDS),
             help=f"what to generate: {', '.join(KINDS)} (described below)"),
-        arg("n", metavar="N", type=_count,
+        arg("n", metavar="N", type=count_arg,
             help="how many records (lines), or MiB of text for words"),
         arg("file", metavar="FILE", help="the output file, or - for stdout"),
         arg("--seed", type=int, metavar="S",

@@ -7,12 +7,11 @@ parser is built: the ``fluvial.server`` package is for the ``serve`` command.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import TYPE_CHECKING
 
 from fluvial.cli.app import GROUPS, arg, data_dir, subcommand
-from fluvial.cli.fmt import iso, table, to_json
+from fluvial.cli.fmt import duration_ms, iso, table, to_json
 from fluvial.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,13 +32,8 @@ Clients send it as 'Authorization: Bearer <token>'. With --expires-in the
 token stops working after that time (401 "token expired ..."); without it,
 it is valid until revoked."""
 
-_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
-_DURATION = re.compile(r"(?:(\d{1,12})([smhdw]))+", re.ASCII)
-_DURATION_PART = re.compile(r"(\d{1,12})([smhdw])", re.ASCII)
-
-
 def parse_duration_ms(text: str) -> int:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a sum such as ``1d12h``, in milliseconds.
+    """A token lifetime: :func:`~fluvial.cli.fmt.duration_ms`, more than 0 and at most 100 years.
 
     Example:
         >>> parse_duration_ms("30d"), parse_duration_ms("1h30m")
@@ -47,11 +41,7 @@ def parse_duration_ms(text: str) -> int:
     """
     from fluvial.server.auth import MAX_TTL_MS
 
-    compact = text.strip().lower()
-    if not _DURATION.fullmatch(compact):
-        raise ConfigError(f"{text!r} is not a duration: write a number and a unit, s m h d w "
-                          "(e.g. 30d, 12h, 1d12h)")
-    total = sum(int(n) * _UNITS_MS[unit] for n, unit in _DURATION_PART.findall(compact))
+    total = duration_ms(text)
     if not 0 < total <= MAX_TTL_MS:
         raise ConfigError(f"{text!r}: a token lifetime must be more than 0 s and at most 100 years")
     return total

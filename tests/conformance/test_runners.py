@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from device_time_world import device_events, expected, now_start
+from device_time_world import as_devices_deliver, clock_ahead, device_events, expected, now_start
 from device_time_world import pipeline as device_time_pipeline
 from fluvial import Count, Event, Pipeline, Session, Tumbling
 from fluvial.errors import UnsupportedOperation
@@ -62,26 +61,17 @@ DATASETS = {
 
 def _fleet(seed: int) -> list[Event]:
     """Devices as they deliver (issue 11), stamped around the wall clock now: d0's clock runs two
-    hours ahead (future-stamped: it moves no watermark), d1 and d2 go offline and flush their
-    backlog later in their own order, and some events come late."""
+    hours ahead, d1 and d2 go offline and flush their backlog later in their own order, and some
+    events come late."""
     start = int(time.time() * 1000) - 1800_000
-    events = make_events(seed, 300, devices=6, kinds=["reading", "reading", "status"], start_ms=start,
-                         step_ms=2_000, out_of_order_ms=1_000, late_fraction=0.05, late_by_ms=40_000,
-                         duplicate_fraction=0.05)
-    events = [msgspec.structs.replace(e, ts=e.ts + AHEAD_MS) if e.device == "d0" else e for e in events]
-    out, held = [], {"d1": [], "d2": []}
-    for i, e in enumerate(events):
-        offline = (e.device == "d1" and 60 <= i < 200) or (e.device == "d2" and 100 <= i < 280)
-        (held[e.device] if offline else out).append(e)
-        if i in (200, 280):
-            out.extend(held["d1" if i == 200 else "d2"])
-            held["d1" if i == 200 else "d2"] = []
-    return out + held["d1"] + held["d2"]
+    return as_devices_deliver(make_events(seed, 300, devices=6, kinds=["reading", "reading", "status"],
+                                          start_ms=start, step_ms=2_000, out_of_order_ms=1_000,
+                                          late_fraction=0.05, late_by_ms=40_000, duplicate_fraction=0.05),
+                              {"d1": (0.2, 0.67), "d2": (0.33, 0.93)})
 
 
-AHEAD_MS = 2 * 3600_000
 DATASETS["devices"] = _fleet(303)
-FUTURE = {"devices": lambda e: e.device == "d0"}   # datasets with future-stamped events
+FUTURE = {"devices": clock_ahead}   # datasets with future-stamped events
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 import fluvial
+from device_time_world import as_devices_deliver, clock_ahead
 from fluvial import Event, LogConfig
 from fluvial.serving.postgres.schema import parse_url, write_lock_key
 from fluvial.state.checkpoint import Checkpoint
@@ -48,9 +49,12 @@ FENCED = "no longer holds"          # LeaseLost: another runner took the pipelin
 
 
 def generate(seed: int, n: int) -> list[Event]:
-    return make_events(seed, n, devices=24, kinds=["reading", "reading", "reading", "status"],
-                       step_ms=150, out_of_order_ms=3_000, late_fraction=0.02, late_by_ms=60_000,
-                       duplicate_fraction=0.05)
+    """Events of the last hour as devices deliver them (device time, issue 11): d1 and d2 offline
+    for a while, then flushing their backlog; d0's clock two hours ahead (future-stamped)."""
+    events = make_events(seed, n, devices=24, kinds=["reading", "reading", "reading", "status"],
+                         start_ms=int(time.time() * 1000) - 3600_000, step_ms=150, out_of_order_ms=3_000,
+                         late_fraction=0.02, late_by_ms=60_000, duplicate_fraction=0.05)
+    return as_devices_deliver(events, {"d1": (0.2, 0.5), "d2": (0.4, 0.9)})
 
 
 class Log:
@@ -122,9 +126,9 @@ def final_run_and_check(directory: Path, flow: Path, events: list[Event]) -> Non
     assert done.returncode == 0, done.stderr
     with open_ws(directory) as ws:
         got = read_results(build_pipeline(CATALOG, name=NAME), ws.store)
-    assert got.views == expected_views(CATALOG, events, partitions=PARTITIONS, stream=True)
-    assert got.late == expected_late(CATALOG, events, partitions=PARTITIONS)
-    assert got.tables == expected_tables(CATALOG, events, partitions=PARTITIONS, stream=True)
+    assert got.views == expected_views(CATALOG, events, partitions=PARTITIONS, stream=True, future=clock_ahead)
+    assert got.late == expected_late(CATALOG, events, partitions=PARTITIONS, future=clock_ahead)
+    assert got.tables == expected_tables(CATALOG, events, partitions=PARTITIONS, stream=True, future=clock_ahead)
 
 
 def catches_sigterm(pid: int) -> bool:

@@ -62,6 +62,7 @@ class Executor:
         self.stream = stream
         self.state = state or ExecState()
         self.complete = complete   # a replay of the log: nothing in it is beyond the correction horizon
+        self._clocks: dict[int, str] = {}   # windowed aggregation -> "device" or "partition" event time
 
     # -- narrow operators -----------------------------------------------------
     def _narrow(self, node: Node, inputs: list[list[Chunk]]) -> list[Chunk]:
@@ -177,7 +178,9 @@ class Executor:
         Per device only over events of the log (other sources have no devices)."""
         p = node.params
         highs = self.state.watermarks.setdefault(self.plan.index[node.id], {})
-        per = p.get("watermark", "device") if _reads_only_the_log(node) else "partition"
+        per = self._clocks.get(node.id)
+        if per is None:
+            per = self._clocks[node.id] = p.get("watermark", "device") if _reads_only_the_log(node) else "partition"
         return Watermarks(p["lateness_ms"], highs, per=per,
                           idle_ms=p.get("idle_ms", DEFAULT_IDLE_MS),
                           horizon_ms=None if self.complete else p.get("horizon_ms", DEFAULT_HORIZON_MS))

@@ -116,19 +116,18 @@ class DeviceTracker:
         """Read what the log gained (up to ``max_records`` per partition) and commit it; the records read."""
         if not self._loaded:
             self._load()
-        touched: set[str] = set()
         offsets = list(self._offsets)
         records = 0
-        devices = dict(self._devices)   # a fenced commit leaves self._devices as it was
+        changed: dict[str, _Device] = {}   # copies: a fenced commit leaves self._devices as it was
         for partition, start in enumerate(offsets):
             batch = self.log.read(partition, start, max_records=self.max_records)
             for e, arrived in zip(batch.events, batch.append_ms):
                 if e.kind == LOST_KIND:
                     continue
-                d = devices.get(e.device)
-                if d is None or e.device not in touched:
-                    d = devices[e.device] = _copy(d) if d is not None else _Device(partition, first_seen_ms=arrived)
-                    touched.add(e.device)
+                d = changed.get(e.device)
+                if d is None:
+                    old = self._devices.get(e.device)
+                    d = changed[e.device] = _copy(old) if old is not None else _Device(partition, first_seen_ms=arrived)
                 self._observe(d, e.ts, arrived)
             records += len(batch.events)
             offsets[partition] = batch.next_offset
@@ -136,13 +135,14 @@ class DeviceTracker:
             return 0
         try:
             with self.store.transaction() as txn:
-                txn.save_rows(TABLE, COLUMNS, [devices[name].row(name) for name in sorted(touched)], key_columns=1)
+                txn.save_rows(TABLE, COLUMNS, [changed[name].row(name) for name in sorted(changed)], key_columns=1)
                 self._token = txn.set_checkpoint(CHECKPOINT, msgspec.msgpack.encode(_Position(offsets)),
                                                  expect=self._token)
         except CheckpointFenced:
             self._loaded = False   # another tracker moved on: start again from its checkpoint
             return 0
-        self._offsets, self._devices = offsets, devices
+        self._offsets = offsets
+        self._devices.update(changed)
         return records
 
     def _observe(self, d: _Device, ts: int, arrived: int) -> None:
@@ -219,8 +219,7 @@ class DeviceFollower:
         self._wake = threading.Event()   # set: look at the log now rather than after interval_s
         self._thread: threading.Thread | None = None
         self._tracker: DeviceTracker | None = None
-        self.errors = 0
-        self.last_error = ""
+        self.errors = 0   # failed rounds (each logged, then retried)
 
     def start(self) -> DeviceFollower:
         self._thread = threading.Thread(target=self._run, name="fluvial-devices", daemon=True)
@@ -245,8 +244,7 @@ class DeviceFollower:
                     pass
             except Exception as exc:   # the store or log out of reach: the checkpoint is intact, go on later
                 self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning("device table: %s (retrying)", self.last_error)
+                _logger.warning("device table: %s: %s (retrying)", type(exc).__name__, exc)
                 if ws is not None:
                     with contextlib.suppress(Exception):
                         ws.close()
@@ -273,7 +271,7 @@ class DeviceFollower:
 
     def summary(self, *, quiet_after_ms: int = DEFAULT_QUIET_AFTER_MS) -> dict[str, int]:
         """Counts for ``/metrics``: devices known and quiet, their late and future-stamped
-        events and backlog flushes (from what this follower last committed)."""
+        events and backlog flushes (from what this follower last committed), its failed rounds."""
         tracker = self._tracker
         devices = dict(tracker._devices) if tracker is not None else {}
         now = int(time.time() * 1000)
@@ -282,4 +280,4 @@ class DeviceFollower:
                 "late_events": sum(d.late for d in devices.values()),
                 "future_events": sum(d.future for d in devices.values()),
                 "backlog_flushes": sum(d.flushes for d in devices.values()),
-                "quiet_after_ms": quiet_after_ms}
+                "quiet_after_ms": quiet_after_ms, "errors": self.errors}

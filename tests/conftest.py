@@ -74,10 +74,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every Spark test ``spark``: `make test` runs them apart, one at a time, after the rest
-    (Spark gives a new Python worker a fixed 10 s to connect back, which a busy machine can miss)."""
+    """Mark every Spark test ``spark``: `make test` runs them apart, one at a time, beside the rest
+    at a higher CPU priority (Spark gives a new Python worker a fixed 10 s to connect back, which
+    a busy machine can miss)."""
     for item in items:
-        if "spark" in item.nodeid.lower():
+        if "spark" in item.nodeid.lower() or "spark_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
 
 

@@ -140,6 +140,7 @@ def test_the_late_dataset_has_late_events_and_the_in_order_one_none() -> None:
     assert len(by_device.tables) < len(by_device.views)
 
 
+@pytest.mark.spark   # (it runs the Spark runners too: with the other Spark tests, one at a time)
 @pytest.mark.parametrize("dataset", ["in_order"])
 def test_every_runner_gives_identical_rows(all_runners: dict[str, Any], dataset: str, tmp_path: Path) -> None:
     events = DATASETS[dataset]

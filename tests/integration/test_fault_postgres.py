@@ -80,8 +80,11 @@ def test_postgres_restarts_under_load(tmp_path: Path, engine: str, request: pyte
         flow.write_text(FLOW)
         cli = [sys.executable, "-m", "fluvial.cli.main", "--data-dir", str(data), "--store", url,
                "run", str(flow), "--mode", "stream", "--batch-interval-ms", "20", "--max-batch-records", "60"]
-        # the Spark runner (micro-batches on local[2] executors) has a local runner as its standby rival
-        spark = ["--engine", "spark", "--spark-master", "local[2]"] if engine == "spark" else []
+        # the Spark runner (micro-batches on local[2] executors) has a local runner as its standby
+        # rival; its micro-batches are larger (each is a Spark job of a second or so: ~6 of them
+        # during the ~5 s of appends, where the outages fall)
+        spark = ["--engine", "spark", "--spark-master", "local[2]", "--max-batch-records", "250"
+                 ] if engine == "spark" else []
         main = subprocess.Popen([*cli, *spark], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(main)
         deadline = time.monotonic() + 180

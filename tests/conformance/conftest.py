@@ -118,9 +118,10 @@ def local_runners(log: str, store: str) -> dict[str, Runner]:
         return on(lambda **urls: run_batch(p, evs, d, partitions=PARTITIONS, **urls), d)
 
     # Many micro-batches: 5 records each on the embedded backends (25 on the others, whose
-    # round trips cost more: the results do not depend on the cuts, which the embedded
-    # runner covers finely), events appended in 3 slices with restarts between.
-    per_batch = 5 if (log, store) == ("file", "sqlite") else 25
+    # round trips cost more, and 50 on Cassandra, whose commit is several Paxos rounds: the
+    # results do not depend on the cuts, which the embedded runner covers finely), events
+    # appended in 3 slices with restarts between.
+    per_batch = 5 if (log, store) == ("file", "sqlite") else 50 if store == "cassandra" else 25
 
     def stream(p: Pipeline, evs: Sequence[Event], d: Path) -> RunResult:
         return on(lambda **urls: run_stream(p, evs, d, partitions=PARTITIONS, max_batch_records=per_batch,

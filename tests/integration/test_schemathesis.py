@@ -5,13 +5,13 @@ for every operation from the document (the example values, the coverage phase's 
 missing-value cases, positive and negative fuzzed data, stateful sequences through the links it
 infers) and applies every check it has (``--checks all``): no 5xx, every status, media type,
 header and body as documented, schema-breaking requests refused, schema-valid ones accepted,
-missing required headers and unsupported methods refused, authentication not ignored. The admin
-runs first, so the others fuzz a server whose views were batch-run, reprocessed and rolled back by
-random requests; afterwards the server must still ingest and answer, and its log must hold no
-failed request (a 500).
+missing required headers and unsupported methods refused, authentication not ignored. The four share one
+server (per test process), so a caller may fuzz a server whose views were batch-run, reprocessed
+and rolled back by random requests; after each run the server must still ingest, answer and be
+healthy, and its log must hold no failed request (a 500).
 
 Bounded for the suite (``FLUVIAL_API_FUZZ_EXAMPLES``, default 20 examples per operation and
-phase: about 2,100 test cases and 6 to 10 s per caller, 45 s for the module). ``bench/api_fuzz.sh
+phase: about 2,100 test cases and 15 to 20 s per caller on the 2-core test machine). ``bench/api_fuzz.sh
 MINUTES`` runs the same with a time budget instead (``FLUVIAL_API_FUZZ_SECONDS`` per caller). The
 seed is printed: ``FLUVIAL_TEST_SEED=<n>`` generates the same requests again (answers that depend
 on timing, such as a job still running or a rate limit, may differ).
@@ -22,7 +22,6 @@ with its reason; :mod:`schemathesis_hooks` writes the NDJSON and MessagePack bod
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -47,14 +46,12 @@ FUZZ_SECONDS = os.environ.get("FLUVIAL_API_FUZZ_SECONDS")  # set: a time budget 
 CALLERS = ("admin", "device", "read", "none")
 DEVICE = "dev-1"
 HOOKS = Path(__file__).resolve().parent / "schemathesis_hooks.py"
-KNOWN_DEGRADED = "OverflowError: Python int too large to convert to SQLite INTEGER"
-"""What /healthz reports after an event in a window beyond 64 bits (see the xfail test at the end)."""
 
 CONFIG = f"""
 hooks = "{HOOKS}"
 
 # /healthz answers 503 for a degraded server: its documented answer (a readiness probe reads it),
-# not a server error. (Fuzzed events at the end of time degrade it: see the xfail test.)
+# not a server error. (Fuzzed events at the end of time once degraded it: see the test at the end.)
 [[operations]]
 include-path = "/healthz"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
@@ -121,20 +118,20 @@ def test_schemathesis_finds_nothing(server: tuple[ServerProcess, dict[str, str |
     print(f"{who}: {summary(output)} ({seconds:.1f} s)")
     assert code == 0, f"schemathesis as {who} (FLUVIAL_TEST_SEED={SEED}):\n{output[-20000:]}"
     assert srv.proc is not None and srv.proc.poll() is None, srv.output()[-3000:]
+    still_ingests_and_answers(srv, tokens, seq=2**62 + SEED + CALLERS.index(who))
 
 
-def test_the_server_still_ingests_and_answers(server: tuple[ServerProcess, dict[str, str | None]]) -> None:
-    """After the four runs (batch runs, reprocessings and rollbacks at random among them)."""
-    srv, tokens = server
-    event = {"device": DEVICE, "kind": "reading", "ts": 1_700_000_000_000, "seq": 2**62 + SEED,
+def still_ingests_and_answers(srv: ServerProcess, tokens: dict[str, str | None], seq: int) -> None:
+    """After a caller's run (batch runs, reprocessings and rollbacks at random among them): the
+    server ingests, answers, is healthy, and no request ended in a 500."""
+    event = {"device": DEVICE, "kind": "reading", "ts": 1_700_000_000_000, "seq": seq,
              "payload": {"kind": "temp", "value": 21.5}}
     status, body = srv.post_events([event], token=tokens["device"])
     assert status == 200 and body["accepted"] + body["duplicates"] == 1, body
     for name in ("device_stats", "hashtag_top10", "word_counts"):
         assert "rows" in srv.get(f"/v1/views/{name}", tokens["read"])
     status, raw = srv.request("GET", "/healthz", headers={"Authorization": f"Bearer {tokens['admin']}"})
-    health = json.loads(raw)
-    assert status == 200 or all(KNOWN_DEGRADED in problem for problem in health["problems"]), health
+    assert status == 200, raw   # healthy: nothing the fuzzers sent degraded it
     assert "failed (reference" not in srv.output(), srv.output()[-5000:]  # no request ended in a 500
 
 

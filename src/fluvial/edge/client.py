@@ -2,29 +2,28 @@
 
 :class:`EdgeClient` gives each event the device's next ``seq`` (kept across restarts), stores it
 in a :class:`~fluvial.edge.queue.DiskQueue` before :meth:`EdgeClient.record` returns, and sends
-what the queue holds to ``POST /v1/events`` in batches (MessagePack, gzip-compressed). A batch
-leaves the queue only once the server answered for it; a batch sent again after a lost answer, a
-crash or a restart is harmless, because the server keeps one event per ``(device, seq)``: retries
-are exactly-once in effect.
+what the queue holds in batches (MessagePack, gzip-compressed) to ``POST /v1/events``, or
+publishes them to the MQTT broker that ``fluvial serve --mqtt`` reads
+(:mod:`fluvial.edge.transport`). A batch leaves the queue only once it was answered for; a batch
+sent again after a lost answer, a crash or a restart is harmless, because the server keeps one
+event per ``(device, seq)``: retries are exactly-once in effect.
 
 Answers: 200 (and 422, every event refused: the server keeps those in its dead-letter log with
 the reason) move the queue on, counting refusals in :attr:`SendStats.rejected`; 413 halves the
 batch (a single event too large for the server, like a 400 or 415 for a body it cannot read, is
-counted as rejected and passed); 429, 503 and 507 wait for ``Retry-After``; a connection error or another 5xx backs off
-exponentially (with jitter, capped); 401 and 403 raise :class:`EdgeAuthError`: no retry can fix a
-token.
+counted as rejected and passed); 429, 503 and 507 wait for ``Retry-After``; no answer or
+another 5xx backs off exponentially (with jitter, capped at 30 s); 401 and 403 (a login the
+broker refused, over MQTT) raise :class:`EdgeAuthError`: no retry can fix a credential.
 
-Only the standard library and msgspec: a device need not install the server.
+The standard library and msgspec only (paho-mqtt for the MQTT transport, when asked for).
 """
 
 from __future__ import annotations
 
 import gzip
-import http.client
 import os
 import random
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 
 from fluvial.edge.queue import DiskQueue, OnFull
+from fluvial.edge.transport import open_transport
 
 __all__ = ["EdgeAuthError", "EdgeClient", "SendStats"]
 
@@ -52,8 +52,8 @@ class SendStats:
     Attributes:
         requests: HTTP requests made.
         sent: Events in answered requests (accepted, duplicates and rejected).
-        accepted: Events the server appended.
-        duplicates: Events the server already had (a resend).
+        accepted: Events the server appended (HTTP; over MQTT the broker answers, with no counts).
+        duplicates: Events the server already had (a resend; HTTP only, as ``accepted``).
         rejected: Events the server refused (kept in its dead-letter log with the reason).
         retries: Requests that failed and were tried again.
         bytes_sent: Request body bytes.
@@ -72,10 +72,11 @@ class EdgeClient:
     """One device's events: recorded durably, sent in batches, each exactly once in effect.
 
     Args:
-        url: The server (``http://host:port``).
+        url: The server (``http://host:port``), or an MQTT broker that ``fluvial serve --mqtt``
+            reads (``mqtt://USER:PASSWORD@host:port``; see :mod:`fluvial.edge.transport`).
         device: The device id (the ``device`` of every event).
         directory: The device's queue directory (see :class:`~fluvial.edge.queue.DiskQueue`).
-        token: A device token (``fluvial token create device --device ID``), if the server asks.
+        token: A device token (``fluvial token create --device ID``), if the server asks (HTTP).
         max_bytes: The queue's bound on disk.
         on_full: What a full queue does: ``"refuse"`` (:meth:`record` raises
             :class:`~fluvial.edge.queue.QueueFull`) or ``"drop_oldest"``.
@@ -96,22 +97,18 @@ class EdgeClient:
                  max_bytes: int = 64 << 20, on_full: OnFull = "refuse", fsync: Literal["always", "never"] = "always",
                  batch_records: int = 1000, timeout_s: float = 10.0,
                  clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
-        target = urllib.parse.urlsplit(url)
-        if target.scheme not in ("http", "https") or not target.hostname:
-            raise ValueError(f"url {url!r}: give the server as http://HOST:PORT or https://HOST:PORT")
         if not device:
             raise ValueError("device: give the device's id")
         if batch_records < 1:
             raise ValueError(f"batch_records={batch_records}: at least 1")
-        self.url, self.device, self.token = url.rstrip("/"), device, token
-        self._target = target
+        self.url, self.device = url.rstrip("/"), device
+        self.transport = open_transport(self.url, device, token=token, timeout_s=timeout_s)
         self.queue = DiskQueue(directory, max_bytes=max_bytes, on_full=on_full, fsync=fsync)
         self.batch_records, self.timeout_s, self.clock = batch_records, timeout_s, clock
         self.stats = SendStats()
         last = self.queue.last()
         newest = -1 if last is None else int(_decode(last)["seq"])
         self._next_seq = max(self.queue.high, newest) + 1
-        self._conn: http.client.HTTPConnection | None = None
         self._rng = random.Random()
 
     @property
@@ -182,46 +179,18 @@ class EdgeClient:
             time.sleep(wait)
 
     def _post(self, records: list[bytes]) -> tuple[int, dict[str, Any], float | None]:
-        """POST one batch: (status, JSON answer, Retry-After); status 0 when no answer came."""
+        """Send one batch: (status, answer, Retry-After); status 0 when no answer came."""
         body = _msgpack_array(records)
-        headers = {"Content-Type": "application/msgpack"}
-        if len(body) >= COMPRESS_FROM:
+        gzipped = len(body) >= COMPRESS_FROM
+        if gzipped:
             body = gzip.compress(body, compresslevel=6, mtime=0)
-            headers["Content-Encoding"] = "gzip"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         self.stats.requests += 1
         self.stats.bytes_sent += len(body)
-        try:
-            conn = self._connection()
-            conn.request("POST", (self._target.path.rstrip("/") or "") + "/v1/events", body, headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            return 0, {}, None
-        retry = response.getheader("Retry-After")
-        try:
-            answer = msgspec.json.decode(raw) if raw else {}
-        except msgspec.DecodeError:
-            answer = {}
-        try:
-            retry_after = None if retry is None else min(60.0, max(0.0, float(retry)))
-        except ValueError:
-            retry_after = None
-        return response.status, answer if isinstance(answer, dict) else {}, retry_after
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            kind = http.client.HTTPSConnection if self._target.scheme == "https" else http.client.HTTPConnection
-            self._conn = kind(self._target.hostname or "", self._target.port, timeout=self.timeout_s)
-        return self._conn
+        return self.transport.send(body, gzipped=gzipped)
 
     def close(self) -> None:
-        """Close the connection (the queue keeps everything on disk)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Let go of the connection (the queue keeps everything on disk)."""
+        self.transport.close()
 
 
 def _msgpack_array(items: list[bytes]) -> bytes:

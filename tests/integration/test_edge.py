@@ -63,6 +63,8 @@ while mode == "record" and client.next_seq < total:
         print("offline send", client.flush(deadline_s=0.05), flush=True)   # no server: nothing leaves
 if mode == "send":
     print("sending", client.pending, flush=True)
+    while client.pending and not client.flush(deadline_s=0.001):   # about a batch a call
+        print("progress", client.pending, flush=True)
     print("sent", client.flush(deadline_s=120), client.pending, client.stats, flush=True)
 """
 
@@ -152,7 +154,9 @@ def test_offline_for_a_day_killed_twice_buffering_and_once_sending_loses_and_dup
         assert sender.stdout is not None
         assert sender.stdout.readline().startswith("open")
         assert sender.stdout.readline().startswith("sending")
-        time.sleep(rnd.uniform(0.0, 0.5))
+        for _ in range(rnd.randint(1, 10)):   # of more than 20 batches
+            assert sender.stdout.readline().startswith("progress")
+        time.sleep(rnd.uniform(0.0, 0.02))
         sender.send_signal(signal.SIGKILL)   # while sending
         sender.communicate(timeout=30)
         before = tmp_path / "queue-before"   # the queue as it was: a device whose answers were all lost

@@ -116,6 +116,8 @@ class ServerProcess:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def __enter__(self) -> ServerProcess:  # noqa: PYI034 (start() returns self)
+        if self.proc is not None and self.proc.poll() is None:
+            return self   # started already (``with srv.start():``): one server, stopped at the end
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -169,7 +169,7 @@ def test_devices_api_follows_the_log_and_refuses_bad_parameters(tmp_path: Path) 
     srv = ServerProcess(tmp_path)
     with fluvial.open(srv.data_dir, writer=True, log_config=LogConfig(partitions=2, fsync="never")) as ws:
         ws.log.append(make_fleet(3, 300, devices=5))
-    with srv.start():
+    with srv:
         # Read-your-writes: an answer covers every event the log held when the request came.
         first = srv.get("/v1/devices")
         with fluvial.open(srv.data_dir) as ws:

@@ -80,16 +80,20 @@ _default_runner: Callable[[], Runner] | None = None
 
 
 def set_default_runner(factory: Callable[[], Runner]) -> None:
-    """What the actions (``collect``, ``count``, ``reduce``) run on without a ``runner``:
-    ``import fluvial`` sets the local batch runner (the flow package knows no engine)."""
+    """What the actions (``collect``, ``count``, ``reduce``) run on without a ``runner``: the
+    ``fluvial`` package sets the local batch runner (the flow package knows no engine)."""
     global _default_runner
     _default_runner = factory
 
 
 def default_runner() -> Runner:
+    if _default_runner is None:   # the package (always imported before this module) sets it
+        activate = getattr(sys.modules.get("fluvial"), "_activate_defaults", None)
+        if activate is not None:
+            activate()
     if _default_runner is None:
-        raise ConfigError("no runner for this action: pass runner=..., or `import fluvial`, which "
-                          "sets the local batch runner as the default")
+        raise ConfigError("no runner for this action: pass runner=..., or set one with "
+                          "fluvial.flow.graph.set_default_runner")
     return _default_runner()
 
 

@@ -165,3 +165,38 @@ print(json.dumps(sorted({{m.split(".")[0] for m in set(sys.modules) - before}} -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout)) <= {"fluvial", "msgspec", "typing_extensions"}, out.stdout  # (msgspec's)
+
+
+def test_the_edge_sdk_works_in_a_virtualenv_with_msgspec_alone(tmp_path: Path) -> None:
+    """A device's environment: a new virtualenv (no site packages) holding only msgspec (the
+    installed one, linked in: no network), fluvial's sources on the path. ``import fluvial.edge``
+    works, and a client records and tries to send with no server there."""
+    import os
+    import subprocess
+    import venv
+
+    import msgspec
+
+    import fluvial
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+    python = tmp_path / "venv" / "bin" / "python"
+    only = tmp_path / "only-msgspec"
+    only.mkdir()
+    (only / "msgspec").symlink_to(Path(msgspec.__file__).parent, target_is_directory=True)
+    code = """
+import sys
+from fluvial.edge import EdgeClient
+client = EdgeClient("http://127.0.0.1:9", "d-1", sys.argv[1], timeout_s=0.5)
+client.record("reading", {"kind": "t", "value": 1.5})
+print(client.flush(deadline_s=0.3), client.pending, sorted(m for m in sys.modules if m.startswith("fluvial")))
+"""
+    env = {"PATH": os.environ.get("PATH", ""),
+           "PYTHONPATH": os.pathsep.join([str(Path(fluvial.__file__).parents[1]), str(only)])}
+    out = subprocess.run([str(python), "-c", code, str(tmp_path / "queue")], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(" ", 2)[:2] == ["False", "1"], out.stdout
+    assert "fluvial.engine" not in out.stdout and "fluvial.flow" not in out.stdout, out.stdout
+    check = subprocess.run([str(python), "-c", "import xxhash"], capture_output=True, text=True, env=env)
+    assert check.returncode != 0   # (the core's dependencies are not there)

@@ -45,26 +45,27 @@ SPELLED_TESTS := tests/integration/test_cli.py tests/integration/test_serve_e2e.
 
 # The Spark tests run in one process of their own, beside the rest: Spark gives a new Python
 # worker a fixed 10 s to connect back, so the rest runs at a lower CPU priority (nice), and a
-# busy machine slows it rather than the Spark tests.  Their output goes to SPARK_LOG (follow it
-# with `tail -f`) and is shown at the end.
+# busy machine slows it rather than the Spark tests.  That process also takes the long tests
+# marked `serial` (clusters and kills of their own), one after another, so that both halves end
+# about together.  Its output goes to SPARK_LOG (follow it with `tail -f`), shown at the end.
 SPARK_LOG := .pytest-spark.log
 NICE := nice -n 10
 
-## test: the whole test suite (unit, property, integration, conformance): the Spark tests in one process,
-## beside the others in JOBS processes (at a lower CPU priority); then the command and server tests again
+## test: the whole test suite (unit, property, integration, conformance): the Spark tests (and the long
+## `serial` ones) in one process, beside the others in JOBS processes (at a lower CPU priority); then the command and server tests again
 ## with --log/--store spelled out, and the doctests; the exit status is the first failure's
 test: $(STAMP)
 	@export FLUVIAL_TEST_RUN="make-$$$$-$$(date +%s)"; \
-	echo "The Spark tests run in one process beside the others; their output: $(SPARK_LOG)"; \
-	$(BIN)/python -m pytest -q -p no:xdist --durations=10 -m spark tests > $(SPARK_LOG) 2>&1 & spark=$$!; \
+	echo "The Spark and serial tests run in one process beside the others; their output: $(SPARK_LOG)"; \
+	$(BIN)/python -m pytest -q -p no:xdist --durations=15 -m "spark or serial" tests > $(SPARK_LOG) 2>&1 & spark=$$!; \
 	trap 'kill $$spark 2>/dev/null; exit 130' INT TERM; \
-	$(NICE) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark" tests; rest=$$?; \
+	$(NICE) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 -m "not spark and not serial" tests; rest=$$?; \
 	$(NICE) env $(SPELLED) $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal \
 	    -m "not spark and not explicit_backends and not slow" $(SPELLED_TESTS); spelled=$$?; \
 	$(BIN)/python -m pytest -q -p no:xdist --doctest-modules src/fluvial; doctests=$$?; \
 	wait $$spark; sparked=$$?; \
-	echo "==================== the Spark tests ($(SPARK_LOG)) ===================="; cat $(SPARK_LOG); \
-	echo "exit status: the rest $$rest, spelled out $$spelled, Spark $$sparked, doctests $$doctests"; \
+	echo "==================== the Spark and serial tests ($(SPARK_LOG)) ===================="; cat $(SPARK_LOG); \
+	echo "exit status: the rest $$rest, spelled out $$spelled, Spark and serial $$sparked, doctests $$doctests"; \
 	for status in $$rest $$spelled $$sparked $$doctests; do [ $$status = 0 ] || exit $$status; done
 
 ## lint: ruff and mypy over the sources (--strict for the pure packages: the overrides of [tool.mypy])

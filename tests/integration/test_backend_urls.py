@@ -61,6 +61,7 @@ def session(tmp_path: Path, flags: list[str], env: dict[str, str] | None = None)
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_the_log_and_the_store_where_the_urls_say_answer_as_the_defaults(tmp_path: Path) -> None:
     print(f"seed={SEED}")
     defaults = session(tmp_path / "defaults", [])

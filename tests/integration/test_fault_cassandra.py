@@ -25,7 +25,7 @@ from fluvial.state.checkpoint import Checkpoint
 from fluvial.testing import make_events, read_results
 from fluvial.testing.catalog import CATALOG, build_pipeline, expected_late, expected_tables, expected_views
 
-pytestmark = [pytest.mark.slow, pytest.mark.explicit_backends]
+pytestmark = [pytest.mark.slow, pytest.mark.explicit_backends, pytest.mark.serial]
 
 PARTITIONS = 3
 NAME = "ring"

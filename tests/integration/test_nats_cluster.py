@@ -29,7 +29,7 @@ from fluvial.events import Event
 from fluvial.log.nats.local_cluster import LocalNatsCluster
 from logs import REQUIRE_SERVICES
 
-pytestmark = [pytest.mark.services, pytest.mark.explicit_backends]
+pytestmark = [pytest.mark.services, pytest.mark.explicit_backends, pytest.mark.serial]
 
 
 @pytest.fixture

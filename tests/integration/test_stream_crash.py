@@ -186,6 +186,7 @@ def check_against_uninterrupted_and_brute(directory: Path, events: list[Event], 
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_sigkill_at_random_moments_then_restart(tmp_path: Path) -> None:
     seed = random.SystemRandom().randrange(2**32)
     print(f"seed={seed}")

@@ -171,8 +171,9 @@ class Db:
 
         deadline = time.monotonic() + wait_s
         while True:
-            try:
-                row = self.session.execute("SELECT value FROM fluvial_meta WHERE name = 'schema_version'").one()
+            try:   # (a timeout of a busy ring is tried again, as every read is)
+                row = self.retrying(lambda: self.session.execute(
+                    "SELECT value FROM fluvial_meta WHERE name = 'schema_version'").one())
             except InvalidRequest:   # no such table yet
                 row = None
             if row is not None:

@@ -27,7 +27,7 @@ from server_proc import EXAMPLES, ROOT
 from logs import REQUIRE_SERVICES
 from stores import postgres_or_skip
 
-pytestmark = [pytest.mark.slow, pytest.mark.explicit_backends, pytest.mark.serial]
+pytestmark = [pytest.mark.slow, pytest.mark.explicit_backends]
 
 
 def test_demo_cluster_survives_kills(tmp_path: Path) -> None:

@@ -23,12 +23,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from server_proc import EXAMPLES, ServerProcess, free_port
+from test_fault_ingest import brute_stats
 
 import fluvial
 
@@ -36,7 +35,6 @@ DEVICE = "wrist-7"
 T0 = 1_790_000_000_000
 STEP_MS = 14_400          # 6,000 readings: 24 hours of event time
 TOTAL = 6_000
-WINDOW_MS = 60_000
 
 DEVICE_SCRIPT = """
 import sys, time
@@ -122,15 +120,6 @@ def log_events(data: Path) -> list[fluvial.Event]:
                 out += batch.events
                 offset = batch.next_offset
     return out
-
-
-def brute_stats(events: list[fluvial.Event]) -> dict[Any, dict[str, Any]]:
-    groups: dict[Any, list[float]] = defaultdict(list)
-    for e in events:
-        start = e.ts - e.ts % WINDOW_MS
-        groups[((e.device, e.payload["kind"]), (start, start + WINDOW_MS))].append(e.payload["value"])
-    return {k: {"count": len(v), "min": min(v), "max": max(v), "mean": float(sum(map(Fraction, v)) / len(v))}
-            for k, v in groups.items()}
 
 
 def test_offline_for_a_day_killed_twice_buffering_and_once_sending_loses_and_duplicates_nothing(
